@@ -1,0 +1,36 @@
+"""The `dimefm` command line: a thin typer layer over library functions.
+
+Each command group lives in its own module and registers itself on `app`; heavy imports (torch,
+open_clip, faiss) happen inside the commands so `dimefm --help` stays fast.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from dimefm_pipeline.errors import DimefmError
+
+app = typer.Typer(
+    name="dimefm",
+    help="Distil a large CLIP-style teacher into a small student from unpaired images and sentences.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+# Command modules register onto `app` at import time.
+from dimefm_pipeline.cli import encode as _encode  # noqa: E402,F401
+from dimefm_pipeline.cli import inspect as _inspect  # noqa: E402,F401
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the `dimefm` console script."""
+    try:
+        app(args=argv, standalone_mode=True)
+    except DimefmError as exc:
+        from rich.console import Console
+
+        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        sys.exit(2)

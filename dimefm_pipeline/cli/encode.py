@@ -1,0 +1,3 @@
+"""`dimefm encode` commands."""
+
+from dimefm_pipeline.cli import app  # noqa: F401

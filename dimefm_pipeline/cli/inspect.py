@@ -1,0 +1,3 @@
+"""`dimefm inspect` commands."""
+
+from dimefm_pipeline.cli import app  # noqa: F401
