@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -58,11 +59,29 @@ def register_configs() -> None:
             open_clip.add_model_config(path)
 
 
-def resolve_spec(model: str, pretrained: str | None) -> ModelSpec:
-    """Turn CLI words into a ModelSpec, registering a config file if one is named."""
+def register_config(arch: str, config: dict) -> None:
+    """Register an architecture from its config dict (as recorded in a manifest or a student folder)."""
+    import tempfile
+
+    import open_clip
+
+    if arch in open_clip.list_models():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{arch}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)
+
+
+def resolve_spec(model: str, pretrained: str | None, *, config: dict | None = None) -> ModelSpec:
+    """Turn CLI words into a ModelSpec, registering a config file (or a recorded config) if given."""
     import open_clip
 
     register_configs()
+    if config and not model.endswith(".json"):
+        register_config(model, config)
+    if pretrained not in (None, RANDOM) and Path(pretrained).exists():
+        pretrained = str(Path(pretrained).resolve())
     if model == "world":
         if pretrained not in (None, "world"):
             return resolve_spec(WORLD_ARCH, pretrained)
@@ -144,6 +163,8 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
     import torch
 
     register_configs()
+    if spec.config:
+        register_config(spec.arch, spec.config)
     tag = None
     if spec.pretrained == RANDOM:
         if not quiet:
@@ -160,13 +181,16 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
                 f"--pretrained {tag!r} is neither a file nor an open_clip tag of {spec.arch} "
                 f"(known tags: {', '.join(sorted(available)) or 'none'})"
             )
-    fork = torch.random.fork_rng(devices=[])
-    with fork:
+    with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
+        # open_clip logs a root-level warning for every model built without a tag; ours warns itself.
+        logging.disable(logging.WARNING)
         try:
             model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
         except RuntimeError as exc:  # offline machines fail the download here
             raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag}: {exc}") from None
+        finally:
+            logging.disable(logging.NOTSET)
     if tag is None and spec.pretrained != RANDOM:
         state = load_state_dict(spec.pretrained)
         try:

@@ -1,3 +1,73 @@
-"""`dimefm encode` commands."""
+"""`dimefm encode images|texts`: stage one."""
 
-from dimefm_pipeline.cli import app  # noqa: F401
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from dimefm_pipeline.cli import app
+
+encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)
+app.add_typer(encode_app, name="encode")
+
+CacheOpt = typer.Option(..., "--cache", help="Manifest file (.duckdb); created if missing.")
+CacheDirOpt = typer.Option(None, "--cache-dir", help="Shard folder (default: beside the manifest, named after it).")
+TeacherOpt = typer.Option(None, "--teacher", help="open_clip model name, model-config .json, or `world` (default: the manifest's teacher).")
+PretrainedOpt = typer.Option(None, "--pretrained", help="open_clip tag, checkpoint path, or `random` (tests and benchmarks only).")
+BatchOpt = typer.Option(256, "--batch-size", min=1, help="Items per teacher forward.")
+WorkersOpt = typer.Option(4, "--workers", min=0, help="DataLoader worker processes for reading, decoding and transforms.")
+ShardOpt = typer.Option(65_536, "--shard-size", min=1, help="Maximum rows per shard file (also the unit of resume).")
+PrecisionOpt = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (autocast; CUDA only).")
+
+
+def _run(modality: str, sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision, options):
+    from dimefm_pipeline.encode import EncodeConfig, encode
+    from dimefm_pipeline.report import print_encode_summary
+
+    cfg = EncodeConfig(modality, tuple(sources), cache, cache_dir, teacher, pretrained, batch_size, workers,
+                       shard_size, precision, {k: v for k, v in options.items() if v is not None})
+    summary = encode(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
+    if summary is not None:
+        print_encode_summary(cfg, summary)
+
+
+@encode_app.command("images")
+def encode_images(
+    sources: List[str] = typer.Argument(..., help="Image folders, WebDataset tars (braces/globs ok), Parquet or TSV (key, base64) files."),
+    cache: str = CacheOpt,
+    cache_dir: Optional[str] = CacheDirOpt,
+    teacher: Optional[str] = TeacherOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    batch_size: int = BatchOpt,
+    workers: int = WorkersOpt,
+    shard_size: int = ShardOpt,
+    precision: str = PrecisionOpt,
+    image_column: Optional[str] = typer.Option(None, help="Parquet column with image bytes or paths (default: guessed)."),
+    key_column: Optional[str] = typer.Option(None, help="Parquet column with item keys (default: key/__key__/id, else row number)."),
+):
+    """Encode images with the teacher's image tower."""
+    _run("image", sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision,
+         {"image_column": image_column, "key_column": key_column})
+
+
+@encode_app.command("texts")
+def encode_texts(
+    sources: List[str] = typer.Argument(..., help="Sentence files: .txt (one per line), .jsonl, .parquet, .tsv (key, text or JSON with captions)."),
+    cache: str = CacheOpt,
+    cache_dir: Optional[str] = CacheDirOpt,
+    teacher: Optional[str] = TeacherOpt,
+    pretrained: Optional[str] = PretrainedOpt,
+    batch_size: int = BatchOpt,
+    workers: int = WorkersOpt,
+    shard_size: int = ShardOpt,
+    precision: str = PrecisionOpt,
+    text_field: Optional[str] = typer.Option(None, help="JSONL field holding the sentence (default: text)."),
+    key_field: Optional[str] = typer.Option(None, help="JSONL field holding the key (default: line number)."),
+    text_column: Optional[str] = typer.Option(None, help="Parquet column holding the sentence (default: text)."),
+    key_column: Optional[str] = typer.Option(None, help="Parquet column with keys (default: key/__key__/id, else row number)."),
+):
+    """Encode sentences with the teacher's text tower (exact duplicates are encoded once)."""
+    _run("text", sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision,
+         {"text_field": text_field, "key_field": key_field, "text_column": text_column, "key_column": key_column})

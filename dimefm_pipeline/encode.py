@@ -1,0 +1,231 @@
+"""Stage one: run the frozen teacher once over image or sentence sources and cache fp16 embeddings.
+
+Under torchrun every rank encodes a disjoint set of units and writes its shards and a commit marker
+per unit; rank 0 alone opens the manifest and commits markers into it (during the run and again at
+start-up, which is how a killed run recovers the units it finished). Units are deterministic, so a
+rerun redoes exactly the units that have no marker: no item is missing and none is cached twice.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from dimefm_pipeline import distributed as dist
+from dimefm_pipeline.errors import DimefmError
+
+DEFAULT_SHARD_SIZE = 65_536
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """Options of `dimefm encode images|texts`."""
+
+    modality: str  # "image" or "text"
+    sources: tuple[str, ...]
+    cache: str  # manifest path (.duckdb)
+    cache_dir: str | None = None  # shard folder; default: beside the manifest, named after it
+    teacher: str | None = None  # open_clip name, config JSON, or "world"; default: the manifest's
+    pretrained: str | None = None  # tag, checkpoint path or "random"
+    batch_size: int = 256
+    workers: int = 4
+    shard_size: int = DEFAULT_SHARD_SIZE
+    precision: str = "auto"  # auto (fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    source_options: dict = field(default_factory=dict)  # text_field, text_column, key_column, image_column
+
+
+@dataclass
+class EncodeSummary:
+    run_id: int
+    units_done: int = 0
+    units_skipped: int = 0
+    items: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    per_source: list = field(default_factory=list)
+
+
+def _teacher_info(loaded):
+    from dimefm_pipeline.manifest import TeacherInfo
+
+    return TeacherInfo(loaded.spec.arch, loaded.spec.pretrained, loaded.fingerprint, loaded.embed_dim,
+                       loaded.image_size, loaded.context_length, loaded.preprocess_cfg, loaded.spec.config)
+
+
+def _prepare(cfg: EncodeConfig, command: str, world: int):
+    """Rank 0: open the manifest, check the teacher, recover markers, plan pending units."""
+    from dimefm_pipeline import models
+    from dimefm_pipeline.cache import read_markers
+    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.sources import plan_source, resolve_source
+
+    specs = [resolve_source(s, cfg.modality, cfg.source_options) for s in cfg.sources]
+    man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir)
+    try:
+        recorded = man.teacher()
+        if cfg.teacher is None:
+            if recorded is None:
+                raise DimefmError(f"{cfg.cache} has no teacher yet: pass --teacher (and --pretrained)")
+            spec = models.resolve_spec(recorded.arch, recorded.pretrained, config=recorded.config)
+        else:
+            spec = models.resolve_spec(cfg.teacher, cfg.pretrained)
+        loaded = models.build(spec, quiet=True)
+        man.check_teacher(_teacher_info(loaded))
+        run_id = man.start_run(f"encode-{cfg.modality}", command, asdict(cfg), world)
+        for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
+            man.ingest(commit, run_id)
+        seen = man.text_hashes() if cfg.modality == "text" else None
+        pending, skipped = [], 0
+        for s in specs:
+            known = man.source_row(s.modality, s.uri)
+            shard_size = known[1] if known else cfg.shard_size
+            plan = plan_source(s, known[0] if known else 0, shard_size, seen)
+            sid, _ = man.register_source(s, plan.fingerprint, shard_size, len(plan.units), plan.duplicates, run_id)
+            done = man.completed_units(sid)
+            for u in plan.units:
+                if u.index in done:
+                    skipped += 1
+                else:
+                    pending.append(_with_source(u, sid))
+        return man, spec, run_id, pending, skipped
+    except BaseException:
+        man.close()
+        raise
+
+
+def _with_source(unit, source_id):
+    from dataclasses import replace
+
+    return replace(unit, source_id=source_id)
+
+
+def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> EncodeSummary | None:
+    """Run stage one; returns the summary on rank 0 (None on other ranks)."""
+    import torch
+
+    from dimefm_pipeline import models
+
+    if cfg.modality not in ("image", "text"):
+        raise DimefmError(f"modality must be image or text, not {cfg.modality}")
+    if cfg.batch_size < 1 or cfg.shard_size < 1 or cfg.workers < 0:
+        raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
+    rank, world, _, device = dist.init_distributed()
+    man = None
+    t0 = time.time()
+    try:
+        result = None
+        if rank == 0:
+            try:
+                man, spec, run_id, pending, skipped = _prepare(cfg, command, world)
+                result = ("ok", spec, run_id, pending, skipped, str(man.cache_dir))
+            except DimefmError as exc:
+                result = ("error", str(exc))
+        result = dist.broadcast_object(result)
+        if result[0] == "error":
+            raise DimefmError(result[1])
+        _, spec, run_id, pending, skipped, cache_dir = result
+        loaded = models.build(spec, device=str(device), quiet=True)
+        mine = pending[rank::world]
+        summary = EncodeSummary(run_id, units_skipped=skipped)
+        status = "failed"
+        try:
+            _encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, man, run_id, summary, progress and rank == 0)
+            dist.barrier()
+            if man is not None:
+                _commit_pending(man, run_id, summary)
+                man.refresh_views()
+            status = "complete"
+        finally:
+            if man is not None:
+                summary.seconds = time.time() - t0
+                man.end_run(run_id, status if sys.exc_info()[0] is None else "failed", metrics=_metrics(summary))
+        return summary if rank == 0 else None
+    finally:
+        if man is not None:
+            man.close()
+        dist.destroy()
+
+
+def _metrics(s: EncodeSummary) -> dict:
+    return {k: getattr(s, k) for k in ("units_done", "units_skipped", "items", "errors", "duplicates", "truncated", "seconds")}
+
+
+def _commit_pending(man, run_id: int, summary: EncodeSummary) -> None:
+    """Rank 0: commit every marker present (its own and other ranks'), then drop the markers."""
+    from dimefm_pipeline.cache import read_markers
+
+    for path, commit in read_markers(man.cache_dir):
+        if man.ingest(commit, run_id):
+            summary.items += commit.items
+            summary.errors += len(commit.errors)
+            summary.duplicates += commit.duplicates
+            summary.truncated += commit.truncated
+            summary.units_done += 1
+        path.unlink(missing_ok=True)
+
+
+def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summary, show):
+    import numpy as np
+    import torch
+    from torch.utils.data import DataLoader
+
+    from dimefm_pipeline.cache import UnitWriter, remove_partial_files
+    from dimefm_pipeline.encode_data import UnitBatches
+    from dimefm_pipeline.progress import progress_bar
+
+    ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length)
+    workers = min(cfg.workers, max(len(units), 1))
+    loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
+                        prefetch_factor=4 if workers else None, persistent_workers=False)
+    model = loaded.model
+    encode_fn = model.encode_image if cfg.modality == "image" else model.encode_text
+    amp = _autocast(cfg.precision, device)
+    writer, expect = None, None
+    items = 0
+    with progress_bar(show) as bar:
+        task = bar.add_task(f"encode {cfg.modality}s", total=len(units), items=0, rate=0.0)
+        t0 = time.time()
+        for batch in loader:
+            u = batch.unit
+            if batch.seq == 0:
+                if writer is not None:
+                    raise RuntimeError(f"unit {u.source_id}/{u.index} started before the previous unit ended")
+                remove_partial_files(cache_dir, u.source_id, u.index)
+                writer = UnitWriter(cache_dir, u.source_id, u.index, cfg.modality, loaded.embed_dim, cfg.shard_size, rank)
+            elif (u.source_id, u.index, batch.seq) != expect:
+                raise RuntimeError(f"batches of unit {u.source_id}/{u.index} arrived out of order")
+            expect = (u.source_id, u.index, batch.seq + 1)
+            if batch.inputs is not None:
+                with torch.no_grad(), amp:
+                    feats = encode_fn(batch.inputs.to(device, non_blocking=True))
+                emb = torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
+                cols = {"key": batch.keys}
+                if cfg.modality == "text":
+                    cols.update(text=batch.texts, truncated=batch.truncated, text_hash=np.asarray(batch.hashes, np.int64))
+                writer.add(emb, **cols)
+                items += len(batch.keys)
+            writer.commit.errors.extend(batch.errors)
+            writer.commit.duplicates += batch.duplicates
+            writer.commit.truncated += sum(batch.truncated)
+            if batch.last:
+                writer.finish()
+                writer = None
+                if man is not None:
+                    _commit_pending(man, run_id, summary)
+                bar.update(task, advance=1, items=items, rate=items / max(time.time() - t0, 1e-9))
+
+
+def _autocast(precision: str, device):
+    import contextlib
+
+    import torch
+
+    if device.type != "cuda" or precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast("cuda", dtype=dtype)

@@ -1,0 +1,325 @@
+"""The DuckDB manifest: one file that catalogs a cache (teacher, sources, shards, items, errors, runs).
+
+Only one process ever opens it read-write (DuckDB's own file lock enforces this; we turn the lock
+error into a clear message). Shard paths are stored relative to the cache dir, and the cache dir
+relative to the manifest, so the whole folder can move; the SQL views over the Parquet shards hold
+absolute paths (DuckDB resolves relative view paths against the client's working directory) and are
+rebuilt whenever the manifest is opened for writing from a new place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dimefm_pipeline.errors import DimefmError
+
+SCHEMA_VERSION = "1"
+# Files written in this format open in every DuckDB client from 1.1 on (newer defaults do not).
+STORAGE_VERSION = "v1.1.0"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (name VARCHAR PRIMARY KEY, value VARCHAR);
+CREATE TABLE IF NOT EXISTS teachers (
+    teacher_id INTEGER, arch VARCHAR, pretrained VARCHAR, fingerprint VARCHAR, embed_dim INTEGER,
+    image_size INTEGER, context_length INTEGER, preprocess VARCHAR, normalized BOOLEAN, dtype VARCHAR,
+    config VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS sources (
+    source_id INTEGER, modality VARCHAR, uri VARCHAR, format VARCHAR, fingerprint VARCHAR,
+    options VARCHAR, files INTEGER, shard_size INTEGER, units INTEGER, duplicates BIGINT,
+    added_at TIMESTAMP, run_id INTEGER);
+CREATE TABLE IF NOT EXISTS units (
+    source INTEGER, unit INTEGER, state VARCHAR, items BIGINT, errors BIGINT, duplicates BIGINT,
+    truncated BIGINT, rank INTEGER, run_id INTEGER, completed_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS shards (
+    shard_id INTEGER, source INTEGER, unit INTEGER, part INTEGER, modality VARCHAR, path VARCHAR,
+    parquet_path VARCHAR, rows INTEGER, dim INTEGER, dtype VARCHAR, checksum VARCHAR,
+    parquet_checksum VARCHAR, bytes BIGINT, state VARCHAR, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS items (
+    item_id BIGINT, modality VARCHAR, source INTEGER, key VARCHAR, shard INTEGER, "row" INTEGER,
+    text_hash BIGINT);
+CREATE TABLE IF NOT EXISTS errors (
+    source INTEGER, key VARCHAR, stage VARCHAR, reason VARCHAR, run_id INTEGER, created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS runs (
+    run_id INTEGER, kind VARCHAR, command VARCHAR, config VARCHAR, versions VARCHAR, world_size INTEGER,
+    started_at TIMESTAMP, ended_at TIMESTAMP, status VARCHAR, output VARCHAR, metrics VARCHAR);
+CREATE TABLE IF NOT EXISTS minings (
+    mining_id INTEGER, run_id INTEGER, k INTEGER, index_type VARCHAR, images BIGINT, texts BIGINT,
+    created_at TIMESTAMP);
+CREATE TABLE IF NOT EXISTS pseudo_pairs (
+    mining_id INTEGER, image_item BIGINT, "rank" INTEGER, text_item BIGINT, score FLOAT);
+CREATE TABLE IF NOT EXISTS metrics (run_id INTEGER, step INTEGER, name VARCHAR, value DOUBLE);
+CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
+"""
+
+VIEW_COLUMNS = {
+    "image": "p.key, p.embedding, s.uri AS source, p.source_id, p.row",
+    "text": "p.key, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.row",
+}
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(tzinfo=None)
+
+
+def versions() -> dict:
+    """Versions of the pieces that shape an embedding, recorded with every run."""
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for mod in ("dimefm_pipeline", "torch", "open_clip", "duckdb", "pyarrow", "numpy", "PIL"):
+        m = sys.modules.get(mod)
+        if m is None:
+            try:
+                m = __import__(mod)
+            except ImportError:
+                continue
+        out[mod] = getattr(m, "__version__", "?")
+    return out
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    arch: str
+    pretrained: str
+    fingerprint: str
+    embed_dim: int
+    image_size: int
+    context_length: int
+    preprocess: dict
+    config: dict
+
+
+class Manifest:
+    """A DuckDB manifest file opened by this process (read-write: the single writer; or read-only)."""
+
+    def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = False, cache_dir: str | Path | None = None):
+        import duckdb
+
+        self.path = Path(path).resolve()
+        self.read_only = read_only
+        if not self.path.exists():
+            if not create:
+                raise DimefmError(f"no manifest at {path}")
+            if self.path.suffix != ".duckdb":
+                raise DimefmError(f"manifest path must end in .duckdb: {path}")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if read_only:
+                self.con = duckdb.connect(str(self.path), read_only=True)
+            else:
+                self.con = duckdb.connect(str(self.path), config={"storage_compatibility_version": STORAGE_VERSION})
+        except duckdb.IOException as exc:
+            msg = str(exc)
+            if "lock" in msg.lower():
+                raise DimefmError(f"manifest {path} is open for writing by another process; only one writer at a time ({msg.splitlines()[0]})") from None
+            raise DimefmError(f"cannot open manifest {path}: {msg.splitlines()[0]}") from None
+        except duckdb.Error as exc:
+            raise DimefmError(f"{path} is not a DuckDB manifest: {str(exc).splitlines()[0]}") from None
+        if not read_only:
+            self.con.execute(SCHEMA)
+            if self.meta("schema_version") is None:
+                self.set_meta("schema_version", SCHEMA_VERSION)
+                cdir = Path(cache_dir) if cache_dir else self.path.with_suffix("")
+                self.set_meta("cache_dir", _relative_if_inside(cdir.resolve(), self.path.parent))
+            elif cache_dir and Path(cache_dir).resolve() != self.cache_dir:
+                raise DimefmError(f"manifest {path} keeps its shards in {self.cache_dir}, not {cache_dir}")
+            self.con.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE status = 'running'", [now()])
+            if self.meta("views_dir") != str(self.path.parent):
+                self.refresh_views()
+        elif self.meta("schema_version") is None:
+            raise DimefmError(f"{path} is not a dimefm manifest (no schema_version)")
+
+    # ----------------------------------------------------------------------------- basics
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def meta(self, name: str) -> str | None:
+        try:
+            row = _first(self.con.execute("SELECT value FROM meta WHERE name = ?", [name]))
+        except Exception:
+            return None
+        return row[0] if row else None
+
+    def set_meta(self, name: str, value: str) -> None:
+        self.con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [name, value])
+
+    @property
+    def cache_dir(self) -> Path:
+        stored = Path(self.meta("cache_dir"))
+        return stored if stored.is_absolute() else (self.path.parent / stored).resolve()
+
+    def query(self, sql: str, params=None):
+        return self.con.execute(sql, params or [])
+
+    # ----------------------------------------------------------------------------- teacher
+    def teacher(self) -> TeacherInfo | None:
+        row = _first(self.con.execute(
+            "SELECT arch, pretrained, fingerprint, embed_dim, image_size, context_length, preprocess, config FROM teachers"
+        ))
+        if row is None:
+            return None
+        return TeacherInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
+
+    def check_teacher(self, info: TeacherInfo) -> None:
+        """Record the teacher of a new manifest, or refuse a different one."""
+        current = self.teacher()
+        if current is None:
+            self.con.execute(
+                "INSERT INTO teachers VALUES (1, ?, ?, ?, ?, ?, ?, ?, true, 'float16', ?, ?)",
+                [info.arch, info.pretrained, info.fingerprint, info.embed_dim, info.image_size,
+                 info.context_length, json.dumps(info.preprocess), json.dumps(info.config), now()],
+            )
+            return
+        if (current.fingerprint, current.embed_dim) != (info.fingerprint, info.embed_dim) or current.preprocess != info.preprocess:
+            raise DimefmError(
+                f"manifest {self.path.name} holds embeddings of teacher {current.arch} ({current.pretrained}, "
+                f"weights {current.fingerprint[:12]}), not of {info.arch} ({info.pretrained}, weights "
+                f"{info.fingerprint[:12]}): use a new --cache for another teacher"
+            )
+
+    # ----------------------------------------------------------------------------- runs
+    def start_run(self, kind: str, command: str, config: dict, world_size: int = 1) -> int:
+        run_id = _first(self.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))[0]
+        self.con.execute(
+            "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 'running', NULL, NULL)",
+            [run_id, kind, command, json.dumps(config, default=str), json.dumps(versions()), world_size, now()],
+        )
+        return run_id
+
+    def end_run(self, run_id: int, status: str, *, output: str | None = None, metrics: dict | None = None) -> None:
+        self.con.execute(
+            "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",
+            [status, now(), output, json.dumps(metrics) if metrics is not None else None, run_id],
+        )
+
+    # ----------------------------------------------------------------------------- sources
+    def register_source(self, spec, fingerprint: str, shard_size: int, n_units: int, duplicates: int, run_id: int) -> tuple[int, bool]:
+        """Return (source_id, is_new). A known source must be unchanged since it was registered."""
+        row = _first(self.con.execute(
+            "SELECT source_id, fingerprint, options, shard_size FROM sources WHERE modality = ? AND uri = ?",
+            [spec.modality, spec.uri],
+        ))
+        if row is not None:
+            if row[1] != fingerprint:
+                raise DimefmError(f"source {spec.uri} changed since it was cached (files added, removed or modified): use a new --cache")
+            if json.loads(row[2]) != spec.options:
+                raise DimefmError(f"source {spec.uri} was cached with options {row[2]}, not {json.dumps(spec.options)}")
+            return row[0], False
+        source_id = _first(self.con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]
+        self.con.execute(
+            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [source_id, spec.modality, spec.uri, spec.fmt, fingerprint, json.dumps(spec.options),
+             len(spec.files), shard_size, n_units, duplicates, now(), run_id],
+        )
+        return source_id, True
+
+    def source_row(self, modality: str, uri: str):
+        return _first(self.con.execute(
+            "SELECT source_id, shard_size FROM sources WHERE modality = ? AND uri = ?", [modality, uri]
+        ))
+
+    def completed_units(self, source_id: int) -> set[int]:
+        rows = self.con.execute("SELECT unit FROM units WHERE source = ? AND state = 'complete'", [source_id]).fetchall()
+        return {r[0] for r in rows}
+
+    def text_hashes(self) -> set[int]:
+        """Content hashes of every sentence already cached (for exact-duplicate skipping)."""
+        rows = self.con.execute("SELECT text_hash FROM items WHERE modality = 'text' AND text_hash IS NOT NULL").fetchnumpy()
+        return set(rows["text_hash"].tolist())
+
+    # ----------------------------------------------------------------------------- commits
+    def ingest(self, commit, run_id: int) -> bool:
+        """Add one finished unit (its shards, items and errors) in one transaction.
+
+        Returns False when the unit was already committed (a marker left by a crash after commit).
+        """
+        if commit.unit in self.completed_units(commit.source_id):
+            return False
+        cache_dir = self.cache_dir
+        for s in commit.shards:
+            for ext in (".npy", ".parquet"):
+                if not (cache_dir / f"{s.name}{ext}").exists():
+                    raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {s.name}{ext}")
+        con = self.con
+        con.execute("BEGIN TRANSACTION")
+        try:
+            for s in commit.shards:
+                shard_id = _first(con.execute("SELECT coalesce(max(shard_id), 0) + 1 FROM shards"))[0]
+                con.execute(
+                    "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?)",
+                    [shard_id, commit.source_id, commit.unit, s.part, commit.modality, f"{s.name}.npy",
+                     f"{s.name}.parquet", s.rows, s.dim, s.dtype, s.checksum, s.parquet_checksum, s.bytes, now()],
+                )
+                hash_col = "text_hash" if commit.modality == "text" else "NULL"
+                con.execute(
+                    f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col} "
+                    "FROM read_parquet(?) ORDER BY row",
+                    [commit.modality, shard_id, str(cache_dir / f"{s.name}.parquet")],
+                )
+            if commit.errors:
+                con.executemany(
+                    "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?)",
+                    [[commit.source_id, k, r, run_id, now()] for k, r in commit.errors],
+                )
+            con.execute(
+                "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?)",
+                [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
+                 commit.truncated, commit.rank, run_id, now()],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        return True
+
+    # ----------------------------------------------------------------------------- views
+    def shard_files(self, modality: str) -> list[tuple]:
+        """(npy path, parquet path, rows, checksum) of complete shards, in shard order."""
+        rows = self.con.execute(
+            "SELECT path, parquet_path, rows, checksum FROM shards WHERE modality = ? AND state = 'complete' ORDER BY shard_id",
+            [modality],
+        ).fetchall()
+        base = self.cache_dir
+        return [(base / r[0], base / r[1], r[2], r[3]) for r in rows]
+
+    def refresh_views(self) -> None:
+        """(Re)create `image_embeddings` / `text_embeddings` with absolute paths for this location."""
+        for modality, cols in VIEW_COLUMNS.items():
+            files = [str(f[1]) for f in self.shard_files(modality)]
+            name = f"{modality}_embeddings"
+            if files:
+                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                sql = f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id"
+            else:
+                empty = "NULL::VARCHAR AS key, NULL::FLOAT[] AS embedding, NULL::VARCHAR AS source, NULL::INTEGER AS source_id, NULL::INTEGER AS row"
+                if modality == "text":
+                    empty += ", NULL::VARCHAR AS text, NULL::BOOLEAN AS truncated"
+                sql = f"SELECT {empty} WHERE false"
+            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        self.set_meta("views_dir", str(self.path.parent))
+
+    def views_stale(self) -> bool:
+        return self.meta("views_dir") != str(self.path.parent)
+
+
+def _first(result):
+    """First row of a result, fetched completely (DuckDB refuses new work while a result is half read)."""
+    rows = result.fetchall()
+    return rows[0] if rows else None
+
+
+def _relative_if_inside(path: Path, base: Path) -> str:
+    try:
+        return os.path.relpath(path, base) if path.is_relative_to(base) else str(path)
+    except ValueError:
+        return str(path)

@@ -1,0 +1,191 @@
+"""Resolve a source argument to a SourceSpec, and split it into deterministic units of work."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+
+from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.sources.base import (
+    SourceSpec,
+    Unit,
+    expand_pattern,
+    file_entries,
+    fingerprint_files,
+    list_image_folder,
+    pack_mask,
+)
+from dimefm_pipeline.sources.readers import _check_text, _parquet_rows, text_lines
+
+TSV_IMAGE_CHUNK_BYTES = 256 << 20  # image TSVs are split by byte range: no line index needed
+IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
+KEY_COLUMNS = ("key", "__key__", "id")
+
+
+@dataclass
+class Plan:
+    """A planned source: its units and what planning learned about it."""
+
+    units: list[Unit]
+    fingerprint: str
+    duplicates: int = 0  # exact-duplicate sentences skipped (text only)
+
+
+def resolve_source(arg: str, modality: str, options: dict | None = None) -> SourceSpec:
+    """Expand and classify one source argument; a bad path or format is a user error."""
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    files = expand_pattern(arg)
+    if modality == "image" and len(files) == 1 and os.path.isdir(files[0]):
+        return SourceSpec(os.path.abspath(arg), modality, "folder", tuple(files), options)
+    fmts = {_format_of(f, modality) for f in files}
+    if len(fmts) != 1:
+        raise DimefmError(f"{arg} mixes formats ({', '.join(sorted(fmts))}): give one source per format")
+    fmt = fmts.pop()
+    if fmt == "parquet":
+        options = _parquet_columns(files[0], modality, options)
+    return SourceSpec(os.path.abspath(arg) if len(files) == 1 else arg, modality, fmt, tuple(files), options)
+
+
+def _format_of(path: str, modality: str) -> str:
+    low = path.lower()
+    if os.path.isdir(path):
+        raise DimefmError(f"{path} is a folder: only image sources can be folders")
+    table = {
+        "image": {".tar": "webdataset", ".tgz": "webdataset", ".tar.gz": "webdataset", ".parquet": "parquet", ".tsv": "tsv"},
+        "text": {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".tsv": "tsv"},
+    }[modality]
+    for ext, fmt in sorted(table.items(), key=lambda kv: -len(kv[0])):
+        if low.endswith(ext):
+            return fmt
+    raise DimefmError(f"unsupported {modality} source {path}: expected one of {', '.join(sorted(table))}")
+
+
+def _parquet_columns(path: str, modality: str, options: dict) -> dict:
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:
+        raise DimefmError(f"cannot read Parquet {path}: {exc}") from None
+    out = dict(options)
+    wanted = "image_column" if modality == "image" else "text_column"
+    if wanted not in out:
+        guesses = IMAGE_COLUMNS if modality == "image" else ("text",)
+        found = [c for c in guesses if c in names]
+        if not found:
+            raise DimefmError(f"{path} has no {modality} column (columns: {', '.join(names)}); pass --{wanted.replace('_', '-')}")
+        out[wanted] = found[0]
+    if out[wanted] not in names:
+        raise DimefmError(f"{path} has no column {out[wanted]!r} (columns: {', '.join(names)})")
+    if "key_column" not in out:
+        keys = [c for c in KEY_COLUMNS if c in names]
+        if keys:
+            out["key_column"] = keys[0]
+    elif out["key_column"] not in names:
+        raise DimefmError(f"{path} has no column {out['key_column']!r} (columns: {', '.join(names)})")
+    return out
+
+
+def plan_source(spec: SourceSpec, source_id: int, shard_size: int, seen_hashes: set | None = None) -> Plan:
+    """Split a source into units of at most `shard_size` items (one tar is one unit).
+
+    Text planning scans the whole source once: exact-duplicate sentences (within this source, and
+    against `seen_hashes`, which it extends) are masked out so each distinct sentence is encoded once.
+    """
+    if spec.modality == "image":
+        return _plan_images(spec, source_id, shard_size)
+    return _plan_texts(spec, source_id, shard_size, seen_hashes if seen_hashes is not None else set())
+
+
+def _unit(spec: SourceSpec, source_id: int, index: int, path: str, **kw) -> Unit:
+    return Unit(source_id, index, spec.modality, spec.fmt, path, options=spec.options, **kw)
+
+
+def _plan_images(spec: SourceSpec, source_id: int, shard_size: int) -> Plan:
+    units: list[Unit] = []
+    if spec.fmt == "folder":
+        root = spec.files[0]
+        entries = list_image_folder(root)
+        if not entries:
+            raise DimefmError(f"no images (jpg, jpeg, png, webp, bmp, gif) under {root}")
+        members = [rel for rel, _ in entries]
+        for i in range(0, len(members), shard_size):
+            units.append(_unit(spec, source_id, len(units), root, members=tuple(members[i : i + shard_size])))
+        return Plan(units, fingerprint_files(entries))
+    entries = file_entries(spec.files)
+    for path in spec.files:
+        if spec.fmt == "webdataset":
+            units.append(_unit(spec, source_id, len(units), path))
+        elif spec.fmt == "parquet":
+            units.extend(_row_units(spec, source_id, path, len(units), shard_size))
+        elif spec.fmt == "tsv":
+            size = os.path.getsize(path)
+            for lo in range(0, max(size, 1), TSV_IMAGE_CHUNK_BYTES):
+                units.append(_unit(spec, source_id, len(units), path, start=lo, stop=min(lo + TSV_IMAGE_CHUNK_BYTES, size)))
+    return Plan(units, fingerprint_files(entries))
+
+
+def _row_units(spec, source_id, path, first_index, shard_size) -> list[Unit]:
+    import pyarrow.parquet as pq
+
+    n = pq.ParquetFile(path).metadata.num_rows
+    return [
+        _unit(spec, source_id, first_index + j, path, start=lo, stop=min(lo + shard_size, n))
+        for j, lo in enumerate(range(0, n, shard_size))
+    ]
+
+
+def text_hash(text: str) -> int:
+    """64-bit content hash used for exact-duplicate detection (stored in the manifest)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) -> Plan:
+    units: list[Unit] = []
+    duplicates = 0
+
+    def close(path, start, stop, offset, keep):
+        units.append(_unit(spec, source_id, len(units), path, start=start, stop=stop, offset=offset, keep=pack_mask(keep)))
+
+    for path in spec.files:
+        if spec.fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            pf = pq.ParquetFile(path)
+            n = pf.metadata.num_rows
+            col, key_col = spec.options["text_column"], spec.options.get("key_column")
+            for lo in range(0, n, shard_size):
+                keep = []
+                for _, _, value in _parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
+                    text = _check_text(str(value))[0] if value is not None else None
+                    duplicates += _keep(text, seen, keep)
+                close(path, lo, min(lo + shard_size, n), 0, keep)
+            continue
+        start, offset, keep = 0, 0, []
+        lineno = -1
+        for lineno, line_offset, records in text_lines(path, spec.fmt, spec.options):
+            if lineno - start == shard_size:
+                close(path, start, lineno, offset, keep)
+                start, offset, keep = lineno, line_offset, []
+            for _, text, _ in records:
+                duplicates += _keep(text, seen, keep)
+        if lineno >= start:
+            close(path, start, lineno + 1, offset, keep)
+    if not units:
+        raise DimefmError(f"{spec.uri} holds no sentences")
+    return Plan(units, fingerprint_files(file_entries(spec.files)), duplicates)
+
+
+def _keep(text: str | None, seen: set, keep: list) -> int:
+    """Append this record's keep flag; return 1 if it is a duplicate of an earlier sentence."""
+    if text is None:  # invalid records are kept in the stream so the encoder records their error
+        keep.append(True)
+        return 0
+    h = text_hash(text)
+    if h in seen:
+        keep.append(False)
+        return 1
+    seen.add(h)
+    keep.append(True)
+    return 0
