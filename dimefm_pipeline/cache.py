@@ -205,6 +205,20 @@ class EmbeddingTable:
     def __len__(self) -> int:
         return int(self.offsets[-1])
 
+    # Enough of the ndarray interface (shape, dtype, slicing, fancy indexing) for code written
+    # against arrays, such as index building, to stream over the shards instead of a loaded copy.
+    ndim = 2
+    dtype = np.dtype(np.float16)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self), self.dim)
+
+    def __getitem__(self, key) -> np.ndarray:
+        if isinstance(key, slice):
+            return self.take(np.arange(*key.indices(len(self))))
+        return self.take(np.asarray(key))
+
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Rows `idx` (global row numbers) as a float16 [len(idx), dim] array, in the order given."""
         idx = np.asarray(idx, dtype=np.int64)

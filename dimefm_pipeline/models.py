@@ -8,6 +8,7 @@ torch file loaded with `weights_only=True`), or the explicit word `random`.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -48,6 +49,16 @@ class LoadedModel:
     image_size: int
     context_length: int
     preprocess_cfg: dict
+
+
+@contextlib.contextmanager
+def quiet_open_clip():
+    """open_clip logs a root-level warning for every model built without a tag; we warn ourselves."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 def register_configs() -> None:
@@ -183,14 +194,11 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
             )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_SEED)
-        # open_clip logs a root-level warning for every model built without a tag; ours warns itself.
-        logging.disable(logging.WARNING)
         try:
-            model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
+            with quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
         except RuntimeError as exc:  # offline machines fail the download here
             raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag}: {exc}") from None
-        finally:
-            logging.disable(logging.NOTSET)
     if tag is None and spec.pretrained != RANDOM:
         state = load_state_dict(spec.pretrained)
         try:
@@ -198,7 +206,10 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
         except RuntimeError as exc:
             raise DimefmError(f"checkpoint {spec.pretrained} does not fit {spec.arch}: {exc}") from None
     model.eval().requires_grad_(False).to(device)
-    cfg = spec.config or _config_of(spec.arch)
+    cfg = dict(spec.config or _config_of(spec.arch))
+    if any(type(m).__name__ == "QuickGELU" for m in model.modules()):
+        cfg["quick_gelu"] = True  # set by some pretrained tags (openai), not by the architecture's config
+    spec = ModelSpec(spec.arch, spec.pretrained, cfg)
     vision = cfg.get("vision_cfg", {})
     image_size = vision.get("image_size", 224)
     image_size = image_size[0] if isinstance(image_size, (list, tuple)) else int(image_size)

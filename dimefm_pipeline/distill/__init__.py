@@ -1,0 +1,1 @@
+"""Stage two: train a small student against cached teacher embeddings with the DIME-FM losses."""

@@ -1,0 +1,87 @@
+"""Every option of a distillation run, as one frozen dataclass (recipes and CLI fill it)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.losses import LossConfig
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    cache: str  # manifest of the stage-one cache
+    out: str  # output folder: model config + weights, checkpoints, metrics
+    student: str | None = None  # open_clip name or model-config JSON; None: the world student for the world teacher
+    init: str | None = None  # checkpoint to start the student from (random init otherwise)
+    name: str | None = None  # architecture name of the output config (default: dimefm-<student>)
+    text_tower: str = "student"  # "student": distil both towers; "teacher": keep the teacher's text tower (reference)
+    # data
+    batch_size: int = 640  # images per rank per step (the reference: 640 per GPU)
+    text_batch_size: int | None = None  # sentences per rank per step (default: = batch_size)
+    workers: int = 4  # DataLoader workers for image decoding and augmentation
+    augment: str = "reference"  # reference | light | none (see distill/data.py)
+    shuffle_buffer: int = 2048  # images in each worker's shuffle buffer (after a unit-level shuffle)
+    text_filter: str = "all"  # all | mined: train only on sentences that are some image's mined neighbour
+    mined_share: float = 0.0  # share of each batch's sentences drawn from the batch images' mined neighbours
+    mining_id: int | None = None  # which mining to use (default: the latest)
+    # schedule (reference: 100 epochs, 4 warm-up epochs, lr 8e-4 -> 4e-5, warm-up from 4e-6)
+    epochs: float = 100.0
+    steps: int | None = None  # if set, overrides epochs
+    warmup: float = 0.04  # share of all steps spent warming up (4 of 100 epochs)
+    lr: float = 8e-4
+    min_lr: float = 4e-5
+    warmup_lr: float = 4e-6
+    weight_decay: float = 0.05
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    grad_clip: float | None = 1.0  # max gradient norm; None disables
+    precision: str = "amp"  # amp (fp16 autocast + grad scaler on CUDA; fp32 on CPU) | bf16 | fp32
+    # losses
+    loss: LossConfig = field(default_factory=LossConfig)
+    pvl_mined_k: int = 1  # mined neighbours averaged into the pseudo caption of the mined P-VL term
+    # bookkeeping
+    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
+    log_every: int = 10
+    seed: int = 0
+    resume: bool = False
+    stop_after: int | None = None  # end this invocation after N steps with a checkpoint (time-boxed jobs)
+    verify_cache: bool = True  # recompute shard checksums before training
+
+    def __post_init__(self):
+        if self.text_tower not in ("student", "teacher"):
+            raise DimefmError(f"--text-tower must be student or teacher, not {self.text_tower!r}")
+        if self.augment not in ("reference", "light", "none"):
+            raise DimefmError(f"--augment must be reference, light or none, not {self.augment!r}")
+        if self.text_filter not in ("all", "mined"):
+            raise DimefmError(f"--text-filter must be all or mined, not {self.text_filter!r}")
+        if not 0.0 <= self.mined_share <= 1.0:
+            raise DimefmError("--mined-share must be between 0 and 1")
+        if self.batch_size < 2 or (self.text_batch_size is not None and self.text_batch_size < 2):
+            raise DimefmError("batch sizes must be at least 2 (similarity rows need several columns)")
+        if self.precision not in ("amp", "bf16", "fp32"):
+            raise DimefmError(f"--precision must be amp, bf16 or fp32, not {self.precision!r}")
+
+    @property
+    def texts_per_step(self) -> int:
+        return self.text_batch_size or self.batch_size
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillConfig":
+        """Build from a flat or nested dict (recipes); unknown keys are an error, not ignored."""
+        d = dict(d)
+        loss = d.pop("loss", {}) or {}
+        loss_names = {f.name for f in fields(LossConfig)}
+        for k in list(d):
+            if k in loss_names:
+                loss[k] = d.pop(k)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known) + sorted(set(loss) - loss_names)
+        if unknown:
+            raise DimefmError(f"unknown distill option(s): {', '.join(unknown)}")
+        if "betas" in d:
+            d["betas"] = tuple(d["betas"])
+        return cls(loss=LossConfig(**loss), **d)

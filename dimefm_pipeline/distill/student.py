@@ -1,0 +1,133 @@
+"""Build the student: any open_clip architecture with the teacher's embedding dim; save it so that
+open_clip alone can load it."""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dimefm_pipeline import models
+from dimefm_pipeline.errors import DimefmError
+
+WORLD_STUDENT = "dimefm-world-student"
+TEXT_PREFIXES = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection", "text.")
+
+
+@dataclass
+class Student:
+    model: object  # open_clip CLIP in train mode
+    arch: str  # name its output config is registered under
+    config: dict  # open_clip model config of the output
+    tokenizer: object | None  # None when the teacher's text tower is kept (no text forward needed)
+    image_size: int
+    mean: tuple
+    std: tuple
+
+
+def is_text_param(name: str) -> bool:
+    return name.startswith(TEXT_PREFIXES) or name in ("attn_mask",)
+
+
+def student_config(student: str | None, teacher, text_tower: str) -> tuple[str, dict]:
+    """The student's open_clip config: its own, or with the teacher's text tower in reference mode."""
+    import open_clip
+
+    models.register_configs()
+    if student is None:
+        if teacher.arch != models.WORLD_ARCH:
+            raise DimefmError("--student is required (an open_clip name or a model-config .json)")
+        student = WORLD_STUDENT
+    if student.endswith(".json"):
+        path = Path(student)
+        if not path.is_file():
+            raise DimefmError(f"student config not found: {student}")
+        try:
+            cfg = json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DimefmError(f"student config {student} is not valid JSON: {exc}") from None
+        arch = path.stem
+    else:
+        cfg = open_clip.get_model_config(student)
+        if cfg is None:
+            raise DimefmError(f"unknown student architecture {student!r} (see open_clip.list_models())")
+        arch = student
+    cfg = copy.deepcopy(cfg)
+    if int(cfg.get("embed_dim", -1)) != teacher.embed_dim:
+        raise DimefmError(
+            f"student {arch} has embed_dim {cfg.get('embed_dim')} but the teacher's embeddings are {teacher.embed_dim}-d: "
+            f"use a student config with \"embed_dim\": {teacher.embed_dim}"
+        )
+    if text_tower == "teacher":
+        cfg["text_cfg"] = copy.deepcopy(teacher.config["text_cfg"])
+        for key in ("quick_gelu", "custom_text"):
+            if key in teacher.config:
+                cfg[key] = teacher.config[key]
+    return arch, cfg
+
+
+def build_student(cfg, teacher, *, device="cpu") -> Student:
+    """Create the student (random init, `--init` weights, teacher text tower in reference mode)."""
+    import open_clip
+    import torch
+
+    arch, model_cfg = student_config(cfg.student, teacher, cfg.text_tower)
+    name = cfg.name or (f"dimefm-{arch}" if not arch.startswith("dimefm-") else arch + "-distilled")
+    if cfg.text_tower == "teacher":
+        name += "-teacher-text"
+    models.register_config(name, model_cfg)
+    with torch.random.fork_rng(devices=[]), models.quiet_open_clip():
+        torch.manual_seed(cfg.seed)
+        model = open_clip.create_model(name, pretrained=None)
+    if cfg.init:
+        state = models.load_state_dict(cfg.init)
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        if unexpected or (missing and cfg.text_tower == "student"):
+            raise DimefmError(f"--init {cfg.init} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+    if cfg.text_tower == "teacher":
+        _load_teacher_text_tower(model, teacher)
+    # The similarity scale is fixed (s = 100) in the losses: the model's own scale is never trained.
+    for pname, p in model.named_parameters():
+        if pname.startswith("logit_") or (cfg.text_tower == "teacher" and is_text_param(pname)):
+            p.requires_grad_(False)
+    model.to(device).train()
+    vision = model_cfg["vision_cfg"]
+    size = vision.get("image_size", 224)
+    size = size[0] if isinstance(size, (list, tuple)) else int(size)
+    pp = getattr(model.visual, "preprocess_cfg", {}) or {}
+    tok = open_clip.get_tokenizer(name) if cfg.text_tower == "student" else None
+    return Student(model, name, model_cfg, tok, size, tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
+                   tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
+
+
+def _load_teacher_text_tower(model, teacher) -> None:
+    """Copy the teacher's text tower weights (fingerprint-checked against the manifest)."""
+    spec = models.resolve_spec(teacher.arch, teacher.pretrained, config=teacher.config)
+    loaded = models.build(spec, quiet=True)
+    if loaded.fingerprint != teacher.fingerprint:
+        raise DimefmError(
+            f"teacher weights {teacher.pretrained} no longer match the cache (sha256 {loaded.fingerprint[:12]} vs "
+            f"{teacher.fingerprint[:12]}): cannot keep the teacher's text tower"
+        )
+    text_state = {k: v for k, v in loaded.model.state_dict().items() if is_text_param(k)}
+    missing, unexpected = model.load_state_dict(text_state, strict=False)
+    if unexpected:
+        raise DimefmError(f"teacher text tower does not fit the student: {unexpected[:5]}")
+
+
+def save_student(student: Student, out: Path) -> tuple[Path, Path]:
+    """Write `<arch>.json` (open_clip model config) and `<arch>.safetensors` into `out`."""
+    from safetensors.torch import save_file
+
+    from dimefm_pipeline.cache import write_durable
+
+    out.mkdir(parents=True, exist_ok=True)
+    cfg_path, weights = out / f"{student.arch}.json", out / f"{student.arch}.safetensors"
+    write_durable(cfg_path, json.dumps(student.config, indent=2).encode())
+    module = getattr(student.model, "module", student.model)
+    state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    tmp = weights.with_name(weights.name + ".tmp")
+    save_file(state, str(tmp))
+    tmp.replace(weights)
+    return cfg_path, weights

@@ -1,0 +1,64 @@
+"""Token ids of cached sentences for a student tokenizer, built once and memory-mapped.
+
+Stage two of a student text tower needs token ids for random sentences every step; tokenising the
+Parquet text column per row would be a per-row decode in the hot path. The ids are instead written
+once per (text shard, tokenizer) as int32 `.npy` arrays beside the cache and read like embeddings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from dimefm_pipeline.cache import EmbeddingTable, npy_bytes, write_durable
+
+
+class TokenTable(EmbeddingTable):
+    """EmbeddingTable over int32 token shards."""
+
+    dtype = np.dtype(np.int32)
+
+    def __init__(self, paths, rows):
+        self.paths = [Path(p) for p in paths]
+        self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
+        self.arrays = [np.load(p, mmap_mode="r") for p in self.paths]
+        self.dim = self.arrays[0].shape[1] if self.arrays else 0
+
+    def take(self, idx):
+        idx = np.asarray(idx, dtype=np.int64)
+        out = np.empty((len(idx), self.dim), dtype=np.int32)
+        shard = np.searchsorted(self.offsets, idx, side="right") - 1
+        for s in np.unique(shard):
+            sel = shard == s
+            out[sel] = self.arrays[s][idx[sel] - self.offsets[s]]
+        return out
+
+
+def tokenizer_key(tokenizer) -> str:
+    """Identity of a tokenizer: its class, context length and the ids it gives a probe sentence."""
+    probe = tokenizer(["the quick brown fox jumps over the lazy dog 0123"]).numpy().tobytes()
+    h = hashlib.sha256(type(tokenizer).__name__.encode() + str(getattr(tokenizer, "context_length", "")).encode() + probe)
+    return h.hexdigest()[:16]
+
+
+def build_token_shards(idx, tokenizer, chunk: int = 8192) -> TokenTable:
+    """Token shards for every text shard of the cache (built on first use, reused after)."""
+    import pyarrow.parquet as pq
+
+    from dimefm_pipeline.manifest import Manifest
+
+    with Manifest(idx.path, read_only=True) as man:
+        files = man.shard_files("text")
+        folder = man.cache_dir / "tokens" / tokenizer_key(tokenizer)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for npy, parquet, rows, _ in files:
+        path = folder / Path(npy).name
+        if not path.exists():
+            texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
+            ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])
+            write_durable(path, npy_bytes(ids))
+        paths.append(path)
+    return TokenTable(paths, [f[2] for f in files])
