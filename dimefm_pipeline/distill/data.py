@@ -89,7 +89,9 @@ class ImageStream(IterableDataset):
 
     def __iter__(self):
         info = get_worker_info()
-        wid = info.id if info else 0
+        # The DataLoader always asks worker 0 first; after skipping `skip` batches the next batch
+        # belongs to role skip % workers, so worker w plays role (w + skip) % workers.
+        wid = ((info.id if info else 0) + self.skip) % self.workers
         slot = self.rank * self.workers + wid
         order, stride, offset = _deal(len(self.units), self.world * self.workers, self.epoch_seed)[slot]
         rng = random.Random(_seed(self.seed, self.epoch, slot))
