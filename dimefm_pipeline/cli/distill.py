@@ -57,6 +57,7 @@ def distill_cmd(
     tau_udist: float = typer.Option(7.0, "--tau-udist"),
     local_loss: bool = typer.Option(False, "--local-loss", help="Under DDP: rows of the local batch only."),
     checkpoint_every: int = typer.Option(1000, "--checkpoint-every"),
+    log_every: int = typer.Option(10, "--log-every", help="Steps between metric rows (CSV, manifest, progress)."),
     resume: bool = typer.Option(False, "--resume", help="Continue from the latest checkpoint in --out."),
     seed: int = typer.Option(0, "--seed"),
     precision: str = typer.Option("amp", "--precision", help="amp | bf16 | fp32 (CPU always runs fp32)."),
@@ -69,7 +70,7 @@ def distill_cmd(
     cfg = DistillConfig.from_dict(dict(
         cache=cache, out=out, student=student, init=init, text_tower=text_tower, batch_size=batch_size,
         text_batch_size=text_batch_size, epochs=epochs, steps=steps, lr=lr, workers=workers, augment=augment,
-        text_filter=text_filter, mined_share=mined_share, checkpoint_every=checkpoint_every, resume=resume, seed=seed,
+        text_filter=text_filter, mined_share=mined_share, checkpoint_every=checkpoint_every, log_every=log_every, resume=resume, seed=seed,
         precision=precision, w_vl=w_vl, w_pvl=w_pvl, w_udist=w_udist, w_pvl_mined=w_pvl_mined, tau_vl=tau_vl,
         tau_pvl=tau_pvl, tau_udist=tau_udist, local_loss=local_loss,
     ))
