@@ -25,6 +25,8 @@ from dimefm_pipeline.cli import encode as _encode  # noqa: E402,F401
 from dimefm_pipeline.cli import inspect as _inspect  # noqa: E402,F401
 from dimefm_pipeline.cli import distill as _distill  # noqa: E402,F401
 from dimefm_pipeline.cli import run as _run  # noqa: E402,F401
+from dimefm_pipeline.cli import world as _world  # noqa: E402,F401
+from dimefm_pipeline.cli import eval as _eval  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,48 @@
+"""`dimefm eval`: zero-shot, linear probe, robustness and retrieval of one model on a suite."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from dimefm_pipeline.cli import app
+
+
+@app.command("eval")
+def eval_command(
+    model: str = typer.Option(..., "--model", help="world | ARCH:PRETRAINED | ARCH (with --pretrained) | "
+                              "model-config .json | student output folder."),
+    pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip tag, checkpoint path, or random."),
+    suite: str = typer.Option("world", "--suite", help="world, or a folder-per-class dataset with classnames.txt."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a bar-chart PNG here."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller world suite (about a third of the images)."),
+    no_probe: bool = typer.Option(False, "--no-probe", help="Skip the linear probes."),
+    device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
+) -> None:
+    """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
+    from rich.console import Console
+
+    from dimefm_pipeline.evaluation import evaluate, load_eval_model
+    from dimefm_pipeline.evaluation.report import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig
+
+    loaded = load_eval_model(model, pretrained, device=device)
+    cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
+    result = evaluate(loaded, suite, world_config=cfg, probe=not no_probe, batch_size=batch_size)
+    console = Console()
+    console.print(results_table(result))
+    table = retrieval_table(result)
+    if table is not None:
+        console.print(table)
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=2) + "\n")
+        console.print(f"results: {json_out}")
+    if plot is not None:
+        plot_results(result, plot)
+        console.print(f"plot: {plot}")

@@ -1,0 +1,83 @@
+"""`dimefm world`: corpora from the embedded world, and training its teacher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from dimefm_pipeline.cli import app
+
+world_app = typer.Typer(help="The embedded synthetic world: image and sentence corpora, and its teacher.",
+                        no_args_is_help=True)
+app.add_typer(world_app, name="world")
+
+
+def _bar(total: int, desc: str):
+    from dimefm_pipeline.evaluation.features import progress_bar
+
+    bar = progress_bar(transient=False)
+    task = bar.add_task(desc, total=total)
+    return bar, lambda k: bar.advance(task, k)
+
+
+@world_app.command("images")
+def images(
+    out: Path = typer.Argument(..., help="Output folder (created; must be empty or absent)."),
+    n: int = typer.Option(..., "--n", help="Number of images."),
+    fmt: str = typer.Option("folder", "--format", help="folder (PNG sub-folders) or webdataset (.tar shards)."),
+    seed: int = typer.Option(0, "--seed", help="Corpus seed: the same seed gives the same bytes."),
+    per_shard: int = typer.Option(1000, "--per-shard", help="Images per sub-folder or tar shard."),
+) -> None:
+    """Write an image corpus of random world scenes."""
+    from dimefm_pipeline.world.corpus import ImageCorpusConfig, write_images
+
+    bar, advance = _bar(n, "world images")
+    with bar:
+        written = write_images(out, ImageCorpusConfig(n=n, fmt=fmt, seed=seed, per_shard=per_shard),
+                               on_progress=advance)
+    typer.echo(f"wrote {n} images in {len(written)} {'shards' if fmt == 'webdataset' else 'folders'} under {out}")
+
+
+@world_app.command("texts")
+def texts(
+    out: Path = typer.Argument(..., help="Output file (.txt or .jsonl); must not exist."),
+    n: int = typer.Option(..., "--n", help="Number of sentences."),
+    fmt: str = typer.Option("txt", "--format", help="txt (one sentence per line) or jsonl ({key, text})."),
+    seed: int = typer.Option(0, "--seed", help="Corpus seed: the same seed gives the same bytes."),
+    distractor_share: float = typer.Option(0.3, "--distractor-share", help="Share of non-visual sentences."),
+) -> None:
+    """Write a sentence corpus, sampled independently of any image corpus."""
+    from dimefm_pipeline.world.corpus import TextCorpusConfig, write_texts
+
+    bar, advance = _bar(n, "world sentences")
+    with bar:
+        write_texts(out, TextCorpusConfig(n=n, fmt=fmt, seed=seed, distractor_share=distractor_share),
+                    on_progress=advance)
+    typer.echo(f"wrote {n} sentences to {out}")
+
+
+@world_app.command("train-teacher")
+def train_teacher(
+    out: Path = typer.Option(Path("runs/world-teacher"), "--out", help="Run folder: weights, config, loss curve."),
+    steps: int = typer.Option(600, "--steps", help="Optimiser steps."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Image-caption pairs per step."),
+    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the data stream and initialisation."),
+    threads: int = typer.Option(1, "--threads", help="torch threads (0: torch's default)."),
+    install: bool = typer.Option(False, "--install", help="Also copy the weights into the package as the shipped teacher."),
+) -> None:
+    """Train the world teacher with the CLIP loss on freshly generated paired world data."""
+    import shutil
+
+    from dimefm_pipeline.models import WORLD_WEIGHTS
+    from dimefm_pipeline.world.teacher import TeacherTrainConfig
+    from dimefm_pipeline.world.teacher import train_teacher as run
+
+    cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+    summary = run(cfg, out)
+    typer.echo(f"trained in {summary['seconds']:.0f} s, final loss {summary['final_loss']:.4f}: {summary['weights']}")
+    if install:
+        WORLD_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(summary["weights"], WORLD_WEIGHTS)
+        typer.echo(f"installed as {WORLD_WEIGHTS}")

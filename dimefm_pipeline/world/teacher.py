@@ -1,0 +1,199 @@
+"""Training the world teacher: a small open_clip model learned with the CLIP loss on paired world data.
+
+Each step draws a fresh batch of scenes from the seeded stream, renders them and captions them, so
+the run needs no dataset on disk and is reproducible from its config. The loss curve is written as
+CSV while training runs (so a long run can be watched) and as a PNG at the end.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+
+from dimefm_pipeline.world.captions import caption
+from dimefm_pipeline.world.render import render
+from dimefm_pipeline.world.scene import sample_scene, scene_rng
+
+TRAIN_STREAM = 1  # the teacher's paired data; corpora and the eval suite use other streams
+
+
+@dataclass(frozen=True)
+class TeacherTrainConfig:
+    """Hyper-parameters of the teacher run; saved next to the weights."""
+
+    arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
+    steps: int = 600  # optimiser steps
+    batch_size: int = 256  # image-caption pairs per step (all in-batch negatives)
+    lr: float = 1e-3  # peak learning rate (AdamW)
+    min_lr: float = 1e-5  # end of the cosine schedule
+    warmup: int = 40  # linear warm-up steps
+    weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
+    seed: int = 0  # data stream and initialisation
+    bf16: bool = True  # CPU autocast: bfloat16 matmuls run on AMX/AVX-512 units where present
+    eval_every: int = 100  # steps between quick zero-shot checks on the world suite (0: never)
+    threads: int = 1  # torch intra-op threads; one avoids spin-wait losses on a shared CPU (0: torch's default)
+
+
+def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr`."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndarray, list[str]]:
+    """Images (B x H x W x 3 uint8) and one true caption each, for optimiser step `step`."""
+    images, captions = [], []
+    for i in range(step * cfg.batch_size, (step + 1) * cfg.batch_size):
+        rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
+        scene = sample_scene(rng, size=size)
+        images.append(render(scene))
+        captions.append(caption(scene, rng))
+    return np.stack(images), captions
+
+
+def _param_groups(model, weight_decay: float) -> list[dict]:
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("class_embedding")
+        (no_decay if skip else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def quick_zero_shot(model, preprocess, tokenizer, embed_dim: int, n_test: int = 200) -> dict[str, float]:
+    """Zero-shot accuracy per world task on a small test split (a progress signal, not the benchmark)."""
+    from dimefm_pipeline.evaluation.features import encode_images
+    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+    from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
+
+    loaded = SimpleNamespace(model=model, preprocess=preprocess, tokenizer=tokenizer, embed_dim=embed_dim)
+    suite = world_suite(WorldSuiteConfig(n_train=0, n_val=0, n_test=n_test, shifts=()), retrieval=False)
+    cache: dict[str, object] = {}
+    scores = {}
+    for task in suite.tasks:
+        key = task.test.images.key
+        if key not in cache:
+            cache[key] = encode_images(loaded, task.test.images.load())
+        weights = classifier_weights(loaded, task.classnames, task.templates)
+        scores[task.name] = accuracy(cache[key], task.test.labels, weights)
+    return scores
+
+
+def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, log=print) -> dict:
+    """Train the teacher; write weights, model config, run config and loss curve under `out`."""
+    import open_clip
+    import torch
+    from open_clip.loss import ClipLoss
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from safetensors.torch import save_file
+
+    from dimefm_pipeline.evaluation.features import progress_bar
+    from dimefm_pipeline.models import CONFIG_DIR, register_configs
+
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    register_configs()
+    torch.manual_seed(cfg.seed)
+    model, _, preprocess = open_clip.create_model_and_transforms(cfg.arch)
+    tokenizer = open_clip.get_tokenizer(cfg.arch)
+    model_cfg = open_clip.get_model_config(cfg.arch)
+    size = int(model_cfg["vision_cfg"]["image_size"])
+    mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    loss_fn = ClipLoss()
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    shutil.copy(CONFIG_DIR / f"{cfg.arch}.json", out / f"{cfg.arch}.json")
+
+    rows = []
+    csv_file = open(out / "loss.csv", "w", newline="")
+    writer = csv.writer(csv_file)
+    writer.writerow(["step", "loss", "lr", "logit_scale", "seconds", "zero_shot_mean"])
+    start = time.time()
+    model.train()
+    with progress_bar(progress, transient=False) as bar:
+        job = bar.add_task("train world teacher", total=cfg.steps)
+        for step in range(cfg.steps):
+            # 1. schedule
+            lr = lr_at(step, cfg)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            # 2. data: a fresh seeded batch of pairs
+            imgs, caps = paired_batch(step, cfg, size)
+            x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+            tokens = tokenizer(caps)
+            # 3. forward, backward, step
+            # The math attention kernel: CPU flash-attention backward is slow at these short sequences.
+            with sdpa_kernel(SDPBackend.MATH):
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    img_f, txt_f, scale = model(x, tokens)[:3]
+                    loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            with torch.no_grad():  # CLIP caps the temperature at 100
+                model.logit_scale.clamp_(0, math.log(100))
+            # 4. log, and now and then a quick zero-shot check
+            zs = ""
+            last = step == cfg.steps - 1
+            if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
+                model.eval()
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+                    scores = quick_zero_shot(model, preprocess, tokenizer, int(model_cfg["embed_dim"]))
+                model.train()
+                zs = round(float(np.mean(list(scores.values()))), 4)
+                log(f"step {step + 1}: loss {loss.item():.4f} zero-shot "
+                    + " ".join(f"{k}={v:.3f}" for k, v in scores.items()) + f" mean={zs:.3f}")
+            row = [step + 1, round(loss.item(), 5), lr, round(model.logit_scale.exp().item(), 3),
+                   round(time.time() - start, 1), zs]
+            rows.append(row)
+            writer.writerow(row)
+            csv_file.flush()
+            bar.update(job, advance=1, description=f"train world teacher (loss {loss.item():.3f})")
+    csv_file.close()
+    seconds = time.time() - start
+    model.eval()
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(out / "world-teacher.safetensors"), metadata={"arch": cfg.arch, "seed": str(cfg.seed)})
+    plot_loss(rows, out / "loss.png")
+    summary = {"seconds": round(seconds, 1), "final_loss": rows[-1][1], "steps": cfg.steps,
+               "weights": str(out / "world-teacher.safetensors")}
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def plot_loss(rows: list[list], path: Path) -> None:
+    """Loss (and the quick zero-shot mean, where measured) against step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r[0] for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, [r[1] for r in rows], lw=0.8, label="CLIP loss")
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title("world teacher training")
+    zs = [(r[0], r[5]) for r in rows if r[5] != ""]
+    if zs:
+        ax2 = ax.twinx()
+        ax2.plot([s for s, _ in zs], [v for _, v in zs], "o-", color="tab:orange", label="zero-shot mean (quick)")
+        ax2.set_ylim(0, 1)
+        ax2.set_ylabel("zero-shot mean")
+        ax2.legend(loc="center right")
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

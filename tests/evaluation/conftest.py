@@ -1,0 +1,12 @@
+"""Fixtures of the evaluation tests: the shipped world teacher, loaded once."""
+
+from __future__ import annotations
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def world_teacher():
+    from dimefm_pipeline.evaluation import load_eval_model
+
+    return load_eval_model("world")

@@ -1,0 +1,90 @@
+"""`evaluate` and `load_eval_model` with real open_clip models on the world suite."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.evaluation import evaluate, load_eval_model
+from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+
+# Small enough for tests; zero-shot accuracies on 200 test images have a standard error below 0.03.
+FAST = WorldSuiteConfig(n_train=0, n_val=0, n_test=200, n_retrieval=100, shifts=())
+
+
+def test_world_suite_has_six_tasks_four_shifts_and_fixed_splits():
+    suite = world_suite(WorldSuiteConfig(n_train=20, n_val=10, n_test=30, n_retrieval=10))
+    assert [t.name for t in suite.tasks] == ["shape", "colour", "size", "position", "count", "colour_shape"]
+    for task in suite.tasks:
+        assert set(task.shifts) == {"sketch", "noise_blur", "unseen_background", "tilt"}
+        assert task.test.labels.max() < len(task.classnames) and len(task.templates) >= 3
+        assert task.train.images.key != task.test.images.key
+    again = world_suite(WorldSuiteConfig(n_train=20, n_val=10, n_test=30, n_retrieval=10))
+    a, b = suite.tasks[0].test.images.load(), again.tasks[0].test.images.load()
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert np.array_equal(suite.tasks[4].test.labels, again.tasks[4].test.labels)
+    assert len(suite.retrieval.captions) == 2 * 10
+
+
+def test_random_model_scores_about_chance():
+    model = load_eval_model("dimefm-world-teacher:random", quiet=True)
+    cfg = WorldSuiteConfig(n_train=0, n_val=0, n_test=150, n_retrieval=60, shifts=())
+    res = evaluate(model, "world", world_config=cfg, probe=False, progress=False)
+    gaps = [row["zero_shot"] - row["chance"] for row in res["tasks"].values()]
+    assert abs(float(np.mean(gaps))) < 0.1, res["tasks"]
+    assert max(gaps) < 0.3
+    assert res["retrieval"]["text_to_image_R@1"] < 0.1
+
+
+def test_shipped_teacher_passes_the_quality_bar_on_a_fast_subset(world_teacher):
+    res = evaluate(world_teacher, "world", world_config=FAST, probe=False, progress=False)
+    assert res["zero_shot_mean"] >= 0.90, res["tasks"]
+    assert min(row["zero_shot"] for row in res["tasks"].values()) >= 0.80, res["tasks"]
+    assert res["retrieval"]["text_to_image_R@5"] >= 0.5
+
+
+def test_evaluate_reports_every_metric_as_a_fraction(world_teacher):
+    cfg = WorldSuiteConfig(n_train=80, n_val=40, n_test=60, n_retrieval=40, shifts=("sketch", "tilt"))
+    res = evaluate(world_teacher, world_suite(cfg, tasks=("size", "count")), progress=False)
+    json.dumps(res)  # JSON-ready
+    assert set(res["tasks"]) == {"size", "count"}
+    for row in res["tasks"].values():
+        for value in (row["zero_shot"], row["linear_probe"], *row["robustness"].values()):
+            assert 0.0 <= value <= 1.0
+    assert set(res["robustness"]) == {"sketch", "tilt"}
+    assert 0.0 <= res["robustness_mean"] <= 1.0
+    assert set(res["retrieval"]) == {f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5)}
+    assert res["model"]["arch"] == "dimefm-world-teacher"
+
+
+def test_student_output_folder_loads_with_its_own_config(tmp_path):
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    from dimefm_pipeline.models import CONFIG_DIR, register_configs
+
+    register_configs()
+    folder = tmp_path / "student"
+    folder.mkdir()
+    (folder / "my-student.json").write_text((CONFIG_DIR / "dimefm-world-student.json").read_text())
+    (folder / "metrics.json").write_text(json.dumps({"loss": 1.0}))  # not a model config: ignored
+    torch.manual_seed(1)
+    model = open_clip.create_model("dimefm-world-student")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "my-student.safetensors"))
+    loaded = load_eval_model(str(folder))
+    assert loaded.spec.arch == "my-student" and loaded.embed_dim == 128 and loaded.image_size == 64
+    assert torch.equal(loaded.model.state_dict()["logit_scale"], model.state_dict()["logit_scale"])
+    (folder / "other.safetensors").write_bytes((folder / "my-student.safetensors").read_bytes())
+    with pytest.raises(DimefmError, match="expected one .safetensors"):
+        load_eval_model(str(folder))
+
+
+def test_model_spec_mistakes_are_user_errors():
+    with pytest.raises(DimefmError, match="already names its weights"):
+        load_eval_model("dimefm-world-teacher:random", "random")
+    with pytest.raises(DimefmError, match="unknown model"):
+        load_eval_model("no-such-arch:random")
