@@ -20,17 +20,32 @@ STAGES = ("world", "encode", "mine", "distill", "eval")
 
 
 def world_corpora(recipe: Recipe) -> tuple[list[str], list[str]]:
-    """Generate the built-in world's unpaired corpora as the recipe's [world] section asks."""
-    from dimefm_pipeline.world.corpora import write_image_corpus, write_text_corpus
+    """Generate the built-in world's unpaired corpora as the recipe's [world] section asks
+    (once: a finished corpus is reused by a rerun)."""
+    from dimefm_pipeline.progress import progress_bar
+    from dimefm_pipeline.world.corpus import ImageCorpusConfig, TextCorpusConfig, write_images, write_texts
 
     w = recipe.section("world")
     root = recipe.out / "corpus"
-    images = write_image_corpus(root / "images", n=w.get("images", 4000), fmt=w.get("image_format", "webdataset"),
-                                seed=w.get("seed", 0), progress=True)
-    texts = write_text_corpus(root / f"texts.{w.get('text_format', 'txt')}", n=w.get("texts", 6000),
-                              fmt=w.get("text_format", "txt"), seed=w.get("seed", 0) + 1,
-                              distractor_share=w.get("distractor_share", 0.3))
-    return [str(images)], [str(texts)]
+    img_cfg = ImageCorpusConfig(n=w.get("images", 4000), fmt=w.get("image_format", "webdataset"), seed=w.get("seed", 0),
+                                per_shard=w.get("per_shard", 1000))
+    txt_fmt = w.get("text_format", "txt")
+    txt_cfg = TextCorpusConfig(n=w.get("texts", 6000), fmt=txt_fmt, seed=w.get("seed", 0) + 1,
+                               distractor_share=w.get("distractor_share", 0.3))
+    images, texts, done = root / "images", root / f"texts.{txt_fmt}", root / ".complete"
+    wanted = repr((img_cfg, txt_cfg))
+    if not (done.exists() and done.read_text() == wanted):
+        if root.exists():
+            import shutil
+
+            shutil.rmtree(root)  # an older or interrupted corpus: regenerate it whole
+        with progress_bar() as bar:
+            task = bar.add_task("world corpora", total=img_cfg.n + txt_cfg.n, items=0, rate=0.0)
+            write_images(images, img_cfg, on_progress=lambda k: bar.advance(task, k))
+            write_texts(texts, txt_cfg, on_progress=lambda k: bar.advance(task, k))
+        done.write_text(wanted)
+    image_source = str(images / "*.tar") if img_cfg.fmt == "webdataset" else str(images)
+    return [image_source], [str(texts)]
 
 
 def encode_stage(recipe: Recipe, images: list[str], texts: list[str]) -> list:

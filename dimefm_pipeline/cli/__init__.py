@@ -27,6 +27,7 @@ from dimefm_pipeline.cli import distill as _distill  # noqa: E402,F401
 from dimefm_pipeline.cli import run as _run  # noqa: E402,F401
 from dimefm_pipeline.cli import world as _world  # noqa: E402,F401
 from dimefm_pipeline.cli import eval as _eval  # noqa: E402,F401
+from dimefm_pipeline.cli import demo as _demo  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,0 +1,124 @@
+"""`dimefm demo`: the whole pipeline on the built-in world, ending in a teacher-vs-student report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from dimefm_pipeline.pipeline import run_recipe
+from dimefm_pipeline.recipes import distill_config, load_recipe
+
+console = Console()
+
+QUICK = ("world.images=384", "world.texts=512", "world.per_shard=128", "encode.shard_size=128",
+         "distill.steps=12", "distill.batch_size=32", "distill.text_batch_size=32", "distill.checkpoint_every=6",
+         "distill.log_every=2", "mine.k=4")
+
+
+def run_demo(out: str | Path, *, quick: bool = False, overrides: tuple[str, ...] = ()) -> dict:
+    """Run the world-demo recipe into `out` and write report.json, summary.md and plots there."""
+    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig
+
+    out = Path(out)
+    recipe = load_recipe("world-demo", [*(QUICK if quick else ()), f"run.out={out}", *overrides])
+    t0 = time.time()
+    run_recipe(recipe, only=("world", "encode", "mine", "distill"))
+    t_pipeline = time.time() - t0
+    suite_cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
+    student_dir = Path(distill_config(recipe).out)
+    console.rule("evaluation: teacher and student")
+    evals = {}
+    for name, spec in (("teacher", "world"), ("student", str(student_dir))):
+        evals[name] = evaluate(load_eval_model(spec, quiet=True), "world", world_config=suite_cfg)
+    report = {
+        "teacher": evals["teacher"],
+        "student": evals["student"],
+        "ratios": ratios(evals["teacher"], evals["student"]),
+        "recipe": recipe.raw,
+        "seconds": {"pipeline": round(t_pipeline, 1), "total": round(time.time() - t0, 1)},
+        "student_dir": str(student_dir),
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    (out / "summary.md").write_text(summary_markdown(report))
+    plot_per_task(report, out / "per_task_accuracy.png")
+    if (student_dir / "loss_curves.png").exists():
+        shutil.copy(student_dir / "loss_curves.png", out / "loss_curves.png")
+    console.print(comparison_table(report))
+    console.print(f"report: {out / 'report.json'}, {out / 'summary.md'}, {out / 'per_task_accuracy.png'}")
+    return report
+
+
+def ratios(teacher: dict, student: dict) -> dict:
+    """Student / teacher for each headline mean."""
+    out = {}
+    for key in ("zero_shot_mean", "linear_probe_mean", "robustness_mean"):
+        t, s = teacher.get(key), student.get(key)
+        out[key] = (s / t) if t and s is not None else None
+    return out
+
+
+def _rows(report: dict):
+    t, s = report["teacher"], report["student"]
+    for key, label in (("zero_shot_mean", "zero-shot mean"), ("linear_probe_mean", "linear probe mean"),
+                       ("robustness_mean", "robustness mean")):
+        yield label, t.get(key), s.get(key), report["ratios"].get(key)
+    for key in sorted(t.get("retrieval", {})):
+        tv, sv = t["retrieval"][key], s.get("retrieval", {}).get(key)
+        yield f"retrieval {key}", tv, sv, (sv / tv if tv else None)
+    for task in t["tasks"]:
+        tv, sv = t["tasks"][task]["zero_shot"], s["tasks"][task]["zero_shot"]
+        yield f"zero-shot {task}", tv, sv, (sv / tv if tv else None)
+
+
+def _fmt(v, pct=True) -> str:
+    return "-" if v is None else (f"{100 * v:.1f}" if pct else f"{v:.3f}")
+
+
+def comparison_table(report: dict) -> Table:
+    table = Table(title="world suite: teacher vs distilled student (accuracy %, ratio student/teacher)")
+    for c in ("metric", "teacher", "student", "ratio"):
+        table.add_column(c, justify="right" if c != "metric" else "left")
+    for label, t, s, r in _rows(report):
+        table.add_row(label, _fmt(t), _fmt(s), _fmt(r, pct=False))
+    return table
+
+
+def summary_markdown(report: dict) -> str:
+    lines = ["# dimefm demo: world teacher distilled into the world student", "",
+             f"Pipeline (corpora, encode, mine, distill): {report['seconds']['pipeline']} s; with evaluation: "
+             f"{report['seconds']['total']} s.", "", "| metric | teacher | student | student / teacher |", "| --- | --- | --- | --- |"]
+    lines += [f"| {label} | {_fmt(t)} | {_fmt(s)} | {_fmt(r, pct=False)} |" for label, t, s, r in _rows(report)]
+    return "\n".join(lines) + "\n"
+
+
+def plot_per_task(report: dict, path: Path) -> None:
+    """Grouped bars: zero-shot and linear-probe accuracy per task, teacher vs student."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    tasks = list(report["teacher"]["tasks"])
+    x = np.arange(len(tasks))
+    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(tasks)), 4))
+    bars = (("teacher", "zero_shot", "#1f77b4"), ("student", "zero_shot", "#ff7f0e"),
+            ("teacher", "linear_probe", "#aec7e8"), ("student", "linear_probe", "#ffbb78"))
+    for i, (who, metric, colour) in enumerate(bars):
+        vals = [report[who]["tasks"][t].get(metric) or 0.0 for t in tasks]
+        ax.bar(x + (i - 1.5) * 0.2, vals, 0.2, label=f"{who} {metric.replace('_', ' ')}", color=colour)
+    ax.set_xticks(x, tasks, rotation=20)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("world suite per task: teacher vs distilled student")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
