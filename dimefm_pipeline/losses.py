@@ -9,6 +9,7 @@ device.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -67,14 +68,11 @@ def _mined_pseudo_captions(mined_text: Tensor) -> Tensor:
     return _normalise(mined_text)
 
 
-class _Batch:
-    """One modality's features as loss rows and loss columns (global under `gather`)."""
+class _Batch(NamedTuple):
+    """One modality's features as similarity rows and columns (columns global under `gather`)."""
 
-    def __init__(self, x: Tensor, *, gather: bool, local_loss: bool):
-        if gather:
-            self.rows, self.cols = gather_features(x, local_loss=local_loss)
-        else:
-            self.rows = self.cols = x
+    rows: Tensor
+    cols: Tensor
 
 
 def _check_features(name: str, x: Tensor, dim: int | None, *, ndim: tuple[int, ...] = (2,)) -> int:
@@ -138,7 +136,7 @@ def dimefm_losses(
             raise ValueError("mined_text needs one entry per image")
 
     def batch(x: Tensor) -> _Batch:
-        return _Batch(x, gather=gather, local_loss=local_loss)
+        return _Batch(*gather_features(x, local_loss=local_loss)) if gather else _Batch(x, x)
 
     it = batch(_normalise(teacher_image.detach()))
     tt = batch(_normalise(teacher_text.detach()))
