@@ -15,7 +15,7 @@ import numpy as np
 
 from .errors import DimefmError
 
-EXACT_THRESHOLD = 200_000  # sentences; an exact scan beyond this costs more than IVF's small recall loss
+EXACT_THRESHOLD = 200_000  # sentences; below this IVF saves little time and loses neighbours (docs/benchmarks.md)
 TRAIN_POINTS_PER_LIST = 64  # k-means sample size per IVF list (faiss warns below 39)
 GPU_MAX_K = 2048  # faiss GPU indexes support k and nprobe up to this
 
