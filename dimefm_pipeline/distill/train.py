@@ -154,7 +154,8 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         total = cfg.steps or max(1, round(cfg.epochs * per_epoch))
 
         # ---- optimiser, precision, resume -----------------------------------------------------
-        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+        # foreach: one fused pass over all tensors (the default only on CUDA); much faster on CPU too
+        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
         use_amp = device.type == "cuda" and cfg.precision in ("amp", "bf16")
         amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
         scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
