@@ -154,8 +154,9 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         total = cfg.steps or max(1, round(cfg.epochs * per_epoch))
 
         # ---- optimiser, precision, resume -----------------------------------------------------
-        # foreach: one fused pass over all tensors (the default only on CUDA); much faster on CPU too
-        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, foreach=True)
+        # fused: one kernel over all parameters (CPU and CUDA); the dense update of a 49k-token
+        # embedding dominates small students' optimiser time otherwise (docs/benchmarks.md)
+        opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
         use_amp = device.type == "cuda" and cfg.precision in ("amp", "bf16")
         amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
         scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
