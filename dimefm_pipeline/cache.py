@@ -85,9 +85,11 @@ def parquet_bytes(columns: dict, emb: np.ndarray) -> bytes:
     flat = pa.array(np.ascontiguousarray(emb).reshape(-1), type=pa.float16())
     table = pa.table({**columns, "embedding": pa.FixedSizeListArray.from_arrays(flat, emb.shape[1])})
     sink = pa.BufferOutputStream()
-    # fp16 embeddings barely compress; zstd still pays for keys and text. Small row groups keep
-    # DuckDB's per-row-group work parallel.
-    pq.write_table(table, sink, compression="zstd", row_group_size=8192)
+    # fp16 embeddings barely compress; zstd still pays for keys and text. A dictionary only helps
+    # the string columns (on the embedding it costs bytes and 2.6x decode time, docs/cache-format.md).
+    # Small row groups keep DuckDB's per-row-group work parallel.
+    pq.write_table(table, sink, compression="zstd", row_group_size=8192,
+                   use_dictionary=[c for c in ("key", "text") if c in columns])
     return sink.getvalue().to_pybytes()
 
 
