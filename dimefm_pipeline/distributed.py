@@ -113,3 +113,20 @@ def gather_features(x: Tensor, *, local_loss: bool = False) -> tuple[Tensor, Ten
         dist.all_gather(parts, padded.contiguous())
     cols = torch.cat([p[:s] for p, s in zip(parts, sizes)])
     return (x if local_loss else cols), cols
+
+
+def cpu_threads_beside_workers(workers: int) -> int:
+    """On CPU, give torch the cores the DataLoader workers leave free: oversubscribed cores made
+    training steps 3-4x slower on a 2-core machine (measured in docs/benchmarks.md)."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    threads = max(1, cores // max(1, world_size_on_node()) - workers)
+    torch.set_num_threads(threads)
+    return threads
+
+
+def world_size_on_node() -> int:
+    """Processes sharing this machine's cores under torchrun (1 otherwise)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))

@@ -115,6 +115,8 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
     if cfg.batch_size < 1 or cfg.shard_size < 1 or cfg.workers < 0:
         raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
     rank, world, _, device = dist.init_distributed()
+    if device.type == "cpu":
+        dist.cpu_threads_beside_workers(cfg.workers)
     man = None
     t0 = time.time()
     try:

@@ -116,6 +116,8 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
     from dimefm_pipeline.progress import progress_bar
 
     rank, world, _, device = dist.init_distributed()
+    if device.type == "cpu":
+        dist.cpu_threads_beside_workers(cfg.workers)
     out = Path(cfg.out)
     try:
         # ---- the cache, the student, the data plan --------------------------------------------
