@@ -36,7 +36,7 @@ class DistillConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
     grad_clip: float | None = 1.0  # max gradient norm; None disables
-    precision: str = "amp"  # amp (fp16 autocast + grad scaler on CUDA; fp32 on CPU) | bf16 | fp32
+    precision: str = "amp"  # amp (fp16 autocast + grad scaler on CUDA; fp32 on CPU) | bf16 (CUDA or CPU) | fp32
     # losses
     loss: LossConfig = field(default_factory=LossConfig)
     pvl_mined_k: int = 1  # mined neighbours averaged into the pseudo caption of the mined P-VL term

@@ -159,7 +159,9 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         # fused: one kernel over all parameters (CPU and CUDA); the dense update of a 49k-token
         # embedding dominates small students' optimiser time otherwise (docs/benchmarks.md)
         opt = torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
-        use_amp = device.type == "cuda" and cfg.precision in ("amp", "bf16")
+        # CUDA: fp16 autocast + grad scaler ("amp") or bf16; CPU: bf16 autocast on request
+        # (1.5x faster steps for the world student on this machine's CPU, docs/benchmarks.md)
+        use_amp = (device.type == "cuda" and cfg.precision in ("amp", "bf16")) or (device.type == "cpu" and cfg.precision == "bf16")
         amp_dtype = torch.bfloat16 if cfg.precision == "bf16" else torch.float16
         scaler = torch.amp.GradScaler("cuda") if use_amp and amp_dtype == torch.float16 else None
         step = 0

@@ -18,11 +18,14 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dimefm_pipeline.world.captions import caption
+from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
+from dimefm_pipeline.world.variants import edit_scene
 
 TRAIN_STREAM = 1  # the teacher's paired data; corpora and the eval suite use other streams
+# Captions inside edit groups name more attributes, so the edited one is usually said.
+GROUP_CAPTIONS = CaptionStyle(p_colour=0.8, p_size=0.7, p_position=0.7, p_shape=0.9, p_count_only=0.05)
 
 
 @dataclass(frozen=True)
@@ -30,11 +33,14 @@ class TeacherTrainConfig:
     """Hyper-parameters of the teacher run; saved next to the weights."""
 
     arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
-    steps: int = 600  # optimiser steps
+    steps: int = 700  # optimiser steps
     batch_size: int = 256  # image-caption pairs per step (all in-batch negatives)
     lr: float = 1e-3  # peak learning rate (AdamW)
     min_lr: float = 1e-5  # end of the cosine schedule
     warmup: int = 40  # linear warm-up steps
+    group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
+    group_size: int = 4  # a scene and its minimal edits
+    init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
     seed: int = 0  # data stream and initialisation
     bf16: bool = True  # CPU autocast: bfloat16 matmuls run on AMX/AVX-512 units where present
@@ -51,13 +57,26 @@ def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
 
 
 def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndarray, list[str]]:
-    """Images (B x H x W x 3 uint8) and one true caption each, for optimiser step `step`."""
+    """Images (B x H x W x 3 uint8) and one true caption each, for optimiser step `step`.
+
+    The first `group_share` of the batch comes in groups of `group_size` minimal edits of one scene
+    (hard negatives for every attribute); the rest are independent scenes (diversity).
+    """
     images, captions = [], []
+    n_grouped = int(cfg.batch_size * cfg.group_share) // cfg.group_size * cfg.group_size
     for i in range(step * cfg.batch_size, (step + 1) * cfg.batch_size):
-        rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
-        scene = sample_scene(rng, size=size)
+        k = i - step * cfg.batch_size
+        if k < n_grouped and k % cfg.group_size:
+            rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
+            scene = edit_scene(base, rng)
+            style = GROUP_CAPTIONS
+        else:
+            rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
+            scene = sample_scene(rng, size=size)
+            base = scene
+            style = GROUP_CAPTIONS if k < n_grouped else CaptionStyle()
         images.append(render(scene))
-        captions.append(caption(scene, rng))
+        captions.append(caption(scene, rng, style))
     return np.stack(images), captions
 
 
@@ -106,6 +125,8 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     torch.manual_seed(cfg.seed)
     model, _, preprocess = open_clip.create_model_and_transforms(cfg.arch)
     tokenizer = open_clip.get_tokenizer(cfg.arch)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(cfg.init_logit_scale))
     model_cfg = open_clip.get_model_config(cfg.arch)
     size = int(model_cfg["vision_cfg"]["image_size"])
     mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
