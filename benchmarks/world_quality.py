@@ -1,0 +1,223 @@
+"""The world quality table: teacher, distilled students, ablations and a paired-data baseline.
+
+One command builds the world-demo cache once (corpora, encode, mine), trains every variant with the
+same student, steps and batch, trains the same student with the CLIP contrastive loss on the SAME
+corpus images paired with their true captions, evaluates everything on the full world suite and
+writes `docs/results.md` (plus JSON and a PNG under --out).
+
+    .venv/bin/python benchmarks/world_quality.py --steps 1500 --jobs 2 --out runs/quality
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import time
+from pathlib import Path
+
+VARIANTS = {
+    # name: (description, distill overrides)
+    "distilled": ("DIME-FM, both towers (VL + P-VL)", {}),
+    "reference": ("DIME-FM, teacher's text tower (reference mode)", {"text_tower": "teacher"}),
+    "vl_only": ("ablation: VL only", {"w_pvl": 0.0}),
+    "udist": ("ablation: VL + P-VL + UDist", {"w_udist": 0.3}),
+    "mined_batches": ("ablation: + mined batches (50% of sentences)", {"mined_share": 0.5}),
+    "mined_filter": ("ablation: + mined text filter", {"text_filter": "mined"}),
+    "mined_pvl": ("ablation: + P-VL with mined captions", {"w_pvl_mined": 0.3}),
+}
+
+
+def _distill_and_eval(args):
+    name, overrides, recipe_args, out = args
+    from dimefm_pipeline.distill.train import distill
+    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.recipes import distill_config, load_recipe
+
+    recipe = load_recipe("world-demo", recipe_args)
+    cfg = distill_config(recipe, out=str(Path(out) / name), **overrides)
+    t0 = time.time()
+    if not (Path(cfg.out) / "report.json").exists():
+        distill(cfg, progress=False)
+    seconds = time.time() - t0
+    result = evaluate(load_eval_model(cfg.out, quiet=True), "world", progress=False)
+    result["train_seconds"] = round(seconds, 1)
+    (Path(cfg.out) / "eval.json").write_text(json.dumps(result, indent=2))
+    return name, result
+
+
+def paired_baseline(recipe, out: Path, steps: int, batch: int) -> dict:
+    """The student trained with the CLIP loss on the corpus images and their true captions."""
+    import numpy as np
+    import open_clip
+    import torch
+    from open_clip.loss import ClipLoss
+
+    from dimefm_pipeline.distill.config import DistillConfig
+    from dimefm_pipeline.distill.train import lr_at, param_groups
+    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.world.captions import caption
+    from dimefm_pipeline.world.corpus import IMAGE_STREAM
+    from dimefm_pipeline.world.render import render
+    from dimefm_pipeline.world.scene import sample_scene, scene_rng
+
+    w = recipe.section("world")
+    d = recipe.section("distill")
+    n, seed = w["images"], w.get("seed", 0)
+    register_configs()
+    torch.manual_seed(0)
+    arch = d["student"]
+    model, _, _ = open_clip.create_model_and_transforms(arch)
+    tok = open_clip.get_tokenizer(arch)
+    # the same pixels as the unpaired corpus (corpus_image), each with one true caption
+    images, caps = [], []
+    for i in range(n):
+        rng = scene_rng(seed, i, IMAGE_STREAM)
+        scene = sample_scene(rng, size=64)
+        images.append(render(scene))
+        caps.append(caption(scene, rng))
+    images = np.stack(images)
+    mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
+    std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
+    cfg = DistillConfig(cache="-", out=str(out), steps=steps, lr=d.get("lr", 8e-4), min_lr=d.get("min_lr", 4e-5),
+                        warmup_lr=d.get("warmup_lr", 4e-6), warmup=d.get("warmup", 0.04))
+    opt = torch.optim.AdamW(param_groups(model, 0.05), lr=cfg.lr, fused=True)
+    loss_fn = ClipLoss()
+    model.train()
+    order = np.random.default_rng(0).permutation(n)
+    t0 = time.time()
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, steps, cfg)
+        start = (step * batch) % n
+        idx = np.take(order, range(start, start + batch), mode="wrap")
+        x = (torch.from_numpy(images[idx]).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            img_f, txt_f, scale = model(x, tok([caps[i] for i in idx]))[:3]
+        loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        with torch.no_grad():
+            model.logit_scale.clamp_(0, math.log(100))
+    seconds = time.time() - t0
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"{arch}.safetensors"))
+    (out / f"{arch}.json").write_text(json.dumps(open_clip.get_model_config(arch)))
+    result = evaluate(load_eval_model(str(out), quiet=True), "world", progress=False)
+    result["train_seconds"] = round(seconds, 1)
+    return result
+
+
+ROWS = [("teacher", "world teacher (paired CLIP training, shipped)")] + [(k, v[0]) for k, v in VARIANTS.items()] + [
+    ("paired_baseline", "baseline: same student, CLIP loss on the same images with true captions")]
+
+
+def write_results(results: dict, path: Path, command: str, png: Path) -> None:
+    t = results["teacher"]
+
+    def pct(v):
+        return "-" if v is None else f"{100 * v:.1f}"
+
+    def ratio(v, ref):
+        return "-" if v is None or not ref else f"{v / ref:.3f}"
+
+    lines = ["# Quality on the world suite", "",
+             f"Produced by `{command}` (CPU, this repository's world teacher and student configs).",
+             "Accuracies in %; ratios are student / teacher. Robustness: mean zero-shot accuracy on the shifted test sets.", "",
+             "| model | zero-shot | linear probe | robustness | R@1 i2t | R@1 t2i | ZS ratio | LP ratio | robust ratio | train s |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for key, label in ROWS:
+        r = results.get(key)
+        if r is None:
+            continue
+        ret = r.get("retrieval", {})
+        i2t = next((v for k, v in ret.items() if "image_to_text" in k and k.endswith("@1") or k == "i2t_R@1"), None)
+        t2i = next((v for k, v in ret.items() if "text_to_image" in k and k.endswith("@1") or k == "t2i_R@1"), None)
+        lines.append(f"| {label} | {pct(r['zero_shot_mean'])} | {pct(r['linear_probe_mean'])} | {pct(r['robustness_mean'])} | "
+                     f"{pct(i2t)} | {pct(t2i)} | {ratio(r['zero_shot_mean'], t['zero_shot_mean'])} | "
+                     f"{ratio(r['linear_probe_mean'], t['linear_probe_mean'])} | {ratio(r['robustness_mean'], t['robustness_mean'])} | "
+                     f"{r.get('train_seconds', '-')} |")
+    lines += ["", "Per-task zero-shot accuracy (%):", "", "| model | " + " | ".join(t["tasks"]) + " |",
+              "| --- | " + " | ".join("---" for _ in t["tasks"]) + " |"]
+    for key, label in ROWS:
+        r = results.get(key)
+        if r is not None:
+            lines.append(f"| {key} | " + " | ".join(pct(r["tasks"][k]["zero_shot"]) for k in t["tasks"]) + " |")
+    lines += ["", f"![per-model means]({png.name})", ""]
+    path.write_text("\n".join(lines))
+
+
+def plot(results: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    keys = [k for k, _ in ROWS if k in results]
+    x = np.arange(len(keys))
+    fig, ax = plt.subplots(figsize=(11, 4))
+    for i, (m, label) in enumerate((("zero_shot_mean", "zero-shot"), ("linear_probe_mean", "linear probe"), ("robustness_mean", "robustness"))):
+        ax.bar(x + (i - 1) * 0.27, [results[k][m] or 0 for k in keys], 0.27, label=label)
+    ax.set_xticks(x, keys, rotation=25, ha="right")
+    ax.set_ylim(0, 1)
+    ax.legend()
+    ax.set_title("world suite: teacher, distilled students, ablations, paired baseline")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default="runs/quality")
+    p.add_argument("--steps", type=int, default=1500)
+    p.add_argument("--jobs", type=int, default=1, help="variants trained at once (each with its own process)")
+    p.add_argument("--only", nargs="*", default=None, help="subset of variants")
+    p.add_argument("--results", default="docs/results.md")
+    p.add_argument("--set", nargs="*", default=[], help="extra world-demo recipe overrides")
+    a = p.parse_args()
+    from rich.console import Console
+
+    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.pipeline import run_recipe
+    from dimefm_pipeline.recipes import load_recipe
+
+    console = Console()
+    out = Path(a.out)
+    recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", *a.set]
+    recipe = load_recipe("world-demo", recipe_args)
+    t0 = time.time()
+    run_recipe(recipe, only=("world", "encode", "mine"))
+    results_path = out / "results.json"
+    results = json.loads(results_path.read_text()) if results_path.exists() else {}
+    if "teacher" not in results:
+        results["teacher"] = evaluate(load_eval_model("world", quiet=True), "world", progress=False)
+    names = [n for n in VARIANTS if (a.only is None or n in a.only) and n not in results]
+    jobs = [(n, VARIANTS[n][1], recipe_args, str(out)) for n in names]
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(a.jobs) as pool:
+        for name, result in pool.imap_unordered(_distill_and_eval, jobs):
+            results[name] = result
+            results_path.write_text(json.dumps(results, indent=2))
+            console.print(f"{name}: zero-shot {result['zero_shot_mean']:.3f} linear probe {result['linear_probe_mean']:.3f} "
+                          f"robustness {result['robustness_mean']:.3f} ({result['train_seconds']} s)")
+    if "paired_baseline" not in results and (a.only is None or "paired_baseline" in a.only):
+        d = recipe.section("distill")
+        results["paired_baseline"] = paired_baseline(recipe, out / "paired_baseline", a.steps, d["batch_size"])
+        results_path.write_text(json.dumps(results, indent=2))
+    png = Path(a.results).with_name("results.png")
+    plot(results, png)
+    cmd = "python benchmarks/world_quality.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("steps", a.steps), ("jobs", a.jobs)))
+    write_results(results, Path(a.results), cmd, png)
+    console.print(f"wrote {a.results} and {png} in {time.time() - t0:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
