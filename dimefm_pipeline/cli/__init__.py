@@ -33,7 +33,7 @@ from dimefm_pipeline.cli import demo as _demo  # noqa: E402,F401
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `dimefm` console script."""
     try:
-        app(args=argv, standalone_mode=True)
+        app(args=argv, prog_name="dimefm", standalone_mode=True)
     except DimefmError as exc:
         from rich.console import Console
 
