@@ -36,10 +36,10 @@ def _distill_and_eval(args):
     from dimefm_pipeline.recipes import distill_config, load_recipe
 
     recipe = load_recipe("world-demo", recipe_args)
-    cfg = distill_config(recipe, out=str(Path(out) / name), **overrides)
+    resume = any((Path(out) / name / "checkpoints").glob("step_*.pt"))  # an interrupted earlier try
+    cfg = distill_config(recipe, out=str(Path(out) / name), resume=resume, **overrides)
     t0 = time.time()
-    if not (Path(cfg.out) / "report.json").exists():
-        distill(cfg, progress=False)
+    distill(cfg, progress=False)
     seconds = time.time() - t0
     result = evaluate(load_eval_model(cfg.out, quiet=True), "world", progress=False)
     result["train_seconds"] = round(seconds, 1)
