@@ -20,7 +20,8 @@ def _size(n: float) -> str:
 
 def print_encode_summary(cfg, s) -> None:
     t = Table(title=f"encode {cfg.modality}s -> {cfg.cache}")
-    for col in ("units done", "units skipped (already cached)", "items", "errors", "duplicates", "truncated", "seconds", "items/s"):
+    # short headers: the table must fit an 80-column terminal
+    for col in ("units", "cached before", "items", "errors", "duplicates", "truncated", "seconds", "items/s"):
         t.add_column(col, justify="right")
     rate = s.items / s.seconds if s.seconds else 0.0
     t.add_row(str(s.units_done), str(s.units_skipped), f"{s.items:,}", f"{s.errors:,}", f"{s.duplicates:,}",
