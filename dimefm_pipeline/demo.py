@@ -30,7 +30,8 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: tuple[str, ...]
     t0 = time.time()
     run_recipe(recipe, only=("world", "encode", "mine", "distill"))
     t_pipeline = time.time() - t0
-    suite_cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
+    # half the full suite's sizes keeps the demo within minutes; docs/results.md uses the full suite
+    suite_cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig(n_train=500, n_val=250, n_test=500, n_retrieval=300)
     student_dir = Path(distill_config(recipe).out)
     console.rule("evaluation: teacher and student")
     evals = {}
