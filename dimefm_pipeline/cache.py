@@ -189,7 +189,9 @@ class EmbeddingTable:
     does not grow with the size of the cache.
     """
 
-    def __init__(self, paths: list[Path], rows: list[int], checksums: list[str] | None = None, *, verify: bool = True):
+    def __init__(self, paths: list[Path], rows: list[int], checksums: list[str] | None = None, *, verify: bool = True,
+                 dtype=np.float16):
+        self.dtype = np.dtype(dtype)
         self.paths = [Path(p) for p in paths]
         self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
         self.arrays = []
@@ -199,8 +201,8 @@ class EmbeddingTable:
             if verify and checksums is not None and sha256_file(p) != checksums[i]:
                 raise DimefmError(f"cache shard {p} no longer matches its checksum: the cache is damaged")
             arr = np.load(p, mmap_mode="r")
-            if arr.shape[0] != rows[i] or arr.dtype != np.float16:
-                raise DimefmError(f"cache shard {p} has shape {arr.shape} {arr.dtype}, expected {rows[i]} float16 rows")
+            if arr.shape[0] != rows[i] or arr.dtype != self.dtype:
+                raise DimefmError(f"cache shard {p} has shape {arr.shape} {arr.dtype}, expected {rows[i]} {self.dtype} rows")
             self.arrays.append(arr)
         self.dim = self.arrays[0].shape[1] if self.arrays else 0
 
@@ -210,7 +212,6 @@ class EmbeddingTable:
     # Enough of the ndarray interface (shape, dtype, slicing, fancy indexing) for code written
     # against arrays, such as index building, to stream over the shards instead of a loaded copy.
     ndim = 2
-    dtype = np.dtype(np.float16)
 
     @property
     def shape(self) -> tuple[int, int]:
@@ -222,9 +223,9 @@ class EmbeddingTable:
         return self.take(np.asarray(key))
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows `idx` (global row numbers) as a float16 [len(idx), dim] array, in the order given."""
+        """Rows `idx` (global row numbers) as a [len(idx), dim] array, in the order given."""
         idx = np.asarray(idx, dtype=np.int64)
-        out = np.empty((len(idx), self.dim), dtype=np.float16)
+        out = np.empty((len(idx), self.dim), dtype=self.dtype)
         shard = np.searchsorted(self.offsets, idx, side="right") - 1
         order = np.argsort(shard, kind="stable")
         bounds = np.searchsorted(shard[order], np.arange(len(self.arrays) + 1))

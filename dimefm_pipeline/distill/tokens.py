@@ -15,27 +15,6 @@ import numpy as np
 from dimefm_pipeline.cache import EmbeddingTable, npy_bytes, write_durable
 
 
-class TokenTable(EmbeddingTable):
-    """EmbeddingTable over int32 token shards."""
-
-    dtype = np.dtype(np.int32)
-
-    def __init__(self, paths, rows):
-        self.paths = [Path(p) for p in paths]
-        self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
-        self.arrays = [np.load(p, mmap_mode="r") for p in self.paths]
-        self.dim = self.arrays[0].shape[1] if self.arrays else 0
-
-    def take(self, idx):
-        idx = np.asarray(idx, dtype=np.int64)
-        out = np.empty((len(idx), self.dim), dtype=np.int32)
-        shard = np.searchsorted(self.offsets, idx, side="right") - 1
-        for s in np.unique(shard):
-            sel = shard == s
-            out[sel] = self.arrays[s][idx[sel] - self.offsets[s]]
-        return out
-
-
 def tokenizer_key(tokenizer) -> str:
     """Identity of a tokenizer: its class, context length and the ids it gives a probe sentence."""
     probe = tokenizer(["the quick brown fox jumps over the lazy dog 0123"]).numpy().tobytes()
@@ -43,7 +22,7 @@ def tokenizer_key(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def build_token_shards(idx, tokenizer, chunk: int = 8192) -> TokenTable:
+def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
     """Token shards for every text shard of the cache (built on first use, reused after)."""
     import pyarrow.parquet as pq
 
@@ -61,4 +40,4 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> TokenTable:
             ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])
             write_durable(path, npy_bytes(ids))
         paths.append(path)
-    return TokenTable(paths, [f[2] for f in files])
+    return EmbeddingTable(paths, [f[2] for f in files], verify=False, dtype=np.int32)
