@@ -35,8 +35,10 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: tuple[str, ...]
     student_dir = Path(distill_config(recipe).out)
     console.rule("evaluation: teacher and student")
     evals = {}
-    for name, spec in (("teacher", "world"), ("student", str(student_dir))):
-        evals[name] = evaluate(load_eval_model(spec, quiet=True), "world", world_config=suite_cfg)
+    enc = recipe.section("encode")
+    models = {"teacher": (enc.get("teacher", "world"), enc.get("pretrained")), "student": (str(student_dir), None)}
+    for name, (spec, pretrained) in models.items():
+        evals[name] = evaluate(load_eval_model(spec, pretrained, quiet=True), "world", world_config=suite_cfg)
     report = {
         "teacher": evals["teacher"],
         "student": evals["student"],
