@@ -92,7 +92,7 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
                     skipped += 1
                 else:
                     pending.append(_with_source(u, sid))
-        return man, spec, run_id, pending, skipped
+        return man, loaded, run_id, pending, skipped
     except BaseException:
         man.close()
         raise
@@ -115,6 +115,7 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
     if cfg.batch_size < 1 or cfg.shard_size < 1 or cfg.workers < 0:
         raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
     rank, world, _, device = dist.init_distributed()
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         dist.cpu_threads_beside_workers(cfg.workers)
     man = None
@@ -123,15 +124,19 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
         result = None
         if rank == 0:
             try:
-                man, spec, run_id, pending, skipped = _prepare(cfg, command, world)
-                result = ("ok", spec, run_id, pending, skipped, str(man.cache_dir))
+                man, checked, run_id, pending, skipped = _prepare(cfg, command, world)
+                result = ("ok", checked.spec, run_id, pending, skipped, str(man.cache_dir))
             except DimefmError as exc:
                 result = ("error", str(exc))
         result = dist.broadcast_object(result)
         if result[0] == "error":
             raise DimefmError(result[1])
         _, spec, run_id, pending, skipped, cache_dir = result
-        loaded = models.build(spec, device=str(device), quiet=True)
+        if rank == 0:
+            loaded = checked  # built once to check it against the manifest; reused, not rebuilt
+            loaded.model.to(device)
+        else:
+            loaded = models.build(spec, device=str(device), quiet=True)
         mine = pending[rank::world]
         summary = EncodeSummary(run_id, units_skipped=skipped)
         status = "failed"
@@ -150,6 +155,7 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
     finally:
         if man is not None:
             man.close()
+        torch.set_num_threads(threads)
         dist.destroy()
 
 
@@ -181,7 +187,8 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
     from dimefm_pipeline.progress import progress_bar
 
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length)
-    workers = min(cfg.workers, max(len(units), 1))
+    # batches (not units) are dealt to workers, so one large unit still keeps every worker busy
+    workers = cfg.workers if units else 0
     loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     model = loaded.model

@@ -116,6 +116,7 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
     from dimefm_pipeline.progress import progress_bar
 
     rank, world, _, device = dist.init_distributed()
+    threads = torch.get_num_threads()
     if device.type == "cpu":
         dist.cpu_threads_beside_workers(cfg.workers)
     out = Path(cfg.out)
@@ -285,6 +286,7 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
             return DistillResult(out, None, None, step, time.time() - t0, final, run_id)
         return DistillResult(out, cfg_path, weights, step, time.time() - t0, final, run_id)
     finally:
+        torch.set_num_threads(threads)
         dist.destroy()
 
 
