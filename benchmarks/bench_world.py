@@ -4,6 +4,7 @@ Rates are per CPU second of this process (time.process_time) as well as per wall
 per-core figure stays meaningful on a machine that other jobs share.
 
     .venv/bin/python benchmarks/bench_world.py [--n 5000]
+    .venv/bin/python benchmarks/bench_world.py --flops   # FLOPs of the world teacher and student
 """
 
 from __future__ import annotations
@@ -28,11 +29,47 @@ def timed(fn, n: int) -> tuple[float, float]:
     return n / (time.process_time() - c0), n / (time.perf_counter() - w0)
 
 
+def count_flops() -> None:
+    """Forward FLOPs of one image and one sentence (full context) for the world teacher and student."""
+    import open_clip
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from dimefm_pipeline.models import register_configs
+
+    register_configs()
+    rows = {}
+    for arch in ("dimefm-world-teacher", "dimefm-world-student"):
+        cfg = open_clip.get_model_config(arch)
+        model = open_clip.create_model(arch).eval()
+        image = torch.zeros(1, 3, cfg["vision_cfg"]["image_size"], cfg["vision_cfg"]["image_size"])
+        text = torch.ones(1, cfg["text_cfg"]["context_length"], dtype=torch.long)
+        # Grad mode on purpose: under no_grad, nn.MultiheadAttention takes a fused fast path whose
+        # projections and attention FlopCounterMode does not see.
+        with FlopCounterMode(display=False) as fc:
+            model.encode_image(image)
+        img = fc.get_total_flops()
+        with FlopCounterMode(display=False) as fc:
+            model.encode_text(text)
+        params = (sum(p.numel() for p in model.visual.parameters()),
+                  sum(p.numel() for n, p in model.named_parameters() if not n.startswith("visual.")))
+        rows[arch] = (img, fc.get_total_flops(), *params)
+    t_img, t_txt = rows["dimefm-world-teacher"][:2]
+    print(f"{'model':24s} {'image MFLOPs':>13s} {'text MFLOPs':>12s} {'image params':>13s} {'text params':>12s}")
+    for arch, (img, txt, p_img, p_txt) in rows.items():
+        print(f"{arch:24s} {img / 1e6:13.1f} {txt / 1e6:12.1f} {p_img / 1e6:12.2f}M {p_txt / 1e6:11.2f}M"
+              f"   (teacher/this: image {t_img / img:.1f}x, text {t_txt / txt:.1f}x)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=5000, help="items per measurement")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--flops", action="store_true", help="count model FLOPs instead of timing the generator")
     args = parser.parse_args()
+    if args.flops:
+        count_flops()
+        return
     timed(lambda i: render(sample_scene(scene_rng(args.seed, i))), 200)  # warm-up
 
     rows = [

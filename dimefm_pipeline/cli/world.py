@@ -60,9 +60,9 @@ def texts(
 @world_app.command("train-teacher")
 def train_teacher(
     out: Path = typer.Option(Path("runs/world-teacher"), "--out", help="Run folder: weights, config, loss curve."),
-    steps: int = typer.Option(700, "--steps", help="Optimiser steps."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Image-caption pairs per step."),
-    lr: float = typer.Option(1e-3, "--lr", help="Peak learning rate."),
+    steps: int = typer.Option(1500, "--steps", help="Optimiser steps."),
+    batch_size: int = typer.Option(128, "--batch-size", help="Image-caption pairs per step."),
+    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data stream and initialisation."),
     threads: int = typer.Option(1, "--threads", help="torch threads (0: torch's default)."),
     install: bool = typer.Option(False, "--install", help="Also copy the weights into the package as the shipped teacher."),

@@ -10,7 +10,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
@@ -33,18 +33,20 @@ class TeacherTrainConfig:
     """Hyper-parameters of the teacher run; saved next to the weights."""
 
     arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
-    steps: int = 700  # optimiser steps
-    batch_size: int = 256  # image-caption pairs per step (all in-batch negatives)
-    lr: float = 1e-3  # peak learning rate (AdamW)
+    steps: int = 1500  # optimiser steps
+    batch_size: int = 128  # image-caption pairs per step (all in-batch negatives); more steps beat bigger batches here
+    lr: float = 3e-4  # peak learning rate (AdamW); 1e-3 learns colour fast but shape far slower
     min_lr: float = 1e-5  # end of the cosine schedule
-    warmup: int = 40  # linear warm-up steps
+    warmup: int = 100  # linear warm-up steps
     group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
     group_size: int = 4  # a scene and its minimal edits
+    group_captions: CaptionStyle = GROUP_CAPTIONS  # caption detail inside edit groups
     init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
     seed: int = 0  # data stream and initialisation
     bf16: bool = True  # CPU autocast: bfloat16 matmuls run on AMX/AVX-512 units where present
-    eval_every: int = 100  # steps between quick zero-shot checks on the world suite (0: never)
+    checkpoint_every: int = 50  # steps between resumable checkpoints (weights + optimiser state)
+    eval_every: int = 250  # steps between quick zero-shot checks on the world suite (0: never)
     threads: int = 1  # torch intra-op threads; one avoids spin-wait losses on a shared CPU (0: torch's default)
 
 
@@ -59,24 +61,20 @@ def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
 def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndarray, list[str]]:
     """Images (B x H x W x 3 uint8) and one true caption each, for optimiser step `step`.
 
-    The first `group_share` of the batch comes in groups of `group_size` minimal edits of one scene
-    (hard negatives for every attribute); the rest are independent scenes (diversity).
+    The first `group_share` of the batch comes in groups of `group_size` minimal edits of one scene:
+    hard negatives for every attribute, so colour (by far the easiest cue) cannot carry the whole
+    loss. The rest are independent scenes, for diversity.
     """
     images, captions = [], []
     n_grouped = int(cfg.batch_size * cfg.group_share) // cfg.group_size * cfg.group_size
-    for i in range(step * cfg.batch_size, (step + 1) * cfg.batch_size):
-        k = i - step * cfg.batch_size
+    for k in range(cfg.batch_size):
+        rng = scene_rng(cfg.seed, step * cfg.batch_size + k, TRAIN_STREAM)
         if k < n_grouped and k % cfg.group_size:
-            rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
             scene = edit_scene(base, rng)
-            style = GROUP_CAPTIONS
         else:
-            rng = scene_rng(cfg.seed, i, TRAIN_STREAM)
-            scene = sample_scene(rng, size=size)
-            base = scene
-            style = GROUP_CAPTIONS if k < n_grouped else CaptionStyle()
+            scene = base = sample_scene(rng, size=size)
         images.append(render(scene))
-        captions.append(caption(scene, rng, style))
+        captions.append(caption(scene, rng, cfg.group_captions if k < n_grouped else CaptionStyle()))
     return np.stack(images), captions
 
 
@@ -113,10 +111,9 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     import torch
     from open_clip.loss import ClipLoss
     from torch.nn.attention import SDPBackend, sdpa_kernel
-    from safetensors.torch import save_file
 
     from dimefm_pipeline.evaluation.features import progress_bar
-    from dimefm_pipeline.models import CONFIG_DIR, register_configs
+    from dimefm_pipeline.models import register_configs
 
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -134,17 +131,19 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = ClipLoss()
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    shutil.copy(CONFIG_DIR / f"{cfg.arch}.json", out / f"{cfg.arch}.json")
+    (out / f"{cfg.arch}.json").write_text(json.dumps(model_cfg, indent=4) + "\n")
 
-    rows = []
+    # The batch of a step is a function of the step alone, so a resumed run equals an uninterrupted one.
+    rows, first, done_seconds = _resume(out / "resume.pt", cfg, model, opt, log)
     csv_file = open(out / "loss.csv", "w", newline="")
     writer = csv.writer(csv_file)
     writer.writerow(["step", "loss", "lr", "logit_scale", "seconds", "zero_shot_mean"])
-    start = time.time()
+    writer.writerows(rows)
+    start = time.time() - done_seconds
     model.train()
     with progress_bar(progress, transient=False) as bar:
-        job = bar.add_task("train world teacher", total=cfg.steps)
-        for step in range(cfg.steps):
+        job = bar.add_task("train world teacher", total=cfg.steps, completed=first)
+        for step in range(first, cfg.steps):
             # 1. schedule
             lr = lr_at(step, cfg)
             for group in opt.param_groups:
@@ -174,6 +173,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
                     scores = quick_zero_shot(model, preprocess, tokenizer, int(model_cfg["embed_dim"]))
                 model.train()
                 zs = round(float(np.mean(list(scores.values()))), 4)
+                _save(model, out / "checkpoint.safetensors", cfg, step + 1)
                 log(f"step {step + 1}: loss {loss.item():.4f} zero-shot "
                     + " ".join(f"{k}={v:.3f}" for k, v in scores.items()) + f" mean={zs:.3f}")
             row = [step + 1, round(loss.item(), 5), lr, round(model.logit_scale.exp().item(), 3),
@@ -181,17 +181,57 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
             rows.append(row)
             writer.writerow(row)
             csv_file.flush()
+            if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
+                _save_resume(out / "resume.pt", cfg, model, opt, rows, time.time() - start)
             bar.update(job, advance=1, description=f"train world teacher (loss {loss.item():.3f})")
     csv_file.close()
     seconds = time.time() - start
     model.eval()
-    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(out / "world-teacher.safetensors"), metadata={"arch": cfg.arch, "seed": str(cfg.seed)})
+    _save(model, out / "world-teacher.safetensors", cfg, cfg.steps)
+    (out / "checkpoint.safetensors").unlink(missing_ok=True)
+    (out / "resume.pt").unlink(missing_ok=True)
     plot_loss(rows, out / "loss.png")
     summary = {"seconds": round(seconds, 1), "final_loss": rows[-1][1], "steps": cfg.steps,
                "weights": str(out / "world-teacher.safetensors")}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _save_resume(path: Path, cfg: TeacherTrainConfig, model, opt, rows: list, seconds: float) -> None:
+    """Everything needed to continue exactly: fp32 weights, optimiser moments, the log so far."""
+    import torch
+
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"config": json.dumps(asdict(cfg)), "model": model.state_dict(), "opt": opt.state_dict(),
+                "rows": rows, "seconds": seconds}, tmp)
+    tmp.rename(path)
+
+
+def _resume(path: Path, cfg: TeacherTrainConfig, model, opt, log) -> tuple[list, int, float]:
+    """(rows, first step, seconds already spent) from an interrupted run of the same config, if any."""
+    import torch
+
+    if not path.exists():
+        return [], 0, 0.0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["config"] != json.dumps(asdict(cfg)):
+        raise DimefmError(f"{path} belongs to a run with another config; remove it or use another --out")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["opt"])
+    rows = [list(r) for r in state["rows"]]
+    log(f"resuming at step {len(rows)} from {path}")
+    return rows, len(rows), float(state["seconds"])
+
+
+def _save(model, path: Path, cfg: TeacherTrainConfig, step: int) -> None:
+    """fp16 weights (the shipped form; loaders cast them back to fp32), written then renamed."""
+    import torch
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata={"arch": cfg.arch, "seed": str(cfg.seed), "step": str(step)})
+    tmp.rename(path)
 
 
 def plot_loss(rows: list[list], path: Path) -> None:
