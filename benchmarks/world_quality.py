@@ -14,6 +14,7 @@ import argparse
 import json
 import math
 import multiprocessing as mp
+import os
 import time
 from pathlib import Path
 
@@ -29,8 +30,25 @@ VARIANTS = {
 }
 
 
-def _distill_and_eval(args):
-    name, overrides, recipe_args, out = args
+def _train_and_eval(args):
+    """One pool job: a distilled variant, or the paired baseline."""
+    name, overrides, recipe_args, out, threads = args
+    if name == "teacher":
+        import torch
+
+        from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+
+        torch.set_num_threads(threads)
+        return name, evaluate(load_eval_model("world", quiet=True), "world", progress=False)
+    if name == "paired_baseline":
+        import torch
+
+        from dimefm_pipeline.recipes import load_recipe
+
+        torch.set_num_threads(threads)
+        recipe = load_recipe("world-demo", recipe_args)
+        d = recipe.section("distill")
+        return name, paired_baseline(recipe, Path(out) / name, d["steps"], d["batch_size"])
     from dimefm_pipeline.distill.train import distill
     from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
     from dimefm_pipeline.recipes import distill_config, load_recipe
@@ -185,7 +203,6 @@ def main() -> None:
     a = p.parse_args()
     from rich.console import Console
 
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
     from dimefm_pipeline.pipeline import run_recipe
     from dimefm_pipeline.recipes import load_recipe
 
@@ -197,21 +214,16 @@ def main() -> None:
     run_recipe(recipe, only=("world", "encode", "mine"))
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
-    if "teacher" not in results:
-        results["teacher"] = evaluate(load_eval_model("world", quiet=True), "world", progress=False)
-    names = [n for n in VARIANTS if (a.only is None or n in a.only) and n not in results]
-    jobs = [(n, VARIANTS[n][1], recipe_args, str(out)) for n in names]
+    names = [n for n in [*VARIANTS, "paired_baseline", "teacher"] if (a.only is None or n in a.only) and n not in results]
+    threads = max(1, (os.cpu_count() or 1) // a.jobs)
+    jobs = [(n, VARIANTS.get(n, ("", {}))[1], recipe_args, str(out), threads) for n in names]
     ctx = mp.get_context("spawn")
     with ctx.Pool(a.jobs) as pool:
-        for name, result in pool.imap_unordered(_distill_and_eval, jobs):
+        for name, result in pool.imap_unordered(_train_and_eval, jobs):
             results[name] = result
             results_path.write_text(json.dumps(results, indent=2))
             console.print(f"{name}: zero-shot {result['zero_shot_mean']:.3f} linear probe {result['linear_probe_mean']:.3f} "
-                          f"robustness {result['robustness_mean']:.3f} ({result['train_seconds']} s)")
-    if "paired_baseline" not in results and (a.only is None or "paired_baseline" in a.only):
-        d = recipe.section("distill")
-        results["paired_baseline"] = paired_baseline(recipe, out / "paired_baseline", a.steps, d["batch_size"])
-        results_path.write_text(json.dumps(results, indent=2))
+                          f"robustness {result['robustness_mean']:.3f} ({result.get('train_seconds', '-')} s)")
     png = Path(a.results).with_name("results.png")
     plot(results, png)
     cmd = "python benchmarks/world_quality.py " + " ".join(f"--{k.replace('_', '-')} {v}" for k, v in (("steps", a.steps), ("jobs", a.jobs)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -60,21 +61,27 @@ def texts(
 @world_app.command("train-teacher")
 def train_teacher(
     out: Path = typer.Option(Path("runs/world-teacher"), "--out", help="Run folder: weights, config, loss curve."),
-    steps: int = typer.Option(1500, "--steps", help="Optimiser steps."),
-    batch_size: int = typer.Option(128, "--batch-size", help="Image-caption pairs per step."),
-    lr: float = typer.Option(3e-4, "--lr", help="Peak learning rate."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: the shipped teacher's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Image-caption pairs per step."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
     seed: int = typer.Option(0, "--seed", help="Seed of the data stream and initialisation."),
     threads: int = typer.Option(1, "--threads", help="torch threads (0: torch's default)."),
     install: bool = typer.Option(False, "--install", help="Also copy the weights into the package as the shipped teacher."),
 ) -> None:
-    """Train the world teacher with the CLIP loss on freshly generated paired world data."""
+    """Train the world teacher with the CLIP loss on freshly generated paired world data.
+
+    With no options this is the recipe of the shipped teacher (docs/world-teacher.md).
+    """
+    import dataclasses
     import shutil
 
     from dimefm_pipeline.models import WORLD_WEIGHTS
     from dimefm_pipeline.world.teacher import TeacherTrainConfig
     from dimefm_pipeline.world.teacher import train_teacher as run
 
-    cfg = TeacherTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, threads=threads)
+    given = {"steps": steps, "batch_size": batch_size, "lr": lr}
+    cfg = dataclasses.replace(TeacherTrainConfig(seed=seed, threads=threads),
+                              **{k: v for k, v in given.items() if v is not None})
     summary = run(cfg, out)
     typer.echo(f"trained in {summary['seconds']:.0f} s, final loss {summary['final_loss']:.4f}: {summary['weights']}")
     if install:

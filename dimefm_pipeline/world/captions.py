@@ -39,6 +39,7 @@ MULTI_TEMPLATES = (
     "there are {c}: {L}.",
     "a drawing of {L}.",
 )
+ONE_ATTRIBUTE = ("shape", "colour", "size", "position")
 COUNT_ONLY_TEMPLATES = ("a picture of {c}.", "there {be} {c}.", "an image with {c}.", "{c}.")
 
 
@@ -51,6 +52,7 @@ class CaptionStyle:
     p_position: float = 0.5  # ... the position
     p_shape: float = 0.85  # ... the shape (else a generic noun: "shape", "object")
     p_count_only: float = 0.1  # chance a caption only states how many objects there are
+    p_one_attribute: float = 0.0  # chance a caption names one kind of attribute only ("a circle and a star")
 
     @staticmethod
     def full() -> "CaptionStyle":
@@ -90,6 +92,10 @@ def caption(scene: Scene, rng: np.random.Generator, style: CaptionStyle = Captio
     c = count_phrase(scene.count, rng)
     if rng.random() < style.p_count_only:
         return _pick(rng, COUNT_ONLY_TEMPLATES).format(c=c, be="is" if scene.count == 1 else "are")
+    if style.p_one_attribute and rng.random() < style.p_one_attribute:
+        kind = ONE_ATTRIBUTE[int(rng.integers(len(ONE_ATTRIBUTE)))]
+        style = CaptionStyle(p_colour=float(kind == "colour"), p_size=float(kind == "size"),
+                             p_position=float(kind == "position"), p_shape=float(kind == "shape"), p_count_only=0.0)
     order = rng.permutation(scene.count)
     phrases = [object_phrase(scene.objects[i], rng, style) for i in order]
     if scene.count == 1:

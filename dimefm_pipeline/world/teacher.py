@@ -41,6 +41,8 @@ class TeacherTrainConfig:
     group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
     group_size: int = 4  # a scene and its minimal edits
     group_captions: CaptionStyle = GROUP_CAPTIONS  # caption detail inside edit groups
+    one_attribute: float = 0.0  # share of the independent scenes' captions that name one kind of attribute only
+    edit_weights: tuple[float, ...] | None = None  # odds of shape, colour, size, position, count edits (None: equal)
     init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
     seed: int = 0  # data stream and initialisation
@@ -70,11 +72,11 @@ def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndar
     for k in range(cfg.batch_size):
         rng = scene_rng(cfg.seed, step * cfg.batch_size + k, TRAIN_STREAM)
         if k < n_grouped and k % cfg.group_size:
-            scene = edit_scene(base, rng)
+            scene = edit_scene(base, rng, cfg.edit_weights)
         else:
             scene = base = sample_scene(rng, size=size)
         images.append(render(scene))
-        captions.append(caption(scene, rng, cfg.group_captions if k < n_grouped else CaptionStyle()))
+        captions.append(caption(scene, rng, cfg.group_captions if k < n_grouped else CaptionStyle(p_one_attribute=cfg.one_attribute)))
     return np.stack(images), captions
 
 

@@ -26,10 +26,14 @@ def _fits(objects: list[WorldObject]) -> bool:
     return not any(_occludes(a, b) for i, a in enumerate(objects) for b in objects[i + 1:])
 
 
-def edit_scene(scene: Scene, rng: np.random.Generator) -> Scene:
-    """`scene` with one attribute of one object changed (or one object added or removed)."""
+def edit_scene(scene: Scene, rng: np.random.Generator, weights: tuple[float, ...] | None = None) -> Scene:
+    """`scene` with one attribute of one object changed (or one object added or removed).
+
+    `weights` are the relative odds of the kinds of edit, in `EDITS` order (default: all equal).
+    """
+    p = None if weights is None else np.asarray(weights, dtype=float) / sum(weights)
     for _ in range(8):  # an edit that would make objects overlap is redrawn
-        kind = EDITS[int(rng.integers(len(EDITS)))]
+        kind = EDITS[int(rng.integers(len(EDITS)))] if p is None else EDITS[int(rng.choice(len(EDITS), p=p))]
         objs = list(scene.objects)
         i = int(rng.integers(len(objs)))
         o = objs[i]

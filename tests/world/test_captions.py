@@ -64,3 +64,17 @@ def test_distractors_are_non_visual():
     for s in sentences:
         assert not set(re.findall(r"[a-z]+", s)) & visual, s
         assert check_caption(s, sample_scene(scene_rng(0, 0))).problems == ("no claim recognised",)
+
+
+def test_one_attribute_captions_name_a_single_kind_of_attribute_and_stay_true():
+    style = CaptionStyle(p_count_only=0.0, p_one_attribute=1.0)
+    kinds_seen = set()
+    for i in range(400):
+        rng = scene_rng(13, i)
+        scene = sample_scene(rng)
+        verdict = check_caption(caption(scene, rng, style), scene)
+        assert verdict.ok and len(verdict.mentions) == scene.count
+        kinds = {k for m in verdict.mentions for k in ("shape", "colour", "size", "position") if getattr(m, k)}
+        assert len(kinds) == 1, verdict.mentions
+        kinds_seen |= kinds
+    assert kinds_seen == {"shape", "colour", "size", "position"}

@@ -40,3 +40,14 @@ def test_an_edit_changes_exactly_one_thing_and_keeps_scenes_valid():
             assert np.hypot(p.cx - q.cx, p.cy - q.cy) >= 0.85 * (p.radius + q.radius)
         assert check_caption(caption(edited, rng), edited).ok
     assert kinds == {"shape", "colour", "size", "position", "count"}
+
+
+def test_edit_weights_pick_the_kind_of_edit():
+    for i in range(100):
+        rng = scene_rng(22, i)
+        base = sample_scene(rng)
+        edited = edit_scene(base, rng, weights=(0, 0, 0, 1, 0))  # position only
+        moved = [(a, b) for a, b in zip(base.objects, edited.objects) if a != b]
+        assert edited.count == base.count and len(moved) == 1
+        a, b = moved[0]
+        assert (a.shape, a.colour, a.size) == (b.shape, b.colour, b.size) and a.position != b.position
