@@ -141,7 +141,9 @@ def load_state_dict(path: str | Path) -> dict:
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return load_file(str(path))
+        from dimefm_pipeline.token_rows import expand
+
+        return expand(load_file(str(path)))
     try:
         sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # a corrupt file or one that needs pickled code

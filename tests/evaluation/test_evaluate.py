@@ -39,8 +39,6 @@ def test_random_model_scores_about_chance():
     assert res["retrieval"]["text_to_image_R@1"] < 0.1
 
 
-@pytest.mark.xfail(strict=True, reason="the shipped world teacher (an early checkpoint) misses the bar: zero-shot "
-                   "mean ~0.47; shape and position are near chance (docs/world-teacher.md)")
 def test_shipped_teacher_passes_the_quality_bar_on_a_fast_subset(world_teacher):
     res = evaluate(world_teacher, "world", world_config=FAST, probe=False, progress=False)
     assert res["zero_shot_mean"] >= 0.90, res["tasks"]
