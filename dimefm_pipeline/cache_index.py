@@ -39,13 +39,17 @@ class CacheIndex:
     sources: dict = field(default_factory=dict)  # source_id -> (modality, uri, format, options, fingerprint, shard_size)
 
 
-def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = True, need_texts: bool = True) -> CacheIndex:
-    """Open a manifest read-only and memory-map its shards (checksums verified unless `verify=False`)."""
+def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = True, need_texts: bool = True,
+               wait: float = 0.0) -> CacheIndex:
+    """Open a manifest read-only and memory-map its shards (checksums verified unless `verify=False`).
+
+    `wait`: seconds to retry while another process holds the manifest's write lock.
+    """
     import json
 
     from dimefm_pipeline.manifest import Manifest
 
-    with Manifest(path, read_only=True) as man:
+    with Manifest(path, read_only=True, wait=wait) as man:
         teacher = man.teacher()
         if teacher is None:
             raise DimefmError(f"{path} holds no embeddings yet: run `dimefm encode` first")

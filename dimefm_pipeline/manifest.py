@@ -13,6 +13,7 @@ import json
 import os
 import platform
 import sys
+import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -96,7 +97,13 @@ class TeacherInfo:
 class Manifest:
     """A DuckDB manifest file opened by this process (read-write: the single writer; or read-only)."""
 
-    def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = False, cache_dir: str | Path | None = None):
+    def __init__(self, path: str | Path, *, read_only: bool = False, create: bool = False, cache_dir: str | Path | None = None,
+                 wait: float = 0.0):
+        """`wait`: seconds to keep retrying while another process holds the lock (0: fail at once).
+
+        Stage one fails at once on a second writer; the short bookkeeping writes of a distill run
+        (its start, end and metrics) wait, so several trainings can share one cache.
+        """
         import duckdb
 
         self.path = Path(path).resolve()
@@ -107,11 +114,19 @@ class Manifest:
             if self.path.suffix != ".duckdb":
                 raise DimefmError(f"manifest path must end in .duckdb: {path}")
             self.path.parent.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + wait
         try:
-            if read_only:
-                self.con = duckdb.connect(str(self.path), read_only=True)
-            else:
-                self.con = duckdb.connect(str(self.path), config={"storage_compatibility_version": STORAGE_VERSION})
+            while True:
+                try:
+                    if read_only:
+                        self.con = duckdb.connect(str(self.path), read_only=True)
+                    else:
+                        self.con = duckdb.connect(str(self.path), config={"storage_compatibility_version": STORAGE_VERSION})
+                    break
+                except duckdb.IOException as exc:
+                    if "lock" not in str(exc).lower() or time.monotonic() >= deadline:
+                        raise
+                    time.sleep(0.2)
         except duckdb.IOException as exc:
             msg = str(exc)
             if "lock" in msg.lower():

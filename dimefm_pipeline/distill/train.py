@@ -98,10 +98,14 @@ def _save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfi
     return path
 
 
+MANIFEST_WAIT = 300.0  # seconds a run waits for another one's short manifest transaction
+
+
 def _record(cache: str, fn):
     from dimefm_pipeline.manifest import Manifest
 
-    with Manifest(cache) as man:
+    # Runs sharing a cache (ablations, sweeps) take turns on the manifest for these short writes.
+    with Manifest(cache, wait=MANIFEST_WAIT) as man:
         return fn(man)
 
 
@@ -122,7 +126,7 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
     out = Path(cfg.out)
     try:
         # ---- the cache, the student, the data plan --------------------------------------------
-        idx = load_cache(cfg.cache, verify=cfg.verify_cache)
+        idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=MANIFEST_WAIT)
         student = build_student(cfg, idx.teacher, device=device)
         model = student.model
         image_units = _image_units(idx)
