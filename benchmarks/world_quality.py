@@ -16,6 +16,7 @@ import math
 import multiprocessing as mp
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 VARIANTS = {
@@ -217,9 +218,10 @@ def main() -> None:
     names = [n for n in [*VARIANTS, "paired_baseline", "teacher"] if (a.only is None or n in a.only) and n not in results]
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     jobs = [(n, VARIANTS.get(n, ("", {}))[1], recipe_args, str(out), threads) for n in names]
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(a.jobs) as pool:
-        for name, result in pool.imap_unordered(_train_and_eval, jobs):
+    # Not multiprocessing.Pool: its workers are daemons, and a distill run starts DataLoader workers.
+    with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
+        for future in as_completed([pool.submit(_train_and_eval, job) for job in jobs]):
+            name, result = future.result()
             results[name] = result
             results_path.write_text(json.dumps(results, indent=2))
             console.print(f"{name}: zero-shot {result['zero_shot_mean']:.3f} linear probe {result['linear_probe_mean']:.3f} "
