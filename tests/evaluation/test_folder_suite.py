@@ -44,9 +44,8 @@ def test_flat_folder_dataset_is_split_deterministically_and_evaluated(tmp_path, 
     assert list(folder_suite(root).tasks[0].test.labels) == list(task.test.labels)
     res = evaluate(world_teacher, str(root), progress=False)
     row = res["tasks"]["shapes"]
-    # 3 classes: chance is 1/3. The teacher's own quality bar is pinned by test_evaluate.py.
-    # (9 test images make the probe's accuracy too noisy to bound from below with this teacher)
-    assert row["zero_shot"] > 1 / 3 + 0.1 and 0.0 <= row["linear_probe"] <= 1.0
+    # 3 classes (chance 1/3), 9 test images: the shipped teacher names these shapes (1.0 measured)
+    assert row["zero_shot"] >= 7 / 9 and row["linear_probe"] >= 6 / 9
     assert res["retrieval"] == {} and res["robustness_mean"] is None
 
 
