@@ -17,9 +17,8 @@ def test_quick_demo_writes_the_report_the_plots_and_a_loadable_student(tmp_path)
         ev = report[who]
         assert {"zero_shot_mean", "linear_probe_mean", "robustness_mean", "retrieval", "tasks"} <= set(ev)
         assert all(0.0 <= row["zero_shot"] <= 1.0 for row in ev["tasks"].values())
-    # the shipped teacher is a trained model: well above chance (a random one scores about chance)
-    chance = sum(row["chance"] for row in report["teacher"]["tasks"].values()) / len(report["teacher"]["tasks"])
-    assert report["teacher"]["zero_shot_mean"] > chance + 0.15
+    # the shipped teacher meets its bar here too (a random one scores about chance)
+    assert report["teacher"]["zero_shot_mean"] >= 0.9
     assert (out / "summary.md").read_text().startswith("# dimefm demo")
     for png in ("per_task_accuracy.png", "loss_curves.png"):
         assert (out / png).stat().st_size > 5000
