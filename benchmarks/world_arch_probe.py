@@ -51,11 +51,11 @@ def probe(name: str, vision_cfg: dict, steps: int, batch: int, lr: float) -> lis
     import open_clip
     import torch
 
-    from dimefm_pipeline.models import quiet_open_clip
+    from dimefm_pipeline.models import quiet_open_clip, register_config
 
-    open_clip.factory._MODEL_CONFIGS[f"probe-{name}"] = {
+    register_config(f"probe-{name}", {
         "embed_dim": 128, "vision_cfg": vision_cfg,
-        "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+        "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}})
     torch.manual_seed(0)
     with quiet_open_clip():
         tower = open_clip.create_model(f"probe-{name}").visual

@@ -38,20 +38,17 @@ VARIANTS = {
 
 def _train_and_eval(args):
     """One pool job: a distilled variant, or the paired baseline."""
-    name, overrides, recipe_args, out, threads = args
-    if name == "teacher":
-        import torch
+    import torch
 
+    name, overrides, recipe_args, out, threads = args
+    torch.set_num_threads(threads)  # a distill run sets its own (cores beside its loader workers)
+    if name == "teacher":
         from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
 
-        torch.set_num_threads(threads)
         return name, evaluate(load_eval_model("world", quiet=True), "world", progress=False)
     if name == "paired_baseline":
-        import torch
-
         from dimefm_pipeline.recipes import load_recipe
 
-        torch.set_num_threads(threads)
         recipe = load_recipe("world-demo", recipe_args)
         d = recipe.section("distill")
         return name, paired_baseline(recipe, Path(out) / name, d["steps"], d["batch_size"])
@@ -161,10 +158,8 @@ def write_results(results: dict, path: Path, command: str, png: Path, setup: str
              "shifted test sets of every task.", "",
              "| model | zero-shot | linear probe | robustness | R@1 i2t | R@1 t2i | ZS ratio | LP ratio | robust ratio | train s |",
              "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for key, label in ROWS:
-        r = results.get(key)
-        if r is None:
-            continue
+    present = [(key, label, results[key]) for key, label in ROWS if key in results]
+    for key, label, r in present:
         lines.append(f"| {label} | {pct(r['zero_shot_mean'])} | {pct(r['linear_probe_mean'])} | {pct(r['robustness_mean'])} | "
                      f"{pct(r1(r, 'image_to_text'))} | {pct(r1(r, 'text_to_image'))} | "
                      f"{ratio(r['zero_shot_mean'], t['zero_shot_mean'])} | "
@@ -187,18 +182,14 @@ def write_results(results: dict, path: Path, command: str, png: Path, setup: str
     for title, field in (("Per-task zero-shot accuracy (%):", "zero_shot"), ("Per-task linear-probe accuracy (%):", "linear_probe")):
         lines += ["", title, "", "| model | " + " | ".join(t["tasks"]) + " |",
                   "| --- | " + " | ".join("---:" for _ in t["tasks"]) + " |"]
-        for key, _ in ROWS:
-            r = results.get(key)
-            if r is not None:
-                lines.append(f"| {key} | " + " | ".join(pct(r["tasks"][k].get(field)) for k in t["tasks"]) + " |")
+        for key, _, r in present:
+            lines.append(f"| {key} | " + " | ".join(pct(r["tasks"][k].get(field)) for k in t["tasks"]) + " |")
     shifts = list(t.get("robustness", {}))
     if shifts:
         lines += ["", "Robustness per shift (mean zero-shot accuracy over tasks, %):", "",
                   "| model | " + " | ".join(shifts) + " |", "| --- | " + " | ".join("---:" for _ in shifts) + " |"]
-        for key, _ in ROWS:
-            r = results.get(key)
-            if r is not None:
-                lines.append(f"| {key} | " + " | ".join(pct(r.get("robustness", {}).get(sh)) for sh in shifts) + " |")
+        for key, _, r in present:
+            lines.append(f"| {key} | " + " | ".join(pct(r.get("robustness", {}).get(sh)) for sh in shifts) + " |")
     lines += ["", f"![per-model means]({png.name})", ""]
     if notes:
         lines += [notes.rstrip(), ""]

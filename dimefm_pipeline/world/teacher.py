@@ -18,6 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.token_rows import KEY as TOKEN_TABLE
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
@@ -127,7 +128,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     tokenizer = open_clip.get_tokenizer(cfg.arch)
     with torch.no_grad():
         model.logit_scale.fill_(math.log(cfg.init_logit_scale))
-    initial_tokens = model.state_dict()["token_embedding.weight"].detach().clone()
+    initial_tokens = model.state_dict()[TOKEN_TABLE].detach().clone()
     model_cfg = open_clip.get_model_config(cfg.arch)
     size = int(model_cfg["vision_cfg"]["image_size"])
     mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)

@@ -31,9 +31,9 @@ def edit_scene(scene: Scene, rng: np.random.Generator, weights: tuple[float, ...
 
     `weights` are the relative odds of the kinds of edit, in `EDITS` order (default: all equal).
     """
-    p = None if weights is None else np.asarray(weights, dtype=float) / sum(weights)
+    odds = None if weights is None else np.asarray(weights, dtype=float) / sum(weights)
     for _ in range(8):  # an edit that would make objects overlap is redrawn
-        kind = EDITS[int(rng.integers(len(EDITS)))] if p is None else EDITS[int(rng.choice(len(EDITS), p=p))]
+        kind = EDITS[int(rng.integers(len(EDITS)))] if odds is None else EDITS[int(rng.choice(len(EDITS), p=odds))]
         objs = list(scene.objects)
         i = int(rng.integers(len(objs)))
         o = objs[i]
