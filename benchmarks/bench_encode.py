@@ -216,6 +216,116 @@ def bench_encode(args) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
+# loader: how fast each stage's DataLoader delivers decoded images, and how many bytes it reads
+
+
+def _rchar() -> int:
+    with open("/proc/self/io") as f:
+        return int(next(line for line in f if line.startswith("rchar:")).split()[1])
+
+
+def _count_worker_reads(log: Path):
+    """worker_init_fn: when a DataLoader worker exits, append the bytes it read (rchar) to `log`."""
+    import multiprocessing.util
+
+    def init(_):
+        start = _rchar()
+
+        def report():
+            with open(log, "a") as f:
+                f.write(f"{_rchar() - start}\n")
+
+        multiprocessing.util.Finalize(None, report, exitpriority=0)
+
+    return init
+
+
+def make_tars(folder: Path, n: int, per_tar: int, size: int, seed: int) -> Path:
+    """The generated JPEGs packed into WebDataset tars of `per_tar` images; reused if present."""
+    import tarfile
+
+    done = folder / ".complete"
+    if done.exists() and done.read_text() == f"{n} {per_tar} {size} {seed}":
+        return folder
+    src = make_images(folder.parent / f"images-{n}-{size}-jpg", n, size, "jpg", seed)
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    files = sorted(src.glob("*.jpg"))
+    for t in range(0, n, per_tar):
+        with tarfile.open(folder / f"{t // per_tar:05d}.tar", "w") as tf:
+            for p in files[t : t + per_tar]:
+                tf.add(p, arcname=p.name)
+    done.write_text(f"{n} {per_tar} {size} {seed}")
+    return folder
+
+
+def _loader_rate(dataset, workers: int, log: Path, count) -> tuple[float, int, int]:
+    """(images/s, images, bytes read by the loader's processes) for one pass over `dataset`."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    log.unlink(missing_ok=True)
+    dl = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_count_worker_reads(log) if workers else None)
+    torch.set_num_threads(1)
+    before = _rchar()
+    t0 = time.perf_counter()
+    n = sum(count(b) for b in dl)
+    dt = time.perf_counter() - t0
+    read = _rchar() - before if not workers else sum(int(x) for x in log.read_text().split())
+    return n / dt, n, read
+
+
+def bench_loader(args) -> None:
+    """Stage one's and stage two's loaders over the same tars, at 0..--workers workers."""
+    import json
+
+    from torchvision import transforms as T
+
+    from dimefm_pipeline.cache_index import load_cache
+    from dimefm_pipeline.distill.data import ImageStream
+    from dimefm_pipeline.distill.train import _image_units
+    from dimefm_pipeline.encode import EncodeConfig, encode
+    from dimefm_pipeline.encode_data import UnitBatches
+    from dimefm_pipeline.sources import plan_source, resolve_source
+
+    scratch = Path(args.scratch)
+    tars = make_tars(scratch / f"tars-{args.images}-{args.per_tar}-{args.image_size}", args.images, args.per_tar,
+                     args.image_size, args.seed)
+    pattern = str(tars / "*.tar")
+    total_bytes = sum(p.stat().st_size for p in tars.glob("*.tar"))
+    tf = T.Compose([T.Resize(224), T.CenterCrop(224), T.ToTensor()])
+    log = scratch / "loader-reads.log"
+    console.print(f"[bold]loader[/bold]: {args.images} {args.image_size}px JPEGs in tars of {args.per_tar} "
+                  f"({total_bytes / 2**20:.1f} MiB), batch {args.batch_size}; {load()}")
+    # a cache of the tars, encoded by a tiny random teacher, so stage two has teacher rows to join
+    cfg_path = scratch / "loader-teacher.json"
+    cfg_path.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
+                                    "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
+    cache = scratch / f"loader-cache-{args.images}-{args.per_tar}" / "m.duckdb"
+    if not cache.exists():
+        encode(EncodeConfig("image", (pattern,), str(cache), teacher=str(cfg_path), pretrained="random", workers=args.workers,
+                            batch_size=args.batch_size), progress=False)
+    idx = load_cache(cache, verify=False, need_texts=False)
+    units = plan_source(resolve_source(pattern, "image"), 0, args.shard_size).units
+    table = Table(title=f"Loader throughput and bytes read ({args.images} images, {total_bytes / 2**20:.1f} MiB of tars)")
+    for col in ("stage", "workers", "images", "images/s", "per worker", "bytes read / tar bytes"):
+        table.add_column(col, justify="left" if col == "stage" else "right")
+    for workers in range(0, args.workers + 1):
+        ds = UnitBatches(units, args.batch_size, tf)
+        rate, n, read = _loader_rate(ds, workers, log, lambda b: len(b.keys))
+        table.add_row("one: UnitBatches", str(workers), f"{n:,}", f"{rate:,.1f}", f"{rate / max(workers, 1):,.1f}",
+                      f"{read / total_bytes:.2f}")
+    for workers in range(0, args.workers + 1):
+        ds = ImageStream(_image_units(idx), rank=0, world=1, workers=workers, batch_size=args.batch_size, transform=tf,
+                         seed=0, epoch=0, shuffle_buffer=2048)
+        rate, n, read = _loader_rate(ds, workers, log, lambda b: len(b[1]))
+        table.add_row("two: ImageStream", str(workers), f"{n:,}", f"{rate:,.1f}", f"{rate / max(workers, 1):,.1f}",
+                      f"{read / total_bytes:.2f}")
+    console.print(table)
+    console.print(load())
+
+
+# ---------------------------------------------------------------------------------------------
 # cache reads
 
 
@@ -488,7 +598,7 @@ def main() -> None:
     from dimefm_pipeline.encode import DEFAULT_SHARD_SIZE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=("encode", "reads", "all"), default="all")
+    p.add_argument("--part", choices=("encode", "reads", "loader", "all"), default="all")
     p.add_argument("--scratch", default="/tmp/dimefm-bench", help="generated images and cache files (reused between runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--repeats", type=int, default=1, help="encode: timed repeats, medians reported")
@@ -501,6 +611,7 @@ def main() -> None:
     g.add_argument("--batch-size", type=int, default=32)
     g.add_argument("--workers", type=int, default=2)
     g.add_argument("--shard-size", type=int, default=DEFAULT_SHARD_SIZE, help="rows per shard, and items per unit of work")
+    g.add_argument("--per-tar", type=int, default=100, help="loader: images per tar")
     g = p.add_argument_group("reads")
     g.add_argument("--rows", type=int, default=1_000_000)
     g.add_argument("--dim", type=int, default=768)
@@ -514,6 +625,8 @@ def main() -> None:
         bench_encode(args)
     if args.part in ("reads", "all"):
         bench_reads(args)
+    if args.part in ("loader", "all"):
+        bench_loader(args)
 
 
 if __name__ == "__main__":
