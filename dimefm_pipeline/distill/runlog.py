@@ -1,0 +1,202 @@
+"""What a distillation run leaves behind: metrics (CSV, manifest, progress bar), checkpoints, the
+final student folder, and the run's row in the manifest. The training loop calls `after_step`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import time
+from pathlib import Path
+
+from dimefm_pipeline import distributed as dist
+from dimefm_pipeline.distill.config import DistillConfig
+from dimefm_pipeline.errors import DimefmError
+
+MANIFEST_WAIT = 300.0  # seconds a run waits for another one's short manifest transaction
+
+
+def record(cache: str, fn):
+    """Run `fn(manifest)` in a short read-write transaction on the manifest."""
+    from dimefm_pipeline.manifest import Manifest
+
+    # Runs sharing a cache (ablations, sweeps) take turns on the manifest for these short writes.
+    with Manifest(cache, wait=MANIFEST_WAIT) as man:
+        return fn(man)
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    ckpts = sorted((out / "checkpoints").glob("step_*.pt"))
+    return ckpts[-1] if ckpts else None
+
+
+def save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfig, keep: int = 2) -> Path:
+    import torch
+
+    folder = out / "checkpoints"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"step_{step:08d}.pt"
+    tmp = path.with_name(path.name + ".tmp")
+    module = getattr(model, "module", model)
+    torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
+                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict()}, tmp)
+    tmp.replace(path)
+    for old in sorted(folder.glob("step_*.pt"))[:-keep]:
+        old.unlink()
+    return path
+
+
+def load_checkpoint(out: Path, model, opt, scaler, device) -> int:
+    """Restore model, optimiser and scaler from the latest checkpoint in `out`; returns its step."""
+    import torch
+
+    path = latest_checkpoint(out)
+    if path is None:
+        raise DimefmError(f"--resume: no checkpoint in {out / 'checkpoints'}")
+    ckpt = torch.load(path, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["optimizer"])
+    if scaler is not None and ckpt.get("scaler"):
+        scaler.load_state_dict(ckpt["scaler"])
+    return int(ckpt["step"])
+
+
+class RunLog:
+    """Per-step bookkeeping of one distill run on one rank (rank 0 writes, every rank checkpoints in step)."""
+
+    def __init__(self, cfg: DistillConfig, job, *, rank: int, world: int, command: str, progress: bool):
+        self.cfg, self.job, self.rank, self.world = cfg, job, rank, world
+        self.out = Path(cfg.out)
+        self.csv = self.out / "metrics.csv"
+        self.rows: list[dict] = []
+        self.final: dict = {}
+        self.start_step = job.step
+        self.images = 0
+        self.last_good = latest_checkpoint(self.out)
+        self.status = "failed"
+        self.run_id = None
+        self.t0 = time.time()
+        self._progress, self._command = progress and rank == 0, command
+
+    # ---- the run's start and end ------------------------------------------------------------------
+    def __enter__(self):
+        from dimefm_pipeline.progress import progress_bar
+
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
+            self.run_id = record(self.cfg.cache, lambda m: m.start_run("distill", self._command, self.cfg.to_dict(), self.world))
+        self._bar_cm = progress_bar(self._progress)
+        self.bar = self._bar_cm.__enter__()
+        self.task = self.bar.add_task("distill", total=self.job.total, completed=self.job.step, items=0, rate=0.0)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self._bar_cm.__exit__(exc_type, exc, tb)
+        if exc_type is None:
+            self.status = "complete" if self.job.step >= self.job.total else "stopped"
+        if self.rank == 0 and self.run_id is not None:
+            self._flush()
+            outputs = None
+            if self.status == "complete":
+                from dimefm_pipeline.distill.student import save_student
+
+                self.config_path, self.weights_path = save_student(self.job.student, self.out)
+                outputs = str(self.out.resolve())
+                plot_losses(self.csv, self.out / "loss_curves.png")
+            record(self.cfg.cache, lambda m: m.end_run(self.run_id, self.status, output=outputs, metrics=self.final))
+        return False
+
+    @property
+    def done(self) -> bool:
+        """All steps trained, or this invocation's share (`--stop-after`) is."""
+        stop = self.cfg.stop_after is not None and self.job.step - self.start_step >= self.cfg.stop_after
+        return self.job.step >= self.job.total or stop
+
+    # ---- after every optimiser step -----------------------------------------------------------------
+    def check_finite(self, total_loss) -> None:
+        import torch
+
+        if not torch.isfinite(total_loss):
+            where = f"; last good checkpoint: {self.last_good}" if self.last_good else ""
+            raise DimefmError(f"loss became {total_loss.item()} at step {self.job.step}: stopping{where}")
+
+    def after_step(self, losses: dict, lr: float, epoch: int, images: int) -> None:
+        """Log (every `log_every` steps) and checkpoint (every `checkpoint_every` steps, and at the end)."""
+        step, cfg = self.job.step, self.cfg
+        self.images += images
+        if self.rank == 0 and (step % cfg.log_every == 0 or step == self.job.total or step == 1):
+            self.final = {k: float(v.detach()) for k, v in losses.items()}
+            row = {"step": step, "epoch": epoch, "lr": lr, "seconds": time.time() - self.t0, **self.final}
+            self.rows.append(row)
+            _append_csv(self.csv, row)
+            rate = self.images / max(time.time() - self.t0, 1e-9)
+            self.bar.update(self.task, completed=step, items=self.images, rate=rate, description=f"distill loss {self.final['total']:.4f}")
+        if step % cfg.checkpoint_every == 0 or self.done:
+            if self.rank == 0:
+                job = self.job
+                self.last_good = save_checkpoint(self.out, step, job.model, job.opt, job.scaler, cfg)
+                self._flush()
+            dist.barrier()
+
+    def _flush(self) -> None:
+        """Move logged rows into the manifest's long `metrics` table (opened briefly, then released)."""
+        if self.run_id is None or not self.rows:
+            return
+        data = [(self.run_id, r["step"], name, value) for r in self.rows for name, value in r.items() if name != "step"]
+        self.rows.clear()
+        record(self.cfg.cache, lambda man: man.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", data))
+
+
+def _append_csv(path: Path, row: dict) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(row))
+        if new:
+            w.writeheader()
+        w.writerow(row)
+
+
+def _drop_csv_rows_after(path: Path, step: int) -> None:
+    """Keep the metric rows up to `step`: a killed run logged steps its last checkpoint does not hold."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    kept = [r for r in rows if int(r["step"]) <= step]
+    if len(kept) == len(rows):
+        return
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        if rows:
+            w = csv.DictWriter(f, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(kept)
+    tmp.replace(path)
+
+
+def plot_losses(csv_path: Path, png: Path) -> None:
+    """Loss curves of every term against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows:
+        return
+    steps = [int(r["step"]) for r in rows]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name in rows[0]:
+        if name in ("step", "epoch", "lr", "seconds"):
+            continue
+        ax.plot(steps, [float(r[name]) for r in rows], label=name, linewidth=2 if name == "total" else 1)
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_yscale("log")
+    ax.legend()
+    ax.set_title("DIME-FM distillation losses")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
