@@ -34,6 +34,7 @@ class ShardRecord:
     checksum: str  # sha256 of the .npy file
     parquet_checksum: str
     bytes: int
+    loc_checksum: str = ""  # sha256 of the .loc.npy file (image shards: where each row's bytes lie)
 
 
 @dataclass
@@ -45,10 +46,13 @@ class UnitCommit:
     modality: str
     rank: int
     shards: list[ShardRecord] = field(default_factory=list)
-    errors: list[tuple[str, str]] = field(default_factory=list)  # (key, reason)
+    errors: list[tuple] = field(default_factory=list)  # (key, reason, file-table number)
     items: int = 0
     duplicates: int = 0
     truncated: int = 0
+    pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
+    pack_checksum: str = ""
+    pack_bytes: int = 0
 
 
 def fsync_dir(path: Path) -> None:
@@ -93,54 +97,105 @@ def parquet_bytes(columns: dict, emb: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
+# One int64 row per image: where stage two reads its bytes (file-table number, or -1 for the unit's
+# pack file), how many, and their hash.
+LOC_COLUMNS = ("loc_file", "offset", "length", "payload_hash")
+
+
+def unit_stem(source_id: int, unit: int) -> str:
+    return f"{source_id:05d}-{unit:07d}"
+
+
 class UnitWriter:
-    """Collects one unit's embeddings and writes them as shards of at most `shard_size` rows."""
+    """Collects one unit's rows, in any order, and writes them when the unit is complete.
+
+    Loader workers finish a unit's read blocks in any order; rows carry their position in the unit
+    and are written sorted by it, so a unit's shards are the same whatever the number of workers or
+    ranks. Image rows also carry their locator (`LOC_COLUMNS`), written beside the embeddings as
+    `NAME.loc.npy`; bytes of packed formats are appended to the unit's pack file as they arrive.
+    """
 
     def __init__(self, cache_dir: Path, source_id: int, unit: int, modality: str, dim: int, shard_size: int, rank: int = 0):
         self.cache_dir, self.dim, self.shard_size = Path(cache_dir), dim, shard_size
         self.commit = UnitCommit(source_id, unit, modality, rank)
-        self._rows: list[np.ndarray] = []
+        self._emb: list[np.ndarray] = []
         self._cols: dict[str, list] = {}
-        self._n = 0
+        self._pack = None
         (self.cache_dir / modality).mkdir(parents=True, exist_ok=True)
+        remove_partial_files(self.cache_dir, source_id, unit)
 
     def add(self, emb: np.ndarray, **columns) -> None:
-        """Append rows (fp16 embeddings plus per-row metadata columns such as key and text)."""
+        """Append rows: fp16 embeddings plus per-row columns (`pos` always; `key`, locators, text...)."""
         assert emb.dtype == np.float16 and emb.shape[1] == self.dim
-        start = 0
-        while start < len(emb):
-            take = min(len(emb) - start, self.shard_size - self._n)
-            self._rows.append(emb[start : start + take])
-            for k, v in columns.items():
-                self._cols.setdefault(k, []).extend(v[start : start + take])
-            self._n += take
-            start += take
-            if self._n == self.shard_size:
-                self._flush()
+        assert all(len(v) == len(emb) for v in columns.values())
+        self._emb.append(emb)
+        for k, v in columns.items():
+            self._cols.setdefault(k, []).extend(v)
 
-    def _flush(self) -> None:
-        if self._n == 0:
+    def add_packed(self, data: bytes) -> int:
+        """Append an item's encoded bytes to the unit's pack file; returns their offset."""
+        if self._pack is None:
+            self.commit.pack = f"{self.commit.modality}/{unit_stem(self.commit.source_id, self.commit.unit)}.pack"
+            self._pack = open(self.cache_dir / (self.commit.pack + ".tmp"), "wb")
+            self._pack_hash = hashlib.sha256()
+        offset = self._pack.tell()
+        self._pack.write(data)
+        self._pack_hash.update(data)
+        return offset
+
+    def _close_pack(self) -> None:
+        if self._pack is None:
             return
-        c = self.commit
-        part = len(c.shards)
-        name = f"{c.modality}/{c.source_id:05d}-{c.unit:07d}-{part:03d}"
-        emb = np.concatenate(self._rows)
-        cols = {"source_id": np.full(self._n, c.source_id, np.int32), "row": np.arange(self._n, dtype=np.int32), **self._cols}
-        npy, pq_data = npy_bytes(emb), parquet_bytes(cols, emb)
-        write_durable(self.cache_dir / f"{name}.npy", npy)
-        write_durable(self.cache_dir / f"{name}.parquet", pq_data)
-        c.shards.append(
-            ShardRecord(name, part, self._n, self.dim, "float16", hashlib.sha256(npy).hexdigest(),
-                        hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data))
-        )
-        c.items += self._n
-        self._rows, self._cols, self._n = [], {}, 0
+        f, self._pack = self._pack, None
+        f.flush()
+        os.fsync(f.fileno())
+        self.commit.pack_bytes = f.tell()
+        f.close()
+        self.commit.pack_checksum = self._pack_hash.hexdigest()
+        final = self.cache_dir / self.commit.pack
+        os.replace(final.with_name(final.name + ".tmp"), final)
+        fsync_dir(final.parent)
 
     def finish(self) -> UnitCommit:
-        """Write the last shard and the unit's commit marker; after this the unit is durable."""
-        self._flush()
+        """Write the unit's shards (rows in position order) and its commit marker: the unit is durable."""
+        self._close_pack()
+        if self._emb:
+            emb = np.concatenate(self._emb)
+            order = np.argsort(np.asarray(self._cols["pos"], dtype=np.int64), kind="stable")
+            emb = emb[order]
+            cols = {k: [v[i] for i in order] for k, v in self._cols.items()}
+            for lo in range(0, len(emb), self.shard_size):
+                hi = min(lo + self.shard_size, len(emb))
+                self._write_shard(emb[lo:hi], {k: v[lo:hi] for k, v in cols.items()})
+        self._emb, self._cols = [], {}
         write_marker(self.cache_dir, self.commit)
         return self.commit
+
+    def _write_shard(self, emb: np.ndarray, cols: dict) -> None:
+        c = self.commit
+        part, n = len(c.shards), len(emb)
+        name = f"{c.modality}/{unit_stem(c.source_id, c.unit)}-{part:03d}"
+        table = {"source_id": np.full(n, c.source_id, np.int32), "row": np.arange(n, dtype=np.int32)}
+        loc = None
+        if c.modality == "image":
+            loc = np.stack([np.asarray(cols.pop(k), dtype=np.int64) for k in LOC_COLUMNS], axis=1)
+            table.update(key=cols.pop("key"), pos=np.asarray(cols.pop("pos"), np.int64),
+                         file=np.asarray(cols.pop("file"), np.int32), packed=loc[:, 0] < 0, offset=loc[:, 1],
+                         length=loc[:, 2], payload_hash=loc[:, 3])
+        else:
+            table.update(key=cols.pop("key"), pos=np.asarray(cols.pop("pos"), np.int64),
+                         file=np.asarray(cols.pop("file"), np.int32), **cols)
+        npy, pq_data = npy_bytes(emb), parquet_bytes(table, emb)
+        write_durable(self.cache_dir / f"{name}.npy", npy)
+        write_durable(self.cache_dir / f"{name}.parquet", pq_data)
+        loc_sum, loc_bytes = "", 0
+        if loc is not None:
+            loc_data = npy_bytes(loc)
+            write_durable(self.cache_dir / f"{name}.loc.npy", loc_data)
+            loc_sum, loc_bytes = hashlib.sha256(loc_data).hexdigest(), len(loc_data)
+        c.shards.append(ShardRecord(name, part, n, self.dim, "float16", hashlib.sha256(npy).hexdigest(),
+                                    hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data) + loc_bytes, loc_sum))
+        c.items += n
 
 
 def marker_path(cache_dir: Path, source_id: int, unit: int) -> Path:
@@ -169,7 +224,7 @@ def remove_partial_files(cache_dir: Path, source_id: int, unit: int) -> None:
     """Delete leftovers of an interrupted unit (temporary files and uncommitted shards)."""
     cache_dir = Path(cache_dir)
     for sub in ("image", "text"):
-        for p in (cache_dir / sub).glob(f"{source_id:05d}-{unit:07d}-*"):
+        for p in (cache_dir / sub).glob(f"{unit_stem(source_id, unit)}[-.]*"):
             p.unlink(missing_ok=True)
 
 
@@ -225,6 +280,9 @@ class EmbeddingTable:
     def take(self, idx: np.ndarray) -> np.ndarray:
         """Rows `idx` (global row numbers) as a [len(idx), dim] array, in the order given."""
         idx = np.asarray(idx, dtype=np.int64)
+        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
+            bad = idx[(idx < 0) | (idx >= len(self))][0]
+            raise IndexError(f"row {bad} is outside the table of {len(self)} rows")
         out = np.empty((len(idx), self.dim), dtype=self.dtype)
         shard = np.searchsorted(self.offsets, idx, side="right") - 1
         order = np.argsort(shard, kind="stable")

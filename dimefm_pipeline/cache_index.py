@@ -1,8 +1,9 @@
-"""Read-side view of a cache for mining and training: embeddings by global row, item ids, units.
+"""Read-side view of a cache for mining and training: embeddings by global row, item ids, locators.
 
 Global rows number a modality's cached embeddings in shard order, as `EmbeddingTable` does; the
-arrays here translate between rows, manifest item ids and the source units that hold the pixels.
-Nothing here keeps the manifest open: it is read once, read-only, and closed.
+arrays here translate between rows, manifest item ids and where each image's bytes lie (its
+locator, `cache.LOC_COLUMNS`). Nothing here keeps the manifest open: it is read once, read-only,
+and closed.
 """
 
 from __future__ import annotations
@@ -16,27 +17,40 @@ from dimefm_pipeline.cache import EmbeddingTable
 from dimefm_pipeline.errors import DimefmError
 
 
-@dataclass
-class UnitShards:
-    """The cached rows of one stage-one unit: its Parquet shard files and their first global row."""
+@dataclass(frozen=True)
+class ImageShard:
+    """One image shard: the rows it holds and, for packed formats, its unit's pack file."""
 
     source_id: int
     unit: int
-    parquet: list[str]
-    first_rows: list[int]
-    items: int
+    first_row: int  # global row of its first row
+    rows: int
+    pack: str | None  # absolute path of the unit's pack file (None: the bytes stay in the source)
+
+
+@dataclass(frozen=True)
+class SourceInfo:
+    source_id: int
+    modality: str
+    uri: str
+    fmt: str
+    root: str  # absolute folder the source's file table is relative to
+    options: dict
+    shard_size: int
 
 
 @dataclass
 class CacheIndex:
     path: Path
+    cache_dir: Path
     teacher: object  # manifest.TeacherInfo
     images: EmbeddingTable
     texts: EmbeddingTable
     image_item_ids: np.ndarray  # int64 [n_images]: item id of each global image row
     text_item_ids: np.ndarray
-    image_units: list[UnitShards] = field(default_factory=list)
-    sources: dict = field(default_factory=dict)  # source_id -> (modality, uri, format, options, fingerprint, shard_size)
+    image_locs: EmbeddingTable | None = None  # int64 [n_images, 4]: where each image row's bytes lie
+    image_shards: list[ImageShard] = field(default_factory=list)
+    sources: dict = field(default_factory=dict)  # source_id -> SourceInfo
 
 
 def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = True, need_texts: bool = True,
@@ -65,18 +79,21 @@ def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = Tru
             ).fetchnumpy()["item_id"].astype(np.int64)
             if len(ids[modality]) != len(tables[modality]):
                 raise DimefmError(f"{path}: {modality} items and shard rows disagree ({len(ids[modality])} vs {len(tables[modality])})")
-        units: dict[tuple[int, int], UnitShards] = {}
-        offset = 0
-        for sid, unit, pq_path, rows in man.query(
-            "SELECT source, unit, parquet_path, rows FROM shards WHERE modality = 'image' AND state = 'complete' ORDER BY shard_id"
+        cache_dir = man.cache_dir
+        shards, loc_paths, loc_sums, offset = [], [], [], 0
+        for sid, unit, rows, loc, loc_sum, pack in man.query(
+            "SELECT s.source, s.unit, s.rows, s.loc_path, s.loc_checksum, u.pack_path FROM shards s "
+            "JOIN units u ON u.source = s.source AND u.unit = s.unit "
+            "WHERE s.modality = 'image' AND s.state = 'complete' ORDER BY s.shard_id"
         ).fetchall():
-            u = units.setdefault((sid, unit), UnitShards(sid, unit, [], [], 0))
-            u.parquet.append(str(man.cache_dir / pq_path))
-            u.first_rows.append(offset)
-            u.items += rows
+            shards.append(ImageShard(sid, unit, offset, rows, str(cache_dir / pack) if pack else None))
+            loc_paths.append(cache_dir / loc)
+            loc_sums.append(loc_sum)
             offset += rows
+        locs = EmbeddingTable(loc_paths, [s.rows for s in shards], loc_sums, verify=verify, dtype=np.int64) if shards else None
         sources = {
-            r[0]: (r[1], r[2], r[3], json.loads(r[4]), r[5], r[6])
-            for r in man.query("SELECT source_id, modality, uri, format, options, fingerprint, shard_size FROM sources").fetchall()
+            r[0]: SourceInfo(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
+            for r in man.query("SELECT source_id, modality, uri, format, root, options, shard_size FROM sources").fetchall()
         }
-    return CacheIndex(Path(path), teacher, tables["image"], tables["text"], ids["image"], ids["text"], list(units.values()), sources)
+    return CacheIndex(Path(path), cache_dir, teacher, tables["image"], tables["text"], ids["image"], ids["text"], locs,
+                      shards, sources)

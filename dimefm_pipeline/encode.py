@@ -85,7 +85,7 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
             known = man.source_row(s.modality, s.uri)
             shard_size = known[1] if known else cfg.shard_size
             plan = plan_source(s, known[0] if known else 0, shard_size, seen)
-            sid, _ = man.register_source(s, plan.fingerprint, shard_size, len(plan.units), plan.duplicates, run_id)
+            sid, _ = man.register_source(s, plan, shard_size, run_id)
             done = man.completed_units(sid)
             for u in plan.units:
                 if u.index in done:
@@ -145,6 +145,7 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
             dist.barrier()
             if man is not None:
                 _commit_pending(man, run_id, summary)
+                man.count_repeated_keys()
                 man.refresh_views()
             status = "complete"
         finally:
@@ -182,51 +183,60 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
     import torch
     from torch.utils.data import DataLoader
 
-    from dimefm_pipeline.cache import UnitWriter, remove_partial_files
+    from dimefm_pipeline.cache import UnitWriter
     from dimefm_pipeline.encode_data import UnitBatches
     from dimefm_pipeline.progress import progress_bar
+    from dimefm_pipeline.sources.readers import PACKED
 
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length)
-    # batches (not units) are dealt to workers, so one large unit still keeps every worker busy
+    # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = cfg.workers if units else 0
     loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                         prefetch_factor=4 if workers else None, persistent_workers=False)
     model = loaded.model
     encode_fn = model.encode_image if cfg.modality == "image" else model.encode_text
     amp = _autocast(cfg.precision, device)
-    writer, expect = None, None
+    open_units: dict = {}  # (source, unit) -> [writer, blocks finished]
     items = 0
     with progress_bar(show) as bar:
         task = bar.add_task(f"encode {cfg.modality}s", total=len(units), items=0, rate=0.0)
         t0 = time.time()
         for batch in loader:
             u = batch.unit
-            if batch.seq == 0:
-                if writer is not None:
-                    raise RuntimeError(f"unit {u.source_id}/{u.index} started before the previous unit ended")
-                remove_partial_files(cache_dir, u.source_id, u.index)
+            state = open_units.get((u.source_id, u.index))
+            if state is None:
                 writer = UnitWriter(cache_dir, u.source_id, u.index, cfg.modality, loaded.embed_dim, cfg.shard_size, rank)
-            elif (u.source_id, u.index, batch.seq) != expect:
-                raise RuntimeError(f"batches of unit {u.source_id}/{u.index} arrived out of order")
-            expect = (u.source_id, u.index, batch.seq + 1)
+                state = open_units[(u.source_id, u.index)] = [writer, 0]
+            writer = state[0]
             if batch.inputs is not None:
                 with torch.no_grad(), amp:
                     feats = encode_fn(batch.inputs.to(device, non_blocking=True))
                 emb = torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
-                cols = {"key": batch.keys}
+                cols = {"key": batch.keys, "pos": batch.pos}
                 if cfg.modality == "text":
-                    cols.update(text=batch.texts, truncated=batch.truncated, text_hash=np.asarray(batch.hashes, np.int64))
+                    cols.update(file=batch.files, text=batch.texts, truncated=batch.truncated,
+                                text_hash=np.asarray(batch.hashes, np.int64))
+                else:
+                    offsets = [writer.add_packed(b) if b is not None else o for b, o in zip(batch.packed, batch.offsets)]
+                    loc_file = [PACKED if b is not None else f for b, f in zip(batch.packed, batch.files)]
+                    cols.update(file=batch.files, loc_file=loc_file, offset=offsets, length=batch.lengths,
+                                payload_hash=batch.payload_hashes)
                 writer.add(emb, **cols)
                 items += len(batch.keys)
             writer.commit.errors.extend(batch.errors)
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
-            if batch.last:
+            state[1] += batch.last
+            if state[1] == batch.blocks:
                 writer.finish()
-                writer = None
+                del open_units[(u.source_id, u.index)]
                 if man is not None:
                     _commit_pending(man, run_id, summary)
                 bar.update(task, advance=1, items=items, rate=items / max(time.time() - t0, 1e-9))
+            else:
+                bar.update(task, items=items, rate=items / max(time.time() - t0, 1e-9))
+    if open_units:
+        raise RuntimeError(f"{len(open_units)} unit(s) ended before all their read blocks arrived")
 
 
 def _autocast(precision: str, device):

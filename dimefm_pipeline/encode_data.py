@@ -1,9 +1,11 @@
-"""DataLoader side of stage one: units -> decoded, transformed, tokenised batches (in worker processes).
+"""DataLoader side of stage one: units -> read blocks -> decoded, transformed, tokenised batches.
 
-Every unit yields at least one batch (possibly empty) and marks its last batch, so the consumer can
-close the unit's shard. Batch number b goes to worker b % num_workers; the DataLoader returns batches
-in that same round-robin order, so rows land in a shard in the unit's record order whatever the
-number of workers.
+Each unit is cut into read blocks (`sources.readers.image_blocks`; a text unit is one block), the
+blocks of all of this rank's units are numbered in order, and block j is read by worker
+j % num_workers alone, so every record is read from storage once whatever the number of workers.
+A block yields one or more batches (at least one, possibly empty); each batch says which block of
+how many it belongs to and whether it ends that block, so the consumer knows when a unit is
+complete. Rows carry their position in the unit and are written in that order (`cache.UnitWriter`).
 """
 
 from __future__ import annotations
@@ -14,23 +16,31 @@ from itertools import islice
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from dimefm_pipeline.sources.base import Unit, unpack_mask
+from dimefm_pipeline.sources.base import Unit, payload_hash, unpack_mask
 from dimefm_pipeline.sources.decode import BadItem, decode_image
 from dimefm_pipeline.sources.planner import text_hash
-from dimefm_pipeline.sources.readers import image_records, text_records
+from dimefm_pipeline.sources.readers import image_block_records, image_blocks, is_packed, text_records
 
 
 @dataclass
 class Batch:
     unit: Unit
-    seq: int  # batch number within the unit
-    last: bool
+    blocks: int  # read blocks in the unit
+    last: bool  # the last batch of its block
     keys: list = field(default_factory=list)
+    pos: list = field(default_factory=list)  # position of each row in the unit
     inputs: torch.Tensor | None = None  # pixels [b,3,H,W] or tokens [b,L]
+    files: list = field(default_factory=list)  # file-table number of each row's file
+    # images: where each row's bytes lie (`packed`: the bytes themselves, to copy into the cache)
+    offsets: list = field(default_factory=list)
+    lengths: list = field(default_factory=list)
+    payload_hashes: list = field(default_factory=list)
+    packed: list = field(default_factory=list)
+    # texts
     texts: list = field(default_factory=list)
     hashes: list = field(default_factory=list)
     truncated: list = field(default_factory=list)
-    errors: list = field(default_factory=list)  # (key, reason)
+    errors: list = field(default_factory=list)  # (key, reason, file-table number)
     duplicates: int = 0
 
 
@@ -54,8 +64,13 @@ def _chunks(records, size):
         yield chunk
 
 
+def unit_blocks(unit: Unit, batch_size: int) -> list:
+    """Read blocks of a unit (a text unit is one block)."""
+    return image_blocks(unit, batch_size) if unit.modality == "image" else [None]
+
+
 class UnitBatches(IterableDataset):
-    """Batches of the given units, for one rank, split across DataLoader workers by batch number."""
+    """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77):
         self.units, self.batch_size = units, batch_size
@@ -64,20 +79,26 @@ class UnitBatches(IterableDataset):
     def __iter__(self):
         info = get_worker_info()
         wid, nw = (info.id, info.num_workers) if info else (0, 1)
-        b = 0
+        j = 0
         for unit in self.units:
-            records, dups = self._records(unit)
-            for seq, (chunk, last) in enumerate(_lookahead(_chunks(records, self.batch_size))):
-                if b % nw == wid:
-                    batch = Batch(unit, seq, last, duplicates=dups() if last else 0)
-                    if chunk:
-                        self._fill(batch, chunk)
-                    yield batch
-                b += 1
+            blocks = unit_blocks(unit, self.batch_size)
+            for block in blocks:
+                if j % nw == wid:
+                    yield from self._block_batches(unit, block, len(blocks))
+                j += 1
 
-    def _records(self, unit: Unit):
+    def _block_batches(self, unit: Unit, block, n_blocks: int):
         if unit.modality == "image":
-            return image_records(unit), lambda: 0
+            records, dups = image_block_records(unit, block), (lambda: 0)
+        else:
+            records, dups = self._text(unit)
+        for chunk, last in _lookahead(_chunks(records, self.batch_size)):
+            batch = Batch(unit, n_blocks, last, duplicates=dups() if last else 0)
+            if chunk:
+                self._fill(batch, chunk)
+            yield batch
+
+    def _text(self, unit: Unit):
         stats = {"dups": 0}
 
         def kept():
@@ -96,26 +117,44 @@ class UnitBatches(IterableDataset):
 
     def _fill(self, batch: Batch, chunk) -> None:
         if batch.unit.modality == "image":
-            pixels = []
-            for key, payload in chunk:
-                if key is None:  # a damaged container: the reason is in the payload
-                    batch.errors.append(("", payload))
-                    continue
-                try:
-                    pixels.append(self.preprocess(decode_image(payload)))
-                    batch.keys.append(key)
-                except BadItem as exc:
-                    batch.errors.append((key, str(exc)))
-                except Exception as exc:  # transform failures on odd images: recorded, never fatal
-                    batch.errors.append((key, f"transform failed: {type(exc).__name__}: {exc}"))
-            batch.inputs = torch.stack(pixels) if pixels else None
-            return
+            self._fill_images(batch, chunk)
+        else:
+            self._fill_texts(batch, chunk)
+
+    def _fill_images(self, batch: Batch, chunk) -> None:
+        packed = is_packed(batch.unit)
+        pixels = []
+        for rec in chunk:
+            if rec.error is not None:
+                batch.errors.append((rec.key, rec.error, rec.file))
+                continue
+            try:
+                pixels.append(self.preprocess(decode_image(rec.data)))
+            except BadItem as exc:
+                batch.errors.append((rec.key, str(exc), rec.file))
+                continue
+            except Exception as exc:  # transform failures on odd images: recorded, never fatal
+                batch.errors.append((rec.key, f"transform failed: {type(exc).__name__}: {exc}", rec.file))
+                continue
+            raw = rec.data[1].encode("ascii") if isinstance(rec.data, tuple) else rec.data
+            batch.keys.append(rec.key)
+            batch.pos.append(rec.pos)
+            batch.files.append(rec.file)
+            batch.offsets.append(rec.offset)
+            batch.lengths.append(rec.length)
+            batch.payload_hashes.append(payload_hash(raw))
+            batch.packed.append(raw if packed else None)
+        batch.inputs = torch.stack(pixels) if pixels else None
+
+    def _fill_texts(self, batch: Batch, chunk) -> None:
         encode = getattr(self.tokenizer, "encode", None)
-        for key, text, err in chunk:
+        for pos, key, text, err in chunk:
             if err is not None:
-                batch.errors.append((key, err))
+                batch.errors.append((key, err, batch.unit.file))
                 continue
             batch.keys.append(key)
+            batch.pos.append(pos)
+            batch.files.append(batch.unit.file)
             batch.texts.append(text)
             batch.hashes.append(text_hash(text))
             # The tokenizer truncates silently; count it (start and end tokens take two places).

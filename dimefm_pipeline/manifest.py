@@ -4,7 +4,9 @@ Only one process ever opens it read-write (DuckDB's own file lock enforces this;
 error into a clear message). Shard paths are stored relative to the cache dir, and the cache dir
 relative to the manifest, so the whole folder can move; the SQL views over the Parquet shards hold
 absolute paths (DuckDB resolves relative view paths against the client's working directory) and are
-rebuilt whenever the manifest is opened for writing from a new place.
+rebuilt whenever the manifest is opened for writing from a new place. Every source records an
+absolute root folder and its files relative to it (`source_files`), so the data can move too
+(`dimefm sources relocate`).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from pathlib import Path
 
 from dimefm_pipeline.errors import DimefmError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 # Files written in this format open in every DuckDB client from 1.1 on (newer defaults do not).
 STORAGE_VERSION = "v1.1.0"
 
@@ -33,19 +35,26 @@ CREATE TABLE IF NOT EXISTS teachers (
 CREATE TABLE IF NOT EXISTS sources (
     source_id INTEGER, modality VARCHAR, uri VARCHAR, format VARCHAR, fingerprint VARCHAR,
     options VARCHAR, files INTEGER, shard_size INTEGER, units INTEGER, duplicates BIGINT,
-    added_at TIMESTAMP, run_id INTEGER);
+    added_at TIMESTAMP, run_id INTEGER, root VARCHAR, repeated_keys BIGINT);
+CREATE TABLE IF NOT EXISTS source_files (
+    source_id INTEGER, file_id INTEGER, path VARCHAR, size BIGINT, mtime_ns BIGINT);
+CREATE TABLE IF NOT EXISTS source_moves (
+    source_id INTEGER, old_root VARCHAR, new_root VARCHAR, files_checked BIGINT, items_checked BIGINT,
+    run_id INTEGER, moved_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS units (
     source INTEGER, unit INTEGER, state VARCHAR, items BIGINT, errors BIGINT, duplicates BIGINT,
-    truncated BIGINT, rank INTEGER, run_id INTEGER, completed_at TIMESTAMP);
+    truncated BIGINT, rank INTEGER, run_id INTEGER, completed_at TIMESTAMP, pack_path VARCHAR,
+    pack_checksum VARCHAR, pack_bytes BIGINT);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER, source INTEGER, unit INTEGER, part INTEGER, modality VARCHAR, path VARCHAR,
     parquet_path VARCHAR, rows INTEGER, dim INTEGER, dtype VARCHAR, checksum VARCHAR,
-    parquet_checksum VARCHAR, bytes BIGINT, state VARCHAR, created_at TIMESTAMP);
+    parquet_checksum VARCHAR, bytes BIGINT, state VARCHAR, created_at TIMESTAMP, loc_path VARCHAR,
+    loc_checksum VARCHAR);
 CREATE TABLE IF NOT EXISTS items (
     item_id BIGINT, modality VARCHAR, source INTEGER, key VARCHAR, shard INTEGER, "row" INTEGER,
-    text_hash BIGINT);
+    text_hash BIGINT, file INTEGER, pos BIGINT);
 CREATE TABLE IF NOT EXISTS errors (
-    source INTEGER, key VARCHAR, stage VARCHAR, reason VARCHAR, run_id INTEGER, created_at TIMESTAMP);
+    source INTEGER, key VARCHAR, stage VARCHAR, reason VARCHAR, run_id INTEGER, created_at TIMESTAMP, file INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
     run_id INTEGER, kind VARCHAR, command VARCHAR, config VARCHAR, versions VARCHAR, world_size INTEGER,
     started_at TIMESTAMP, ended_at TIMESTAMP, status VARCHAR, output VARCHAR, metrics VARCHAR);
@@ -59,8 +68,8 @@ CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
 """
 
 VIEW_COLUMNS = {
-    "image": "p.key, p.embedding, s.uri AS source, p.source_id, p.row",
-    "text": "p.key, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.row",
+    "image": "p.key, f.path AS file, p.embedding, s.uri AS source, p.source_id, p.row, p.pos, p.packed, p.offset, p.length",
+    "text": "p.key, f.path AS file, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.row, p.pos",
 }
 
 
@@ -134,6 +143,11 @@ class Manifest:
             raise DimefmError(f"cannot open manifest {path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise DimefmError(f"{path} is not a DuckDB manifest: {str(exc).splitlines()[0]}") from None
+        version = self.meta("schema_version")
+        if version is not None and version != SCHEMA_VERSION:
+            self.con.close()
+            raise DimefmError(f"{path} was written by another dimefm version (manifest schema {version}, this one reads "
+                              f"{SCHEMA_VERSION}): encode into a new --cache")
         if not read_only:
             self.con.execute(SCHEMA)
             if self.meta("schema_version") is None:
@@ -218,25 +232,55 @@ class Manifest:
         )
 
     # ----------------------------------------------------------------------------- sources
-    def register_source(self, spec, fingerprint: str, shard_size: int, n_units: int, duplicates: int, run_id: int) -> tuple[int, bool]:
-        """Return (source_id, is_new). A known source must be unchanged since it was registered."""
+    def register_source(self, spec, plan, shard_size: int, run_id: int) -> tuple[int, bool]:
+        """Return (source_id, is_new). A known source must hold the same files (names and sizes);
+        files whose timestamps moved are checked by content against what was cached from them."""
+        import pyarrow as pa
+
         row = _first(self.con.execute(
             "SELECT source_id, fingerprint, options, shard_size FROM sources WHERE modality = ? AND uri = ?",
             [spec.modality, spec.uri],
         ))
         if row is not None:
-            if row[1] != fingerprint:
-                raise DimefmError(f"source {spec.uri} changed since it was cached (files added, removed or modified): use a new --cache")
+            if row[1] != plan.fingerprint:
+                raise DimefmError(f"source {spec.uri} changed since it was cached (files added, removed or resized): use a new --cache")
             if json.loads(row[2]) != spec.options:
                 raise DimefmError(f"source {spec.uri} was cached with options {row[2]}, not {json.dumps(spec.options)}")
+            self._recheck_touched(row[0], spec, plan)
             return row[0], False
         source_id = _first(self.con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]
         self.con.execute(
-            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [source_id, spec.modality, spec.uri, spec.fmt, fingerprint, json.dumps(spec.options),
-             len(spec.files), shard_size, n_units, duplicates, now(), run_id],
+            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            [source_id, spec.modality, spec.uri, spec.fmt, plan.fingerprint, json.dumps(spec.options),
+             len(plan.files), shard_size, len(plan.units), plan.duplicates, now(), run_id, spec.root],
         )
+        files = pa.table({
+            "source_id": pa.array([source_id] * len(plan.files), pa.int32()),
+            "file_id": pa.array(range(len(plan.files)), pa.int32()),
+            "path": pa.array([e.path for e in plan.files], pa.string()),
+            "size": pa.array([e.size for e in plan.files], pa.int64()),
+            "mtime_ns": pa.array([e.mtime_ns for e in plan.files], pa.int64()),
+        })
+        self.con.register("_files", files)
+        self.con.execute("INSERT INTO source_files SELECT * FROM _files")
+        self.con.unregister("_files")
         return source_id, True
+
+    def _recheck_touched(self, source_id: int, spec, plan) -> None:
+        """Files with a new timestamp but the same name and size: compare what was cached from them
+        with their bytes now; the same content is accepted (and the new timestamp recorded)."""
+        from dimefm_pipeline.source_check import check_items
+
+        stored = self.con.execute("SELECT file_id, mtime_ns FROM source_files WHERE source_id = ? ORDER BY file_id",
+                                  [source_id]).fetchall()
+        touched = [fid for (fid, mtime), e in zip(stored, plan.files) if mtime != e.mtime_ns]
+        if not touched:
+            return
+        bad = check_items(self, source_id, spec.root, files=touched, units=plan.units)
+        if bad:
+            raise DimefmError(f"source {spec.uri}: {bad[0]} ({len(bad)} item(s) differ from what was cached): use a new --cache")
+        self.con.executemany("UPDATE source_files SET mtime_ns = ? WHERE source_id = ? AND file_id = ?",
+                             [[plan.files[f].mtime_ns, source_id, f] for f in touched])
 
     def source_row(self, modality: str, uri: str):
         return _first(self.con.execute(
@@ -246,6 +290,20 @@ class Manifest:
     def completed_units(self, source_id: int) -> set[int]:
         rows = self.con.execute("SELECT unit FROM units WHERE source = ? AND state = 'complete'", [source_id]).fetchall()
         return {r[0] for r in rows}
+
+    def count_repeated_keys(self) -> None:
+        """Per source: items whose key an earlier item of the same source already had."""
+        self.con.execute(
+            "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(*) - count(DISTINCT key) AS n "
+            "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
+        )
+
+    def source_files(self, source_id: int):
+        """The file table of a source as an Arrow table (file_id order): path, size, mtime_ns."""
+        rel = self.con.sql("SELECT path, size, mtime_ns FROM source_files WHERE source_id = $1 ORDER BY file_id",
+                           params=[source_id])
+        # the Arrow method's name changed between DuckDB releases
+        return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
     def text_hashes(self) -> set[int]:
         """Content hashes of every sentence already cached (for exact-duplicate skipping)."""
@@ -262,34 +320,37 @@ class Manifest:
             return False
         cache_dir = self.cache_dir
         for s in commit.shards:
-            for ext in (".npy", ".parquet"):
+            for ext in (".npy", ".parquet") + ((".loc.npy",) if s.loc_checksum else ()):
                 if not (cache_dir / f"{s.name}{ext}").exists():
                     raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {s.name}{ext}")
+        if commit.pack and not (cache_dir / commit.pack).exists():
+            raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {commit.pack}")
         con = self.con
         con.execute("BEGIN TRANSACTION")
         try:
             for s in commit.shards:
                 shard_id = _first(con.execute("SELECT coalesce(max(shard_id), 0) + 1 FROM shards"))[0]
                 con.execute(
-                    "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?)",
+                    "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?)",
                     [shard_id, commit.source_id, commit.unit, s.part, commit.modality, f"{s.name}.npy",
-                     f"{s.name}.parquet", s.rows, s.dim, s.dtype, s.checksum, s.parquet_checksum, s.bytes, now()],
+                     f"{s.name}.parquet", s.rows, s.dim, s.dtype, s.checksum, s.parquet_checksum, s.bytes, now(),
+                     f"{s.name}.loc.npy" if s.loc_checksum else None, s.loc_checksum or None],
                 )
                 hash_col = "text_hash" if commit.modality == "text" else "NULL"
                 con.execute(
-                    f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col} "
+                    f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos "
                     "FROM read_parquet(?) ORDER BY row",
                     [commit.modality, shard_id, str(cache_dir / f"{s.name}.parquet")],
                 )
             if commit.errors:
                 con.executemany(
-                    "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?)",
-                    [[commit.source_id, k, r, run_id, now()] for k, r in commit.errors],
+                    "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?, ?)",
+                    [[commit.source_id, k, r, run_id, now(), f] for k, r, f in commit.errors],
                 )
             con.execute(
-                "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
-                 commit.truncated, commit.rank, run_id, now()],
+                 commit.truncated, commit.rank, run_id, now(), commit.pack, commit.pack_checksum or None, commit.pack_bytes],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -314,11 +375,15 @@ class Manifest:
             name = f"{modality}_embeddings"
             if files:
                 listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-                sql = f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id"
+                sql = (f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id "
+                       "LEFT JOIN source_files f ON f.source_id = p.source_id AND f.file_id = p.file")
             else:
-                empty = "NULL::VARCHAR AS key, NULL::FLOAT[] AS embedding, NULL::VARCHAR AS source, NULL::INTEGER AS source_id, NULL::INTEGER AS row"
+                empty = ("NULL::VARCHAR AS key, NULL::VARCHAR AS file, NULL::FLOAT[] AS embedding, NULL::VARCHAR AS source, "
+                         "NULL::INTEGER AS source_id, NULL::INTEGER AS row, NULL::BIGINT AS pos")
                 if modality == "text":
                     empty += ", NULL::VARCHAR AS text, NULL::BOOLEAN AS truncated"
+                else:
+                    empty += ", NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length"
                 sql = f"SELECT {empty} WHERE false"
             self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
         self.set_meta("views_dir", str(self.path.parent))

@@ -21,7 +21,6 @@ class DistillConfig:
     text_batch_size: int | None = None  # sentences per rank per step (default: = batch_size)
     workers: int = 4  # DataLoader workers for image decoding and augmentation
     augment: str = "reference"  # reference | light | none (see distill/data.py)
-    shuffle_buffer: int = 2048  # images in each worker's shuffle buffer (after a unit-level shuffle)
     text_filter: str = "all"  # all | mined: train only on sentences that are some image's mined neighbour
     mined_share: float = 0.0  # share of each batch's sentences drawn from the batch images' mined neighbours
     mining_id: int | None = None  # which mining to use (default: the latest)

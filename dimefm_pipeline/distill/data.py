@@ -1,35 +1,33 @@
-"""Stage-two data: an image stream read from the original sources and joined by key to cached
-teacher rows, and an independent sentence sampler over the text cache.
+"""Stage-two data: cached image rows drawn uniformly over the whole corpus, read back by position, and
+an independent sentence sampler over the text cache.
 
-Images: each epoch shuffles the stage-one units, deals them to (rank, worker) slots (or, when there
-are too few units, strides every unit's items across slots), streams each unit's records through a
-shuffle buffer *before* decoding, and cuts exactly the same number of batches in every slot, so the
-DataLoader's round-robin order and DDP stay in step and a resumed run can skip batches without
-decoding them. Sentences: an endless chain of seeded permutations indexed by the global step.
+Images: an epoch is a seeded permutation of every cached image row (`EpochPlan`), cut into global
+batches of `batch_size x world`; rank r trains on slice r of each. A batch's images are read where
+stage one found them (the row's locator: a file of the source, a byte offset and a length; or the
+cache's pack file), their bytes checked against the hash stage one stored, then decoded. The row IS
+the identity: no key is looked up, so repeated keys, sorted corpora and any number of workers give
+the same batches. Batch k is decoded by one DataLoader worker, which reads only its own images, so
+every image is read once per epoch across all workers and ranks. `docs/architecture.md` has the
+measurements behind this design.
+
+Sentences: an endless chain of seeded permutations indexed by the global step.
 """
 
 from __future__ import annotations
 
-import math
-import random
-from dataclasses import dataclass
+import os
+from collections import OrderedDict
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset, get_worker_info
+from torch.utils.data import Dataset
 
-from dimefm_pipeline.sources.decode import BadItem, decode_image
-from dimefm_pipeline.sources.readers import image_records
+from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.sources.base import BadItem, payload_hash
+from dimefm_pipeline.sources.decode import decode_image
+from dimefm_pipeline.sources.readers import B64, PACKED
 
-
-@dataclass(frozen=True)
-class ImageUnit:
-    """A stage-one unit (to re-read pixels) with the number of cached items it holds."""
-
-    unit: object  # sources.Unit
-    parquet: tuple[str, ...]  # its image shard files (key -> row)
-    first_rows: tuple[int, ...]  # global row of each shard's first row
-    items: int
+MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
 
 
 def _seed(*parts: int) -> int:
@@ -37,27 +35,145 @@ def _seed(*parts: int) -> int:
     return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(1)[0] & 0x7FFFFFFF)
 
 
-def _deal(n_units: int, slots: int, epoch_seed: int):
-    """Per slot: (unit order, stride, offset). Whole units per slot when there are enough of them."""
-    order = np.random.default_rng(epoch_seed).permutation(n_units)
-    if n_units >= 2 * slots:
-        return [(order[s::slots], 1, 0) for s in range(slots)]
-    return [(order, slots, s) for s in range(slots)]
+class EpochPlan:
+    """Which cached image rows each rank trains on at each step of one epoch.
+
+    A seeded permutation of all `n` rows, cut into `steps` global batches of `batch_size * world`;
+    the last `n mod (batch_size * world)` rows of the permutation (fewer than one global batch: at
+    most one short batch per rank) are left out of this epoch, and they are different rows every
+    epoch. A pure function of (n, batch size, world, seed, epoch): every rank and worker agrees.
+    """
+
+    def __init__(self, n: int, batch_size: int, world: int, seed: int, epoch: int):
+        self.batch_size, self.world = batch_size, world
+        self.steps = n // (batch_size * world)
+        perm = np.random.default_rng(_seed(seed, epoch, 11)).permutation(n)
+        self.perm = perm.astype(np.int32) if n < 2**31 else perm  # 160 MB for 40M rows
+
+    def rows(self, step: int, rank: int) -> np.ndarray:
+        """Global image rows of `rank`'s batch at `step` of the epoch."""
+        if not 0 <= step < self.steps:
+            raise IndexError(f"step {step} outside the epoch's {self.steps} steps")
+        lo = (step * self.world + rank) * self.batch_size
+        return self.perm[lo : lo + self.batch_size].astype(np.int64)
 
 
-def batches_per_slot(items: list[int], slots: int, batch_size: int) -> int:
-    """Batches every slot yields in every epoch: the same number everywhere and in every epoch (the
-    remainder is dropped), so an epoch has a fixed length whatever the shuffle dealt to each slot."""
-    n = len(items)
-    if n >= 2 * slots:
-        # whole units per slot: every slot gets at least n // slots units, at worst the smallest ones
-        return sum(sorted(items)[: n // slots]) // batch_size
-    return min(sum(max(0, math.ceil((c - s) / slots)) for c in items) for s in range(slots)) // batch_size
+class ImageReader:
+    """The bytes of a cached image row, read where stage one found them and checked against its hash.
+
+    Uses `os.pread`, which never moves a shared file position, so descriptors opened before the
+    DataLoader forks stay correct in every worker; each process keeps its own bounded set open.
+    """
+
+    def __init__(self, idx, file_tables: dict[int, list[str]]):
+        self.locs = idx.image_locs
+        self.first_rows = np.array([s.first_row for s in idx.image_shards], dtype=np.int64)
+        self.shards = idx.image_shards
+        self.sources = idx.sources
+        self.files = file_tables  # source id -> paths relative to its root (unpacked sources)
+        self._open: OrderedDict = OrderedDict()
+        self._pid = os.getpid()
+
+    def read(self, row: int):
+        """Bytes of `row` (or (B64, text) for a TSV source); BadItem if they are gone or changed."""
+        loc_file, offset, length, want = (int(x) for x in self.locs.take(np.array([row]))[0])
+        shard = self.shards[int(np.searchsorted(self.first_rows, row, side="right")) - 1]
+        src = self.sources[shard.source_id]
+        if loc_file == PACKED:
+            data = self._pread(shard.pack, offset, length)
+        else:
+            path = os.path.join(src.root, self.files[shard.source_id][loc_file])
+            data = self._read_file(path, length) if src.fmt == "folder" else self._pread(path, offset, length)
+        if payload_hash(data) != want:
+            raise BadItem("bytes differ from what stage one encoded: the source changed since")
+        return (B64, data.decode("ascii")) if src.fmt == "tsv" else data
+
+    @staticmethod
+    def _read_file(path: str, length: int) -> bytes:
+        from dimefm_pipeline.sources.readers import read_regular
+
+        data = read_regular(path)
+        if len(data) != length:
+            raise BadItem(f"{len(data)} bytes, cached from {length}: the source changed since stage one")
+        return data
+
+    def _pread(self, path: str, offset: int, length: int) -> bytes:
+        if os.getpid() != self._pid:  # a forked worker: open its own descriptors
+            self._open, self._pid = OrderedDict(), os.getpid()
+        fd = self._open.get(path)
+        if fd is None:
+            try:
+                fd = os.open(path, os.O_RDONLY)
+            except OSError as exc:
+                raise BadItem(f"unreadable file {path}: {exc.strerror}") from None
+            self._open[path] = fd
+            if len(self._open) > MAX_OPEN_FILES:
+                os.close(self._open.popitem(last=False)[1])
+        else:
+            self._open.move_to_end(path)
+        data = os.pread(fd, length, offset)
+        if len(data) != length:
+            raise BadItem(f"short read: {len(data)} of {length} bytes (the file changed)")
+        return data
 
 
-def skip_for_worker(step_in_epoch: int, worker: int, workers: int) -> int:
-    """Batches worker `worker` must drop so that the main process resumes at `step_in_epoch`."""
-    return max(0, math.ceil((step_in_epoch - worker) / workers))
+class ImageBatches(Dataset):
+    """Map-style: item k is this rank's decoded batch at step k of the epoch, as
+    `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read."""
+
+    def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int):
+        self.plan, self.rank, self.reader, self.transform = plan, rank, reader, transform
+        self.seed, self.epoch = seed, epoch
+
+    def __len__(self) -> int:
+        return self.plan.steps
+
+    def __getitem__(self, step: int):
+        # augmentation is seeded per batch: the same draws whichever worker decodes it, and on resume
+        torch.manual_seed(_seed(self.seed, self.epoch, self.rank, step, 1))
+        pixels, rows, failed = [], [], []
+        for row in self.plan.rows(step, self.rank):
+            try:
+                pixels.append(self.transform(decode_image(self.reader.read(row))))
+                rows.append(row)
+            except BadItem as exc:
+                failed.append((int(row), str(exc)))
+        if len(failed) * 2 > len(failed) + len(rows):
+            raise DimefmError(f"{len(failed)} of {len(failed) + len(rows)} images of a batch could not be read (first: "
+                              f"{failed[0][1]}); if the data moved, point the cache at it: dimefm sources relocate")
+        return torch.stack(pixels), torch.tensor(rows, dtype=torch.int64), failed
+
+
+def file_tables(cache: str, idx) -> dict[int, list[str]]:
+    """Paths of every image source's files (sources whose bytes stage two reads in place)."""
+    from dimefm_pipeline.manifest import Manifest
+
+    packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
+    out = {}
+    with Manifest(cache, read_only=True) as man:
+        for sid, src in idx.sources.items():
+            if src.modality == "image" and sid not in packed_only:
+                out[sid] = man.source_files(sid).column("path").to_pylist()
+    return out
+
+
+def check_image_sources(cache: str, idx, tables: dict[int, list[str]], *, sample: int = 1000) -> None:
+    """Before training: the files stage two will read exist with the sizes stage one saw (all of
+    them, or a seeded sample of `sample` per source), and every pack file is there."""
+    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.source_check import check_files
+
+    with Manifest(cache, read_only=True) as man:
+        for sid in tables:
+            src = idx.sources[sid]
+            problems, _ = check_files(src.root, man.source_files(sid), sample=sample)
+            if problems:
+                raise DimefmError(f"image source {src.uri} no longer matches the cache: {problems[0]}"
+                                  f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; if the data "
+                                  f"moved: dimefm sources relocate --cache {cache} {sid} NEW_FOLDER")
+    for pack in {s.pack for s in idx.image_shards if s.pack}:
+        if not os.path.isfile(pack):
+            raise DimefmError(f"pack file missing from the cache: {pack}")
 
 
 def image_transform(kind: str, size: int, mean, std):
@@ -74,89 +190,6 @@ def image_transform(kind: str, size: int, mean, std):
         return T.Compose([T.RandomResizedCrop(size, scale=(0.5, 1.0), ratio=(0.9, 1.1), interpolation=bicubic),
                           T.RandomHorizontalFlip(), *norm])
     return T.Compose([T.Resize(size, interpolation=bicubic), T.CenterCrop(size), *norm])
-
-
-class ImageStream(IterableDataset):
-    """One epoch of (pixels, teacher rows) batches for one rank; see the module docstring."""
-
-    def __init__(self, units: list[ImageUnit], *, rank: int, world: int, workers: int, batch_size: int,
-                 transform, seed: int, epoch: int, shuffle_buffer: int, skip: int = 0):
-        self.units, self.rank, self.world, self.workers = units, rank, world, max(workers, 1)
-        self.batch_size, self.transform, self.buffer = batch_size, transform, shuffle_buffer
-        self.seed, self.epoch, self.skip = seed, epoch, skip
-        self.epoch_seed = _seed(seed, epoch)
-        self.n_batches = batches_per_slot([u.items for u in units], world * self.workers, batch_size)
-
-    def __iter__(self):
-        info = get_worker_info()
-        # The DataLoader always asks worker 0 first; after skipping `skip` batches the next batch
-        # belongs to role skip % workers, so worker w plays role (w + skip) % workers.
-        wid = ((info.id if info else 0) + self.skip) % self.workers
-        slot = self.rank * self.workers + wid
-        order, stride, offset = _deal(len(self.units), self.world * self.workers, self.epoch_seed)[slot]
-        rng = random.Random(_seed(self.seed, self.epoch, slot))
-        to_skip = skip_for_worker(self.skip, wid, self.workers)
-        batch: list = []
-        made = 0
-        for rec in _shuffled(self._records(order, stride, offset), self.buffer, rng):
-            batch.append(rec)
-            if len(batch) < self.batch_size:
-                continue
-            if made >= to_skip:
-                # augmentation is seeded per batch, so skipping batches on resume changes nothing after
-                torch.manual_seed(_seed(self.seed, self.epoch, slot, made, 1))
-                yield self._decode(batch)
-            batch = []
-            made += 1
-            if made == self.n_batches:
-                return
-
-    def _records(self, order, stride, offset):
-        for u in order:
-            unit = self.units[u]
-            rows = _key_rows(unit)
-            j = 0
-            for key, payload in image_records(unit.unit):
-                row = rows.get(key)
-                if row is None:  # not cached (an error in stage one): never trained on
-                    continue
-                if j % stride == offset:
-                    yield key, payload, row
-                j += 1
-
-    def _decode(self, batch):
-        pixels, rows, failed = [], [], 0
-        for key, payload, row in batch:
-            try:
-                pixels.append(self.transform(decode_image(payload)))
-                rows.append(row)
-            except BadItem:
-                failed += 1  # the source changed after stage one; the step trains on the rest
-        return torch.stack(pixels), torch.tensor(rows, dtype=torch.int64), failed
-
-
-def _key_rows(unit: ImageUnit) -> dict:
-    import pyarrow.parquet as pq
-
-    out = {}
-    for path, first in zip(unit.parquet, unit.first_rows):
-        keys = pq.read_table(path, columns=["key"]).column("key").to_pylist()
-        out.update({k: first + i for i, k in enumerate(keys)})
-    return out
-
-
-def _shuffled(it, size: int, rng: random.Random):
-    """A bounded shuffle buffer (as WebDataset's): memory stays at `size` records."""
-    buf = []
-    for x in it:
-        if len(buf) < size:
-            buf.append(x)
-            continue
-        i = rng.randrange(size)
-        yield buf[i]
-        buf[i] = x
-    rng.shuffle(buf)
-    yield from buf
 
 
 class TextSampler:
@@ -184,7 +217,8 @@ class TextSampler:
 
 
 def mix_mined(rows: np.ndarray, image_rows: np.ndarray, pairs: np.ndarray, share: float, step: int, seed: int) -> np.ndarray:
-    """Replace a `share` of a batch's sentences with mined neighbours of the batch's images."""
+    """Replace a `share` of a batch's sentences with mined neighbours of the batch's images (images
+    without mined neighbours, encoded after the last `dimefm mine`, contribute none)."""
     n = int(round(share * len(rows)))
     if n == 0:
         return rows

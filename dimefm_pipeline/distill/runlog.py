@@ -68,6 +68,8 @@ class RunLog:
         self.out = Path(cfg.out)
         self.csv = self.out / "metrics.csv"
         self.rows: list[dict] = []
+        self.failed: list[tuple[int, str]] = []  # (image row, reason) not yet in the manifest
+        self.failed_total = 0
         self.final: dict = {}
         self.start_step = job.step
         self.images = 0
@@ -86,6 +88,7 @@ class RunLog:
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
             _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
             self.run_id = record(self.cfg.cache, lambda m: m.start_run("distill", self._command, self.cfg.to_dict(), self.world))
+        self.run_id = dist.broadcast_object(self.run_id)
         self._bar_cm = progress_bar(self._progress)
         self.bar = self._bar_cm.__enter__()
         self.task = self.bar.add_task("distill", total=self.job.total, completed=self.job.step, items=0, rate=0.0)
@@ -95,6 +98,7 @@ class RunLog:
         self._bar_cm.__exit__(exc_type, exc, tb)
         if exc_type is None:
             self.status = "complete" if self.job.step >= self.job.total else "stopped"
+        self._flush_failed()
         if self.rank == 0 and self.run_id is not None:
             self._flush()
             outputs = None
@@ -121,10 +125,13 @@ class RunLog:
             where = f"; last good checkpoint: {self.last_good}" if self.last_good else ""
             raise DimefmError(f"loss became {total_loss.item()} at step {self.job.step}: stopping{where}")
 
-    def after_step(self, losses: dict, lr: float, epoch: int, images: int) -> None:
-        """Log (every `log_every` steps) and checkpoint (every `checkpoint_every` steps, and at the end)."""
+    def after_step(self, losses: dict, lr: float, epoch: int, images: int, failed=()) -> None:
+        """Log (every `log_every` steps) and checkpoint (every `checkpoint_every` steps, and at the end).
+        `failed`: (row, reason) of this rank's images that could not be read, recorded in `errors`."""
         step, cfg = self.job.step, self.cfg
         self.images += images
+        self.failed.extend(failed)
+        self.failed_total += len(failed)
         if self.rank == 0 and (step % cfg.log_every == 0 or step == self.job.total or step == 1):
             self.final = {k: float(v.detach()) for k, v in losses.items()}
             row = {"step": step, "epoch": epoch, "lr": lr, "seconds": time.time() - self.t0, **self.final}
@@ -137,6 +144,7 @@ class RunLog:
                 job = self.job
                 self.last_good = save_checkpoint(self.out, step, job.model, job.opt, job.scaler, cfg)
                 self._flush()
+            self._flush_failed()
             dist.barrier()
 
     def _flush(self) -> None:
@@ -146,6 +154,23 @@ class RunLog:
         data = [(self.run_id, r["step"], name, value) for r in self.rows for name, value in r.items() if name != "step"]
         self.rows.clear()
         record(self.cfg.cache, lambda man: man.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", data))
+
+
+    def _flush_failed(self) -> None:
+        """Record images that stage two could not read (stage 'distill'); every rank writes its own."""
+        if not self.failed:
+            return
+        ids = [int(self.job.idx.image_item_ids[row]) for row, _ in self.failed]
+        data = [(reason, self.run_id, item) for (_, reason), item in zip(self.failed, ids)]
+        self.failed = []
+
+        def write(man):
+            from dimefm_pipeline.manifest import now
+
+            man.con.executemany("INSERT INTO errors SELECT source, key, 'distill', ?, ?, ?, file FROM items WHERE item_id = ?",
+                                [(reason, run_id, now(), item) for reason, run_id, item in data])
+
+        record(self.cfg.cache, write)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -3,12 +3,14 @@
 Stage two of a student text tower needs token ids for random sentences every step; tokenising the
 Parquet text column per row would be a per-row decode in the hot path. The ids are instead written
 once per (text shard, tokenizer) as int32 `.npy` arrays beside the cache and read like embeddings.
+A token file is named after the checksum of the text shard's Parquet file (its sentences), never
+after the shard's name, so a cache re-created in the same folder cannot pair new sentences with
+stale ids.
 """
 
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import numpy as np
 
@@ -30,11 +32,13 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
 
     with Manifest(idx.path, read_only=True) as man:
         files = man.shard_files("text")
+        sums = [r[0] for r in man.query("SELECT parquet_checksum FROM shards WHERE modality = 'text' AND state = 'complete' "
+                                        "ORDER BY shard_id").fetchall()]
         folder = man.cache_dir / "tokens" / tokenizer_key(tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for npy, parquet, rows, _ in files:
-        path = folder / Path(npy).name
+    for (npy, parquet, rows, _), checksum in zip(files, sums):
+        path = folder / f"{checksum[:32]}.npy"
         if not path.exists():
             texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
             ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])

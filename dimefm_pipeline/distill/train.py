@@ -47,29 +47,6 @@ def param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _image_units(idx):
-    """Re-plan the image sources (deterministic) and attach each unit's cached shards."""
-    from dimefm_pipeline.distill.data import ImageUnit
-    from dimefm_pipeline.sources import plan_source, resolve_source
-
-    by_unit = {(u.source_id, u.unit): u for u in idx.image_units}
-    out = []
-    for sid, (modality, uri, fmt, options, fingerprint, shard_size) in sorted(idx.sources.items()):
-        if modality != "image":
-            continue
-        spec = resolve_source(uri, "image", options)
-        plan = plan_source(spec, sid, shard_size)
-        if plan.fingerprint != fingerprint:
-            raise DimefmError(f"image source {uri} changed since it was encoded: its pixels no longer match the cache")
-        for unit in plan.units:
-            cached = by_unit.get((sid, unit.index))
-            if cached is not None and cached.items:
-                out.append(ImageUnit(unit, tuple(cached.parquet), tuple(cached.first_rows), cached.items))
-    if not out:
-        raise DimefmError("the cache holds no encoded images")
-    return out
-
-
 def _token_table(idx, student):
     """Token ids of every cached sentence for the student's tokenizer, as memory-mapped int32 shards."""
     from dimefm_pipeline.distill.tokens import build_token_shards
@@ -91,7 +68,7 @@ class Job:
     texts: object  # data.TextSampler
     tokens: object | None  # memory-mapped token ids (student text tower)
     pairs: np.ndarray | None  # mined neighbours of every image row
-    image_units: list
+    reader: object  # data.ImageReader
     transform: object
     per_epoch: int  # steps per epoch
     total: int
@@ -111,7 +88,7 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         with RunLog(cfg, job, rank=rank, world=world, command=command, progress=progress) as log:
             while not log.done:
                 epoch, in_epoch = divmod(job.step, job.per_epoch)
-                for pixels, img_rows, _failed in _image_batches(cfg, job, rank, world, device, epoch, in_epoch):
+                for pixels, img_rows, failed in _image_batches(cfg, job, rank, world, device, epoch, in_epoch):
                     lr = lr_at(job.step, job.total, cfg)  # 1. learning rate
                     for g in job.opt.param_groups:
                         g["lr"] = lr
@@ -125,7 +102,7 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
                     log.check_finite(losses["total"])
                     _backward_and_step(cfg, job, losses["total"])  # 4. clip, optimiser step
                     job.step += 1
-                    log.after_step(losses, lr, epoch, len(img_rows) * world)  # 5. log, 6. checkpoint
+                    log.after_step(losses, lr, epoch, len(img_rows) * world, failed)  # 5. log, 6. checkpoint
                     if log.done:
                         break
         if rank != 0:
@@ -143,13 +120,14 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     import torch
 
     from dimefm_pipeline.cache_index import load_cache
-    from dimefm_pipeline.distill.data import TextSampler, batches_per_slot, image_transform
+    from dimefm_pipeline.distill.data import ImageReader, TextSampler, check_image_sources, file_tables, image_transform
     from dimefm_pipeline.distill.student import build_student
 
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=MANIFEST_WAIT)
+    tables = file_tables(cfg.cache, idx)
+    check_image_sources(cfg.cache, idx, tables)
     student = build_student(cfg, idx.teacher, device=device)
     model = student.model
-    image_units = _image_units(idx)
     pairs = None
     if cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0:
         from dimefm_pipeline.mine import load_pairs
@@ -171,12 +149,10 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
             _token_table(idx, student)
         dist.barrier()
         tokens = _token_table(idx, student)
-    workers = max(cfg.workers, 1)
-    items = [u.items for u in image_units]
-    per_epoch = batches_per_slot(items, world * workers, cfg.batch_size) * workers
+    per_epoch = len(idx.images) // (cfg.batch_size * world)
     if per_epoch == 0:
-        raise DimefmError(f"batch size {cfg.batch_size} x {world} rank(s) x {workers} worker(s) is larger than the "
-                          f"{sum(items)} cached images allow: lower --batch-size or --workers")
+        raise DimefmError(f"batch size {cfg.batch_size} x {world} rank(s) is larger than the {len(idx.images)} cached "
+                          f"images: lower --batch-size")
     total = cfg.steps or max(1, round(cfg.epochs * per_epoch))
 
     # fused: one kernel over all parameters (CPU and CUDA); the dense update of a 49k-token
@@ -199,18 +175,20 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     transform = image_transform(cfg.augment, student.image_size, student.mean, student.std)
     return Job(idx, student, model, ddp, opt, scaler, {"dtype": amp_dtype, "enabled": use_amp}, texts, tokens, pairs,
-               image_units, transform, per_epoch, total, step)
+               ImageReader(idx, tables), transform, per_epoch, total, step)
 
 
 def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, epoch: int, in_epoch: int):
-    """This rank's (pixels, teacher rows, failed) batches for the rest of `epoch`."""
+    """This rank's (pixels, teacher rows, failed) batches for the rest of `epoch` (from step `in_epoch`)."""
     import torch
 
-    from dimefm_pipeline.distill.data import ImageStream
+    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches
 
-    stream = ImageStream(job.image_units, rank=rank, world=world, workers=max(cfg.workers, 1), batch_size=cfg.batch_size,
-                         transform=job.transform, seed=cfg.seed, epoch=epoch, shuffle_buffer=cfg.shuffle_buffer, skip=in_epoch)
-    return torch.utils.data.DataLoader(stream, batch_size=None, num_workers=cfg.workers, pin_memory=device.type == "cuda",
+    plan = EpochPlan(len(job.idx.images), cfg.batch_size, world, cfg.seed, epoch)
+    batches = ImageBatches(plan, rank, job.reader, job.transform, seed=cfg.seed, epoch=epoch)
+    # batch k goes to one worker, which reads only its own images; results come back in step order
+    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(in_epoch, plan.steps),
+                                       num_workers=cfg.workers, pin_memory=device.type == "cuda",
                                        prefetch_factor=4 if cfg.workers else None)
 
 
@@ -231,12 +209,25 @@ def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
         "mined": None,
     }
     if cfg.loss.w_pvl_mined > 0:
-        nb = job.pairs[img_rows, : cfg.pvl_mined_k]
-        nb = np.where(nb >= 0, nb, nb[:, :1])
-        dim = targets["image"].shape[1]
-        targets["mined"] = torch.from_numpy(idx.texts.take(nb.reshape(-1))).to(device).view(len(img_rows), -1, dim)
+        targets["mined"] = _mined_captions(job, img_rows, cfg.pvl_mined_k, targets["image"]).to(device)
     tokens = torch.from_numpy(job.tokens.take(txt_rows)).to(device) if job.tokens is not None else None
     return targets, tokens
+
+
+def _mined_captions(job: Job, img_rows: np.ndarray, k: int, teacher_images):
+    """Teacher rows of each image's first k mined sentences ([n, k, d]). Missing neighbours repeat the
+    first one; an image with none (encoded after the last `dimefm mine`) gets its own teacher image
+    row, the pseudo caption of the original P-VL term."""
+    import torch
+
+    nb = job.pairs[img_rows, :k].astype(np.int64)
+    nb = np.where(nb >= 0, nb, nb[:, :1])
+    has = nb[:, 0] >= 0
+    out = teacher_images.detach().cpu().float()[:, None, :].repeat(1, nb.shape[1], 1)
+    if has.any():
+        rows = torch.from_numpy(job.idx.texts.take(nb[has].reshape(-1))).float()
+        out[torch.from_numpy(has)] = rows.view(int(has.sum()), nb.shape[1], -1)
+    return out
 
 
 def _backward_and_step(cfg: DistillConfig, job: Job, total_loss) -> None:

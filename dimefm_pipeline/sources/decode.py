@@ -7,32 +7,25 @@ import binascii
 import io
 import warnings
 
+from dimefm_pipeline.sources.base import BadItem
 from dimefm_pipeline.sources.readers import B64
 
 MAX_IMAGE_PIXELS = 16_000 * 16_000  # above this a file is treated as a decompression bomb
 
-
-class BadItem(Exception):
-    """An item that cannot be encoded; its message is the reason recorded in the manifest."""
+__all__ = ["BadItem", "decode_image", "load_bytes", "to_rgb"]
 
 
 def load_bytes(payload) -> bytes:
-    """The raw file bytes of a payload (bytes, a path, or base64 text)."""
+    """The raw file bytes of a payload: bytes, or (B64, text) for base64 text."""
     if payload is None:
         raise BadItem("no image member for this key")
-    if isinstance(payload, (bytes, bytearray, memoryview)):
-        data = bytes(payload)
-    elif isinstance(payload, tuple) and payload[0] == B64:
+    if isinstance(payload, tuple) and payload[0] == B64:
         try:
             data = base64.b64decode(payload[1], validate=True)
         except (binascii.Error, ValueError) as exc:
             raise BadItem(f"invalid base64: {exc}") from None
     else:
-        try:
-            with open(payload, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise BadItem(f"unreadable file: {exc.strerror or exc}") from None
+        data = bytes(payload)
     if not data:
         raise BadItem("zero-byte file")
     return data

@@ -8,15 +8,17 @@ from dataclasses import dataclass
 
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.sources.base import (
+    FileEntry,
     SourceSpec,
     Unit,
+    common_root,
     expand_pattern,
     file_entries,
     fingerprint_files,
     list_image_folder,
     pack_mask,
 )
-from dimefm_pipeline.sources.readers import _check_text, _parquet_rows, text_lines
+from dimefm_pipeline.sources.readers import check_text, parquet_rows, text_lines
 
 TSV_IMAGE_CHUNK_BYTES = 256 << 20  # image TSVs are split by byte range: no line index needed
 IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
@@ -25,9 +27,10 @@ KEY_COLUMNS = ("key", "__key__", "id")
 
 @dataclass
 class Plan:
-    """A planned source: its units and what planning learned about it."""
+    """A planned source: its units, its file table and what planning learned about it."""
 
     units: list[Unit]
+    files: list[FileEntry]
     fingerprint: str
     duplicates: int = 0  # exact-duplicate sentences skipped (text only)
 
@@ -36,15 +39,17 @@ def resolve_source(arg: str, modality: str, options: dict | None = None) -> Sour
     """Expand and classify one source argument; a bad path or format is a user error."""
     options = {k: v for k, v in (options or {}).items() if v is not None}
     files = expand_pattern(arg)
+    uri = os.path.abspath(arg)
     if modality == "image" and len(files) == 1 and os.path.isdir(files[0]):
-        return SourceSpec(os.path.abspath(arg), modality, "folder", tuple(files), options)
+        return SourceSpec(uri, modality, "folder", files[0], (), options)
     fmts = {_format_of(f, modality) for f in files}
     if len(fmts) != 1:
         raise DimefmError(f"{arg} mixes formats ({', '.join(sorted(fmts))}): give one source per format")
     fmt = fmts.pop()
     if fmt == "parquet":
         options = _parquet_columns(files[0], modality, options)
-    return SourceSpec(os.path.abspath(arg) if len(files) == 1 else arg, modality, fmt, tuple(files), options)
+    root = common_root(files)
+    return SourceSpec(uri, modality, fmt, root, tuple(os.path.relpath(f, root) for f in files), options)
 
 
 def _format_of(path: str, modality: str) -> str:
@@ -98,42 +103,43 @@ def plan_source(spec: SourceSpec, source_id: int, shard_size: int, seen_hashes: 
     return _plan_texts(spec, source_id, shard_size, seen_hashes if seen_hashes is not None else set())
 
 
-def _unit(spec: SourceSpec, source_id: int, index: int, path: str, **kw) -> Unit:
-    return Unit(source_id, index, spec.modality, spec.fmt, path, options=spec.options, **kw)
+def _unit(spec: SourceSpec, source_id: int, index: int, path: str, file: int, **kw) -> Unit:
+    return Unit(source_id, index, spec.modality, spec.fmt, spec.root, path, file, options=spec.options, **kw)
 
 
 def _plan_images(spec: SourceSpec, source_id: int, shard_size: int) -> Plan:
     units: list[Unit] = []
     if spec.fmt == "folder":
-        root = spec.files[0]
-        entries = list_image_folder(root)
+        entries = list_image_folder(spec.root)
         if not entries:
-            raise DimefmError(f"no images (jpg, jpeg, png, webp, bmp, gif) under {root}")
-        members = [rel for rel, _ in entries]
+            raise DimefmError(f"no images (jpg, jpeg, png, webp, bmp, gif) under {spec.root}")
+        members = [e.path for e in entries]
         for i in range(0, len(members), shard_size):
-            units.append(_unit(spec, source_id, len(units), root, members=tuple(members[i : i + shard_size])))
-        return Plan(units, fingerprint_files(entries))
-    entries = file_entries(spec.files)
-    for path in spec.files:
+            units.append(_unit(spec, source_id, len(units), "", i, members=tuple(members[i : i + shard_size])))
+        return Plan(units, entries, fingerprint_files(entries))
+    entries = file_entries(spec.root, spec.files)
+    for file, rel in enumerate(spec.files):
+        path = os.path.join(spec.root, rel)
         if spec.fmt == "webdataset":
-            units.append(_unit(spec, source_id, len(units), path))
+            units.append(_unit(spec, source_id, len(units), rel, file))
         elif spec.fmt == "parquet":
-            units.extend(_row_units(spec, source_id, path, len(units), shard_size))
+            n = _parquet_num_rows(path)
+            units.extend(_unit(spec, source_id, len(units) + j, rel, file, start=lo, stop=min(lo + shard_size, n))
+                         for j, lo in enumerate(range(0, n, shard_size)))
         elif spec.fmt == "tsv":
-            size = os.path.getsize(path)
+            size = entries[file].size
             for lo in range(0, max(size, 1), TSV_IMAGE_CHUNK_BYTES):
-                units.append(_unit(spec, source_id, len(units), path, start=lo, stop=min(lo + TSV_IMAGE_CHUNK_BYTES, size)))
-    return Plan(units, fingerprint_files(entries))
+                units.append(_unit(spec, source_id, len(units), rel, file, start=lo, stop=min(lo + TSV_IMAGE_CHUNK_BYTES, size)))
+    return Plan(units, entries, fingerprint_files(entries))
 
 
-def _row_units(spec, source_id, path, first_index, shard_size) -> list[Unit]:
+def _parquet_num_rows(path: str) -> int:
     import pyarrow.parquet as pq
 
-    n = pq.ParquetFile(path).metadata.num_rows
-    return [
-        _unit(spec, source_id, first_index + j, path, start=lo, stop=min(lo + shard_size, n))
-        for j, lo in enumerate(range(0, n, shard_size))
-    ]
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+        raise DimefmError(f"cannot read Parquet {path}: {exc}") from None
 
 
 def text_hash(text: str) -> int:
@@ -144,11 +150,13 @@ def text_hash(text: str) -> int:
 def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) -> Plan:
     units: list[Unit] = []
     duplicates = 0
+    entries = file_entries(spec.root, spec.files)
+    for file, rel in enumerate(spec.files):
+        path = os.path.join(spec.root, rel)
 
-    def close(path, start, stop, offset, keep):
-        units.append(_unit(spec, source_id, len(units), path, start=start, stop=stop, offset=offset, keep=pack_mask(keep)))
+        def close(start, stop, offset, keep):
+            units.append(_unit(spec, source_id, len(units), rel, file, start=start, stop=stop, offset=offset, keep=pack_mask(keep)))
 
-    for path in spec.files:
         if spec.fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -157,24 +165,24 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) ->
             col, key_col = spec.options["text_column"], spec.options.get("key_column")
             for lo in range(0, n, shard_size):
                 keep = []
-                for _, _, value in _parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
-                    text = _check_text(str(value))[0] if value is not None else None
+                for _, _, value in parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
+                    text = check_text(str(value))[0] if value is not None else None
                     duplicates += _keep(text, seen, keep)
-                close(path, lo, min(lo + shard_size, n), 0, keep)
+                close(lo, min(lo + shard_size, n), 0, keep)
             continue
         start, offset, keep = 0, 0, []
         lineno = -1
         for lineno, line_offset, records in text_lines(path, spec.fmt, spec.options):
             if lineno - start == shard_size:
-                close(path, start, lineno, offset, keep)
+                close(start, lineno, offset, keep)
                 start, offset, keep = lineno, line_offset, []
             for _, text, _ in records:
                 duplicates += _keep(text, seen, keep)
         if lineno >= start:
-            close(path, start, lineno + 1, offset, keep)
+            close(start, lineno + 1, offset, keep)
     if not units:
         raise DimefmError(f"{spec.uri} holds no sentences")
-    return Plan(units, fingerprint_files(file_entries(spec.files)), duplicates)
+    return Plan(units, entries, fingerprint_files(entries), duplicates)
 
 
 def _keep(text: str | None, seen: set, keep: list) -> int:

@@ -59,7 +59,8 @@ def test_resume_after_sigkill_has_no_missing_and_no_duplicate_items(teacher, tmp
         np.testing.assert_array_equal(emb[k], ref_emb[k])
     con = duckdb.connect(str(cache), read_only=True)
     statuses = [r[0] for r in con.execute("SELECT status FROM runs ORDER BY run_id").fetchall()]
-    shards_on_disk = len(list(shard_dir.glob("*.npy")))
+    shards_on_disk = len([p for p in shard_dir.glob("*.npy") if not p.name.endswith(".loc.npy")])
+    assert len(list(shard_dir.glob("*.loc.npy"))) == shards_on_disk
     assert shards_on_disk == con.execute("SELECT count(*) FROM shards").fetchall()[0][0] == 40
     con.close()
     assert statuses == ["interrupted", "complete"]

@@ -106,13 +106,17 @@ def test_webdataset_parquet_and_tsv_image_sources(teacher, tmp_path):
     cache = tmp_path / "m.duckdb"
     _run(teacher, "image", [str(tmp_path / "shard-{000..001}.tar"), tmp_path / "bytes.parquet"], cache)
     _run(teacher, "image", [tmp_path / "paths.parquet", tmp_path / "imgs.tsv"], cache)
-    keys = _q(cache, "SELECT s.format, i.key FROM items i JOIN sources s ON i.source = s.source_id ORDER BY ALL")
-    assert keys == [("parquet", "a"), ("parquet", "b"), ("parquet", "x"),
-                    ("tsv", "k0"), ("tsv", "k1"), ("tsv", "k2"),
-                    *[("webdataset", f"shard-{t:03d}/s{i}") for t in range(2) for i in range(3)]]
-    errs = _q(cache, "SELECT key, reason FROM errors ORDER BY key")
-    assert ("bad", "invalid base64: Only base64 data is allowed") in errs or any(k == "bad" for k, _ in errs)
-    assert sum(1 for k, r in errs if k.endswith("/orphan") and r == "no image member for this key") == 2
+    keys = _q(cache, "SELECT s.format, f.path, i.key FROM items i JOIN sources s ON i.source = s.source_id "
+                     "JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file ORDER BY ALL")
+    # keys are the source's own (tar __key__, Parquet key column, TSV key); the file is its own column
+    assert keys == [("parquet", "bytes.parquet", "a"), ("parquet", "bytes.parquet", "b"), ("parquet", "paths.parquet", "x"),
+                    ("tsv", "imgs.tsv", "k0"), ("tsv", "imgs.tsv", "k1"), ("tsv", "imgs.tsv", "k2"),
+                    *[("webdataset", f"shard-{t:03d}.tar", f"s{i}") for t in range(2) for i in range(3)]]
+    errs = _q(cache, "SELECT e.key, f.path, e.reason FROM errors e JOIN source_files f ON f.source_id = e.source "
+                     "AND f.file_id = e.file ORDER BY ALL")
+    assert errs == [("bad", "imgs.tsv", "invalid base64: Only base64 data is allowed"),
+                    ("orphan", "shard-000.tar", "no image member for this key"),
+                    ("orphan", "shard-001.tar", "no image member for this key")]
 
 
 def test_missing_parquet_column_is_a_user_error(teacher, tmp_path):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -31,18 +32,15 @@ def _student_features(cfg_path, weights, idx, n=32):
     import open_clip
     from PIL import Image
 
-    from dimefm_pipeline.distill.train import _image_units
-    from dimefm_pipeline.sources.readers import image_records
+    from dimefm_pipeline.distill.data import ImageReader, file_tables
 
     open_clip.add_model_config(cfg_path)
     model = open_clip.create_model(cfg_path.stem, pretrained=str(weights)).eval()
     _, _, pre = open_clip.create_model_and_transforms(cfg_path.stem)
-    unit = _image_units(idx)[0]
-    pix, rows = [], []
-    for key, path in image_records(unit.unit):
-        pix.append(pre(Image.open(path)))
+    reader = ImageReader(idx, file_tables(str(idx.path), idx))
+    pix = [pre(Image.open(io.BytesIO(reader.read(row)))) for row in range(n)]
     with torch.no_grad():
-        return model.encode_image(torch.stack(pix[:n]))
+        return model.encode_image(torch.stack(pix))
 
 
 def test_tiny_run_moves_student_similarities_toward_the_teacher(tiny_cache, tmp_path):
