@@ -144,6 +144,18 @@ class ImageBatches(Dataset):
         return torch.stack(pixels), torch.tensor(rows, dtype=torch.int64), failed
 
 
+def image_loader(n_rows: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
+                 seed: int, epoch: int, start: int = 0, pin_memory: bool = False):
+    """This rank's (pixels, rows, failed) batches of `epoch` from step `start` on. Batch k goes to one
+    worker, which reads only its own images; the DataLoader returns them in step order."""
+    from torch.utils.data import DataLoader
+
+    plan = EpochPlan(n_rows, batch_size, world, seed, epoch)
+    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch)
+    return DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
+                      pin_memory=pin_memory, prefetch_factor=4 if workers else None)
+
+
 def file_tables(cache: str, idx) -> dict[int, list[str]]:
     """Paths of every image source's files (sources whose bytes stage two reads in place)."""
     from dimefm_pipeline.manifest import Manifest

@@ -180,16 +180,10 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
 
 def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, epoch: int, in_epoch: int):
     """This rank's (pixels, teacher rows, failed) batches for the rest of `epoch` (from step `in_epoch`)."""
-    import torch
+    from dimefm_pipeline.distill.data import image_loader
 
-    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches
-
-    plan = EpochPlan(len(job.idx.images), cfg.batch_size, world, cfg.seed, epoch)
-    batches = ImageBatches(plan, rank, job.reader, job.transform, seed=cfg.seed, epoch=epoch)
-    # batch k goes to one worker, which reads only its own images; results come back in step order
-    return torch.utils.data.DataLoader(batches, batch_size=None, sampler=range(in_epoch, plan.steps),
-                                       num_workers=cfg.workers, pin_memory=device.type == "cuda",
-                                       prefetch_factor=4 if cfg.workers else None)
+    return image_loader(len(job.idx.images), job.reader, job.transform, batch_size=cfg.batch_size, rank=rank, world=world,
+                        workers=cfg.workers, seed=cfg.seed, epoch=epoch, start=in_epoch, pin_memory=device.type == "cuda")
 
 
 def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
