@@ -8,7 +8,6 @@ rerun redoes exactly the units that have no marker: no item is missing and none 
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field

@@ -2,11 +2,12 @@
 
 Only one process ever opens it read-write (DuckDB's own file lock enforces this; we turn the lock
 error into a clear message). Shard paths are stored relative to the cache dir, and the cache dir
-relative to the manifest, so the whole folder can move; the SQL views over the Parquet shards hold
-absolute paths (DuckDB resolves relative view paths against the client's working directory) and are
-rebuilt whenever the manifest is opened for writing from a new place. Every source records an
-absolute root folder and its files relative to it (`source_files`), so the data can move too
-(`dimefm sources relocate`).
+relative to the manifest, so the whole folder can move. The SQL views over the Parquet shards name
+their files relative to the manifest's folder too: DuckDB resolves such paths against the client's
+working directory or its `file_search_path`, which every connection made here sets to the
+manifest's folder (a plain `duckdb` client: start it in that folder, or SET file_search_path).
+Every source records an absolute root folder and its files relative to it (`source_files`), so
+the data can move too (`dimefm sources relocate`).
 """
 
 from __future__ import annotations
@@ -68,8 +69,9 @@ CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
 """
 
 VIEW_COLUMNS = {
-    "image": "p.key, f.path AS file, p.embedding, s.uri AS source, p.source_id, p.row, p.pos, p.packed, p.offset, p.length",
-    "text": "p.key, f.path AS file, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.row, p.pos",
+    "image": "p.key, f.path AS file, p.embedding, s.uri AS source, p.source_id, p.file AS file_id, p.pos, p.row, p.packed, "
+             "p.offset, p.length",
+    "text": "p.key, f.path AS file, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.file AS file_id, p.pos, p.row",
 }
 
 
@@ -143,6 +145,7 @@ class Manifest:
             raise DimefmError(f"cannot open manifest {path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise DimefmError(f"{path} is not a DuckDB manifest: {str(exc).splitlines()[0]}") from None
+        self.con.execute(f"SET file_search_path = '{_sql_string(str(self.path.parent))}'")
         version = self.meta("schema_version")
         if version is not None and version != SCHEMA_VERSION:
             self.con.close()
@@ -157,8 +160,6 @@ class Manifest:
             elif cache_dir and Path(cache_dir).resolve() != self.cache_dir:
                 raise DimefmError(f"manifest {path} keeps its shards in {self.cache_dir}, not {cache_dir}")
             self.con.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE status = 'running'", [now()])
-            if self.meta("views_dir") != str(self.path.parent):
-                self.refresh_views()
         elif self.meta("schema_version") is None:
             raise DimefmError(f"{path} is not a dimefm manifest (no schema_version)")
 
@@ -369,33 +370,34 @@ class Manifest:
         return [(base / r[0], base / r[1], r[2], r[3]) for r in rows]
 
     def refresh_views(self) -> None:
-        """(Re)create `image_embeddings` / `text_embeddings` with absolute paths for this location."""
+        """(Re)create `image_embeddings` / `text_embeddings` over the current shards, their files named
+        relative to the manifest's folder (absolute when the cache lives elsewhere)."""
         for modality, cols in VIEW_COLUMNS.items():
-            files = [str(f[1]) for f in self.shard_files(modality)]
+            files = [_relative_if_inside(Path(f[1]), self.path.parent) for f in self.shard_files(modality)]
             name = f"{modality}_embeddings"
             if files:
-                listing = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+                listing = ", ".join("'" + _sql_string(f) + "'" for f in files)
                 sql = (f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id "
                        "LEFT JOIN source_files f ON f.source_id = p.source_id AND f.file_id = p.file")
             else:
                 empty = ("NULL::VARCHAR AS key, NULL::VARCHAR AS file, NULL::FLOAT[] AS embedding, NULL::VARCHAR AS source, "
-                         "NULL::INTEGER AS source_id, NULL::INTEGER AS row, NULL::BIGINT AS pos")
+                         "NULL::INTEGER AS source_id, NULL::INTEGER AS file_id, NULL::BIGINT AS pos, NULL::INTEGER AS row")
                 if modality == "text":
                     empty += ", NULL::VARCHAR AS text, NULL::BOOLEAN AS truncated"
                 else:
                     empty += ", NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length"
                 sql = f"SELECT {empty} WHERE false"
             self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
-        self.set_meta("views_dir", str(self.path.parent))
-
-    def views_stale(self) -> bool:
-        return self.meta("views_dir") != str(self.path.parent)
 
 
 def _first(result):
     """First row of a result, fetched completely (DuckDB refuses new work while a result is half read)."""
     rows = result.fetchall()
     return rows[0] if rows else None
+
+
+def _sql_string(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _relative_if_inside(path: Path, base: Path) -> str:

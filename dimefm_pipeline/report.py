@@ -32,19 +32,10 @@ def print_encode_summary(cfg, s) -> None:
 
 
 def open_for_reading(cache: str):
-    """Open a manifest read-only, first refreshing its views if the folder moved (and nobody writes)."""
-    from dimefm_pipeline.errors import DimefmError
+    """Open a manifest read-only: nothing is written, whoever else is using it."""
     from dimefm_pipeline.manifest import Manifest
 
-    man = Manifest(cache, read_only=True)
-    if man.views_stale():
-        man.close()
-        try:
-            Manifest(cache).close()  # a read-write open rebuilds the views for the new location
-        except DimefmError:
-            Console(stderr=True).print("[yellow]warning: the cache moved and a writer holds the manifest; *_embeddings views point to the old place")
-        man = Manifest(cache, read_only=True)
-    return man
+    return Manifest(cache, read_only=True)
 
 
 def print_info(cache: str, *, verify: bool = False) -> None:

@@ -73,3 +73,13 @@ def run_cli(*args, cwd=None, env=None, timeout=300):
     full_env = {**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dimefm_pipeline", *map(str, args)], cwd=cwd, env=full_env,
                           capture_output=True, text=True, timeout=timeout)
+
+
+def plain_duckdb(cache):
+    """A plain read-only DuckDB connection to a manifest, opened as docs/sql-cookbook.md says: the
+    manifest's folder as search path, so its views find their Parquet shards from any directory."""
+    import duckdb
+
+    con = duckdb.connect(str(cache), read_only=True)
+    con.execute(f"SET file_search_path = '{Path(cache).parent}'")
+    return con

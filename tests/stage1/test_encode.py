@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import duckdb
 import numpy as np
 import pytest
 import torch
@@ -11,7 +10,7 @@ from dimefm_pipeline import models
 from dimefm_pipeline.encode import EncodeConfig, encode
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.manifest import Manifest
-from tests.conftest import run_cli, write_images, write_tiny_teacher
+from tests.conftest import run_cli, write_images, write_tiny_teacher, plain_duckdb
 
 
 def _encode(teacher, modality, sources, cache, **kw):
@@ -23,7 +22,7 @@ def _encode(teacher, modality, sources, cache, **kw):
 
 
 def _cached(cache, view):
-    con = duckdb.connect(str(cache), read_only=True)
+    con = plain_duckdb(cache)
     rows = con.execute(f"SELECT key, embedding FROM {view} ORDER BY key").fetchall()
     con.close()
     return {k: np.asarray(e, dtype=np.float32) for k, e in rows}

@@ -8,14 +8,13 @@ import subprocess
 import sys
 import time
 
-import duckdb
 import numpy as np
 
-from tests.conftest import run_cli, write_images
+from tests.conftest import run_cli, write_images, plain_duckdb
 
 
 def _items(cache):
-    con = duckdb.connect(str(cache), read_only=True)
+    con = plain_duckdb(cache)
     keys = [r[0] for r in con.execute("SELECT key FROM items ORDER BY key").fetchall()]
     emb = {k: np.asarray(e, np.float32) for k, e in con.execute("SELECT key, embedding FROM image_embeddings").fetchall()}
     con.close()
@@ -45,7 +44,7 @@ def test_resume_after_sigkill_has_no_missing_and_no_duplicate_items(teacher, tmp
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    con = duckdb.connect(str(cache), read_only=True)
+    con = plain_duckdb(cache)
     done = con.execute("SELECT count(*) FROM units").fetchall()[0][0]
     con.close()
     assert 0 < done < 40, f"the kill must land mid-run (units committed: {done})"
@@ -57,7 +56,7 @@ def test_resume_after_sigkill_has_no_missing_and_no_duplicate_items(teacher, tmp
     assert emb.keys() == ref_emb.keys()
     for k in keys:
         np.testing.assert_array_equal(emb[k], ref_emb[k])
-    con = duckdb.connect(str(cache), read_only=True)
+    con = plain_duckdb(cache)
     statuses = [r[0] for r in con.execute("SELECT status FROM runs ORDER BY run_id").fetchall()]
     shards_on_disk = len([p for p in shard_dir.glob("*.npy") if not p.name.endswith(".loc.npy")])
     assert len(list(shard_dir.glob("*.loc.npy"))) == shards_on_disk
@@ -84,7 +83,7 @@ def test_two_torchrun_ranks_give_the_same_cache_as_one_process(teacher, tmp_path
     assert k1 == k2 and len(k1) == 30
     for k in k1:
         np.testing.assert_array_equal(e1[k], e2[k])
-    con = duckdb.connect(str(multi), read_only=True)
+    con = plain_duckdb(multi)
     ranks = {r[0] for r in con.execute("SELECT DISTINCT rank FROM units").fetchall()}
     ws = con.execute("SELECT world_size FROM runs").fetchall()[0][0]
     con.close()

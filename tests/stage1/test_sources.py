@@ -8,7 +8,6 @@ import json
 import os
 import tarfile
 
-import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,6 +15,7 @@ import pytest
 from PIL import Image
 
 from dimefm_pipeline.encode import EncodeConfig, encode
+from tests.conftest import plain_duckdb
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.sources.base import expand_braces
 from dimefm_pipeline.sources.decode import BadItem, decode_image
@@ -35,7 +35,7 @@ def _run(teacher, modality, sources, cache, **opts):
 
 
 def _q(cache, sql):
-    con = duckdb.connect(str(cache), read_only=True)
+    con = plain_duckdb(cache)
     try:
         return con.execute(sql).fetchall()
     finally:
