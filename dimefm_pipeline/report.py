@@ -52,17 +52,20 @@ def print_info(cache: str, *, verify: bool = False) -> None:
         console.print(t)
 
         t = Table(title="sources")
-        for c in ("id", "modality", "format", "uri", "units done", "items", "errors", "duplicates", "truncated"):
-            t.add_column(c, justify="right" if c in ("id", "items", "errors", "duplicates", "truncated") else "left")
+        numeric = ("id", "items", "errors", "duplicates", "truncated", "repeated keys")
+        for c in ("id", "modality", "format", "uri", "units done", *numeric[1:]):
+            t.add_column(c, justify="right" if c in numeric else "left")
         rows = man.query(
             """SELECT s.source_id, s.modality, s.format, s.uri,
                       count(u.unit), s.units, coalesce(sum(u.items), 0), coalesce(sum(u.errors), 0),
-                      s.duplicates, coalesce(sum(u.truncated), 0)
+                      s.duplicates, coalesce(sum(u.truncated), 0), coalesce(s.repeated_keys, 0)
                FROM sources s LEFT JOIN units u ON u.source = s.source_id AND u.state = 'complete'
-               GROUP BY s.source_id, s.modality, s.format, s.uri, s.units, s.duplicates ORDER BY s.source_id"""
+               GROUP BY s.source_id, s.modality, s.format, s.uri, s.units, s.duplicates, s.repeated_keys
+               ORDER BY s.source_id"""
         ).fetchall()
         for r in rows:
-            t.add_row(str(r[0]), r[1], r[2], r[3], f"{r[4]}/{r[5]}", f"{r[6]:,}", f"{r[7]:,}", f"{r[8]:,}", f"{r[9]:,}")
+            t.add_row(str(r[0]), r[1], r[2], r[3], f"{r[4]}/{r[5]}", f"{r[6]:,}", f"{r[7]:,}", f"{r[8]:,}", f"{r[9]:,}",
+                      f"{r[10]:,}")
         console.print(t)
 
         t = Table(title="shards and disk use")

@@ -23,6 +23,7 @@ app = typer.Typer(
 # Command modules register onto `app` at import time.
 from dimefm_pipeline.cli import encode as _encode  # noqa: E402,F401
 from dimefm_pipeline.cli import inspect as _inspect  # noqa: E402,F401
+from dimefm_pipeline.cli import sources as _sources  # noqa: E402,F401
 from dimefm_pipeline.cli import distill as _distill  # noqa: E402,F401
 from dimefm_pipeline.cli import run as _run  # noqa: E402,F401
 from dimefm_pipeline.cli import world as _world  # noqa: E402,F401
@@ -35,7 +36,6 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="dimefm", standalone_mode=True)
     except DimefmError as exc:
-        from rich.console import Console
-
-        Console(stderr=True).print(f"[bold red]error:[/] {exc}", highlight=False)
+        # one line whatever the terminal width, so a log line holds the whole message
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         sys.exit(2)
