@@ -132,7 +132,14 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     if cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0:
         from dimefm_pipeline.mine import load_pairs
 
-        pairs, _ = load_pairs(cfg.cache, idx, cfg.mining_id)
+        pairs, mining_id = load_pairs(cfg.cache, idx, cfg.mining_id)
+        unmined = int((pairs[:, 0] < 0).sum())
+        if unmined and rank == 0:
+            import sys
+
+            print(f"warning: {unmined} of {len(pairs)} images have no mined sentences (encoded after mining {mining_id}): "
+                  "they add no mined sentences to batches and their mined P-VL pseudo caption is their own teacher row; "
+                  "run `dimefm mine` again to include them", file=sys.stderr)
     if cfg.text_filter == "mined":
         from dimefm_pipeline.mining import filter_texts_by_mining
 

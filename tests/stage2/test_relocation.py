@@ -165,3 +165,33 @@ def test_rows_outside_a_table_are_refused(tiny_cache):
         with pytest.raises(IndexError, match="outside the table"):
             idx.images.take(np.array(bad))
     assert isinstance(idx.images, EmbeddingTable)
+
+
+def test_images_encoded_after_mining_train_without_mined_pairs(cache_copy, tmp_path, teacher):
+    from types import SimpleNamespace
+
+    import torch
+
+    from dimefm_pipeline.cache_index import load_cache
+    from dimefm_pipeline.distill.config import DistillConfig
+    from dimefm_pipeline.distill.train import _mined_captions
+    from dimefm_pipeline.mine import load_pairs
+
+    cache, student = cache_copy
+    write_images(tmp_path / "late", 8, size=(32, 32), seed=9)
+    encode(EncodeConfig("image", (str(tmp_path / "late"),), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
+                        workers=0, batch_size=4), progress=False)
+    idx = load_cache(cache)
+    pairs, _ = load_pairs(str(cache), idx)
+    late = np.flatnonzero(pairs[:, 0] < 0)
+    assert len(late) == 8 and len(pairs) == 72
+    rows = np.array([0, late[0], 1, late[1]])
+    t_img = torch.from_numpy(idx.images.take(rows)).float()
+    mined = _mined_captions(SimpleNamespace(pairs=pairs, idx=idx), rows, 2, t_img)
+    assert torch.equal(mined[1, 0], t_img[1]) and torch.equal(mined[3, 1], t_img[3])  # own teacher row
+    assert torch.equal(mined[0, 0], torch.from_numpy(idx.texts.take(pairs[0, :1].astype(np.int64))[0]).float())
+    cfg = DistillConfig.from_dict(dict(cache=str(cache), out=str(tmp_path / "out"), student=str(student), batch_size=8,
+                                       steps=10, workers=0, augment="none", text_filter="mined", mined_share=0.5,
+                                       w_pvl_mined=0.2, pvl_mined_k=2))
+    r = distill(cfg, progress=False)
+    assert r.steps == 10 and np.isfinite(r.final["pvl_mined"])
