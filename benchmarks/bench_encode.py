@@ -259,13 +259,12 @@ def make_tars(folder: Path, n: int, per_tar: int, size: int, seed: int) -> Path:
     return folder
 
 
-def _loader_rate(dataset, workers: int, log: Path, count) -> tuple[float, int, int]:
-    """(images/s, images, bytes read by the loader's processes) for one pass over `dataset`."""
+def _loader_rate(make, workers: int, log: Path, count) -> tuple[float, int, int]:
+    """(images/s, images, bytes read by the loader's processes) for one pass of `make(workers, init)`."""
     import torch
-    from torch.utils.data import DataLoader
 
     log.unlink(missing_ok=True)
-    dl = DataLoader(dataset, batch_size=None, num_workers=workers, worker_init_fn=_count_worker_reads(log) if workers else None)
+    dl = make(workers, _count_worker_reads(log) if workers else None)
     torch.set_num_threads(1)
     before = _rchar()
     t0 = time.perf_counter()
@@ -275,15 +274,51 @@ def _loader_rate(dataset, workers: int, log: Path, count) -> tuple[float, int, i
     return n / dt, n, read
 
 
+def _drop_cached(paths) -> None:
+    """Evict files from the page cache (clean pages; no privileges needed), so the next read hits storage."""
+    for p in paths:
+        fd = os.open(p, os.O_RDONLY)
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.close(fd)
+
+
+def tar_reads(tar_paths: list[Path], locs: np.ndarray, files: list[str], root: Path, repeats: int) -> list[tuple]:
+    """Cold-cache reads of the same tars: front to back (how a WebDataset stream reads them) against
+    every cached member by its offset in a random global order (how stage two reads them)."""
+    seq, rnd = [], []
+    member_bytes = int(locs[:, 2].sum())
+    for _ in range(repeats):
+        _drop_cached(tar_paths)
+        t0 = time.perf_counter()
+        n = 0
+        for p in tar_paths:
+            with open(p, "rb", buffering=0) as f:
+                while block := f.read(1 << 20):
+                    n += len(block)
+        seq.append((n, time.perf_counter() - t0))
+        _drop_cached(tar_paths)
+        fds = {i: os.open(root / f, os.O_RDONLY) for i, f in enumerate(files)}
+        order = np.random.default_rng(len(rnd)).permutation(len(locs))
+        t0 = time.perf_counter()
+        for i in order:
+            f, off, length = int(locs[i, 0]), int(locs[i, 1]), int(locs[i, 2])
+            os.pread(fds[f], length, off)
+        rnd.append((member_bytes, time.perf_counter() - t0))
+        for fd in fds.values():
+            os.close(fd)
+    med = lambda xs: sorted(xs, key=lambda x: x[1])[len(xs) // 2]  # noqa: E731
+    return [("tar streamed front to back", *med(seq), len(locs)), ("members by offset, random order", *med(rnd), len(locs))]
+
+
 def bench_loader(args) -> None:
     """Stage one's and stage two's loaders over the same tars, at 0..--workers workers."""
     import json
 
+    from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
     from dimefm_pipeline.cache_index import load_cache
-    from dimefm_pipeline.distill.data import ImageStream
-    from dimefm_pipeline.distill.train import _image_units
+    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader, file_tables
     from dimefm_pipeline.encode import EncodeConfig, encode
     from dimefm_pipeline.encode_data import UnitBatches
     from dimefm_pipeline.sources import plan_source, resolve_source
@@ -297,30 +332,48 @@ def bench_loader(args) -> None:
     log = scratch / "loader-reads.log"
     console.print(f"[bold]loader[/bold]: {args.images} {args.image_size}px JPEGs in tars of {args.per_tar} "
                   f"({total_bytes / 2**20:.1f} MiB), batch {args.batch_size}; {load()}")
-    # a cache of the tars, encoded by a tiny random teacher, so stage two has teacher rows to join
+    # a cache of the tars, encoded by a tiny random teacher, so stage two has teacher rows to read back
     cfg_path = scratch / "loader-teacher.json"
     cfg_path.write_text(json.dumps({"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 16},
                                     "text_cfg": {"context_length": 8, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1}}))
-    cache = scratch / f"loader-cache-{args.images}-{args.per_tar}" / "m.duckdb"
-    if not cache.exists():
+    folder = scratch / f"loader-cache-{args.images}-{args.per_tar}-v2"
+    cache = folder / "m.duckdb"
+    if not (folder / ".complete").exists():
+        shutil.rmtree(folder, ignore_errors=True)
         encode(EncodeConfig("image", (pattern,), str(cache), teacher=str(cfg_path), pretrained="random", workers=args.workers,
                             batch_size=args.batch_size), progress=False)
+        (folder / ".complete").write_text("")
     idx = load_cache(cache, verify=False, need_texts=False)
+    tables = file_tables(str(cache), idx)
     units = plan_source(resolve_source(pattern, "image"), 0, args.shard_size).units
     table = Table(title=f"Loader throughput and bytes read ({args.images} images, {total_bytes / 2**20:.1f} MiB of tars)")
     for col in ("stage", "workers", "images", "images/s", "per worker", "bytes read / tar bytes"):
         table.add_column(col, justify="left" if col == "stage" else "right")
     for workers in range(0, args.workers + 1):
-        ds = UnitBatches(units, args.batch_size, tf)
-        rate, n, read = _loader_rate(ds, workers, log, lambda b: len(b.keys))
+        def one(w, init):
+            return DataLoader(UnitBatches(units, args.batch_size, tf), batch_size=None, num_workers=w, worker_init_fn=init)
+
+        rate, n, read = _loader_rate(one, workers, log, lambda b: len(b.keys))
         table.add_row("one: UnitBatches", str(workers), f"{n:,}", f"{rate:,.1f}", f"{rate / max(workers, 1):,.1f}",
                       f"{read / total_bytes:.2f}")
     for workers in range(0, args.workers + 1):
-        ds = ImageStream(_image_units(idx), rank=0, world=1, workers=workers, batch_size=args.batch_size, transform=tf,
-                         seed=0, epoch=0, shuffle_buffer=2048)
-        rate, n, read = _loader_rate(ds, workers, log, lambda b: len(b[1]))
-        table.add_row("two: ImageStream", str(workers), f"{n:,}", f"{rate:,.1f}", f"{rate / max(workers, 1):,.1f}",
+        def two(w, init):
+            plan = EpochPlan(len(idx.images), args.batch_size, 1, 0, 0)
+            ds = ImageBatches(plan, 0, ImageReader(idx, tables), tf, seed=0, epoch=0)
+            return DataLoader(ds, batch_size=None, sampler=range(plan.steps), num_workers=w, worker_init_fn=init)
+
+        rate, n, read = _loader_rate(two, workers, log, lambda b: len(b[1]))
+        table.add_row("two: ImageBatches", str(workers), f"{n:,}", f"{rate:,.1f}", f"{rate / max(workers, 1):,.1f}",
                       f"{read / total_bytes:.2f}")
+    console.print(table)
+
+    sid = next(iter(tables))
+    locs = idx.image_locs.take(np.arange(len(idx.images)))
+    table = Table(title=f"Cold-cache reads of the same tars ({args.repeats} repeat(s), medians)")
+    for col in ("read", "MiB", "seconds", "MiB/s", "images/s"):
+        table.add_column(col, justify="left" if col == "read" else "right")
+    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, tables[sid], Path(idx.sources[sid].root), args.repeats):
+        table.add_row(name, f"{nbytes / 2**20:.1f}", f"{secs:.3f}", f"{nbytes / 2**20 / secs:,.1f}", f"{n / secs:,.0f}")
     console.print(table)
     console.print(load())
 

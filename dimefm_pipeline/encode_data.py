@@ -115,6 +115,12 @@ class UnitBatches(IterableDataset):
 
         return kept(), lambda: stats["dups"]
 
+    def _packed(self, unit: Unit) -> bool:
+        key = (unit.source_id, unit.index)
+        if getattr(self, "_packed_unit", (None,))[0] != key:
+            self._packed_unit = (key, is_packed(unit))
+        return self._packed_unit[1]
+
     def _fill(self, batch: Batch, chunk) -> None:
         if batch.unit.modality == "image":
             self._fill_images(batch, chunk)
@@ -122,7 +128,7 @@ class UnitBatches(IterableDataset):
             self._fill_texts(batch, chunk)
 
     def _fill_images(self, batch: Batch, chunk) -> None:
-        packed = is_packed(batch.unit)
+        packed = self._packed(batch.unit)
         pixels = []
         for rec in chunk:
             if rec.error is not None:

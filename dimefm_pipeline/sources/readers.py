@@ -139,7 +139,8 @@ def _tar_records(unit: Unit) -> Iterator[ImageRecord]:
     groups: dict[str, list] = {}
     damage = None
     try:
-        with tarfile.open(path, "r:") as tf:
+        # unbuffered: a buffered file would read 8 KiB around every 512-byte header it skips to
+        with open(path, "rb", buffering=0) as raw, tarfile.open(fileobj=raw, mode="r:") as tf:
             while True:
                 try:
                     m = tf.next()
