@@ -372,7 +372,8 @@ def bench_loader(args) -> None:
     table = Table(title=f"Cold-cache reads of the same tars ({args.repeats} repeat(s), medians)")
     for col in ("read", "MiB", "seconds", "MiB/s", "images/s"):
         table.add_column(col, justify="left" if col == "read" else "right")
-    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, tables[sid], Path(idx.sources[sid].root), args.repeats):
+    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, tables[sid].to_pylist(), Path(idx.sources[sid].root),
+                                           args.repeats):
         table.add_row(name, f"{nbytes / 2**20:.1f}", f"{secs:.3f}", f"{nbytes / 2**20 / secs:,.1f}", f"{n / secs:,.0f}")
     console.print(table)
     console.print(load())

@@ -65,12 +65,12 @@ class ImageReader:
     DataLoader forks stay correct in every worker; each process keeps its own bounded set open.
     """
 
-    def __init__(self, idx, file_tables: dict[int, list[str]]):
+    def __init__(self, idx, file_tables: dict):
         self.locs = idx.image_locs
         self.first_rows = np.array([s.first_row for s in idx.image_shards], dtype=np.int64)
         self.shards = idx.image_shards
         self.sources = idx.sources
-        self.files = file_tables  # source id -> paths relative to its root (unpacked sources)
+        self.files = file_tables  # source id -> Arrow array of paths relative to its root (unpacked sources)
         self._open: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
@@ -82,7 +82,7 @@ class ImageReader:
         if loc_file == PACKED:
             data = self._pread(shard.pack, offset, length)
         else:
-            path = os.path.join(src.root, self.files[shard.source_id][loc_file])
+            path = os.path.join(src.root, self.files[shard.source_id][loc_file].as_py())
             data = self._read_file(path, length) if src.fmt == "folder" else self._pread(path, offset, length)
         if payload_hash(data) != want:
             raise BadItem("bytes differ from what stage one encoded: the source changed since")
@@ -156,8 +156,9 @@ def image_loader(n_rows: int, reader: ImageReader, transform, *, batch_size: int
                       pin_memory=pin_memory, prefetch_factor=4 if workers else None)
 
 
-def file_tables(cache: str, idx) -> dict[int, list[str]]:
-    """Paths of every image source's files (sources whose bytes stage two reads in place)."""
+def file_tables(cache: str, idx) -> dict:
+    """Paths of every image source's files (sources whose bytes stage two reads in place), as Arrow
+    string arrays: 30 MB per million paths, against 85 MB as a Python list; forked workers share them."""
     from dimefm_pipeline.manifest import Manifest
 
     packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
@@ -165,11 +166,11 @@ def file_tables(cache: str, idx) -> dict[int, list[str]]:
     with Manifest(cache, read_only=True) as man:
         for sid, src in idx.sources.items():
             if src.modality == "image" and sid not in packed_only:
-                out[sid] = man.source_files(sid).column("path").to_pylist()
+                out[sid] = man.source_files(sid).column("path").combine_chunks()
     return out
 
 
-def check_image_sources(cache: str, idx, tables: dict[int, list[str]], *, sample: int = 1000) -> None:
+def check_image_sources(cache: str, idx, tables: dict, *, sample: int = 1000) -> None:
     """Before training: the files stage two will read exist with the sizes stage one saw (all of
     them, or a seeded sample of `sample` per source), and every pack file is there."""
     from dimefm_pipeline.manifest import Manifest
