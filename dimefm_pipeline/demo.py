@@ -7,13 +7,13 @@ import shutil
 import time
 from pathlib import Path
 
-from rich.console import Console
+from dimefm_pipeline.progress import make_console
 from rich.table import Table
 
 from dimefm_pipeline.pipeline import run_recipe
 from dimefm_pipeline.recipes import distill_config, load_recipe
 
-console = Console()
+console = make_console()
 
 QUICK = ("world.images=384", "world.texts=512", "world.per_shard=128", "encode.shard_size=128",
          "distill.steps=12", "distill.batch_size=32", "distill.text_batch_size=32", "distill.checkpoint_every=6",

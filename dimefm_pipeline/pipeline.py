@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from rich.console import Console
+from dimefm_pipeline.progress import make_console
 
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.recipes import Recipe, distill_config
 
-console = Console()
+console = make_console()
 STAGES = ("world", "encode", "mine", "distill", "eval")
 
 

@@ -21,3 +21,16 @@ def progress_bar(show: bool = True):
     ]
     with Progress(*columns, disable=not show, transient=False) as bar:
         yield bar
+
+
+LOG_WIDTH = 240  # columns of tables written to a file or pipe (a batch log): wide enough not to cut them
+
+
+def make_console(*, stderr: bool = False):
+    """A rich console: the terminal's width in a terminal; in logs, wide enough that no table is cut."""
+    import sys
+
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else LOG_WIDTH)

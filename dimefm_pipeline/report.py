@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rich.console import Console
+from dimefm_pipeline.progress import make_console
 from rich.table import Table
 
-console = Console()
+console = make_console()
 
 
 def _size(n: float) -> str:

@@ -7,7 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["info"], ["sql"], ["mine"], ["distill"], ["eval"],
+COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["info"], ["sql"], ["sources", "list"], ["sources", "relocate"],
+            ["mine"], ["distill"], ["eval"],
             ["run"], ["demo"], ["world", "images"], ["world", "texts"], ["world", "train-teacher"]]
 
 

@@ -19,7 +19,7 @@ def mine(
     gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="faiss on the GPU (default: when faiss-gpu sees one)."),
 ):
     """Pseudo-pair mining: the top-k cached sentences of every cached image (faiss), stored in the manifest."""
-    from rich.console import Console
+    from dimefm_pipeline.progress import make_console
     from rich.table import Table
 
     from dimefm_pipeline.mine import mine_cache
@@ -29,7 +29,7 @@ def mine(
     for c in ("images", "sentences", "k", "index", "mean top-1 cosine", "seconds"):
         t.add_column(c, justify="right")
     t.add_row(f"{s.images:,}", f"{s.texts:,}", str(s.k), s.index_type, f"{s.mean_top1:.3f}", f"{s.seconds:.1f}")
-    Console().print(t)
+    make_console().print(t)
 
 
 @app.command("distill")

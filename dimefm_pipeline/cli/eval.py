@@ -25,7 +25,7 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
-    from rich.console import Console
+    from dimefm_pipeline.progress import make_console
 
     from dimefm_pipeline.evaluation import evaluate, load_eval_model
     from dimefm_pipeline.evaluation.report import plot_results, results_table, retrieval_table
@@ -34,7 +34,7 @@ def eval_command(
     loaded = load_eval_model(model, pretrained, device=device)
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
     result = evaluate(loaded, suite, world_config=cfg, probe=not no_probe, batch_size=batch_size)
-    console = Console()
+    console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)
     if table is not None:

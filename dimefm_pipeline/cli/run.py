@@ -19,7 +19,7 @@ def run(
     """Run a recipe: world corpora, encode, mine, distill, eval, as its sections say."""
     import json
 
-    from rich.console import Console
+    from dimefm_pipeline.progress import make_console
 
     from dimefm_pipeline.pipeline import run_recipe
     from dimefm_pipeline.recipes import distill_config, load_recipe
@@ -27,6 +27,6 @@ def run(
     r = load_recipe(recipe, set_ or [])
     if dry_run:
         distill_config(r)  # validates every distill option
-        Console().print_json(json.dumps(r.raw))
+        make_console().print_json(json.dumps(r.raw))
         return
     run_recipe(r, only=tuple(only or ()))

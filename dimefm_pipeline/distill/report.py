@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rich.console import Console
+from dimefm_pipeline.progress import make_console
 from rich.table import Table
 
 
@@ -11,7 +11,7 @@ def print_distill_result(r) -> None:
     for c in ("steps", "seconds", *r.final):
         t.add_column(c, justify="right")
     t.add_row(str(r.steps), f"{r.seconds:.1f}", *[f"{v:.4f}" for v in r.final.values()])
-    c = Console()
+    c = make_console()
     c.print(t)
     if r.config_path is None:
         c.print(f"stopped at step {r.steps}; continue with --resume")

@@ -26,7 +26,7 @@ from PIL import Image
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.train import distill
 from dimefm_pipeline.encode import EncodeConfig, encode
-from tests.conftest import write_images
+from tests.conftest import run_cli, write_images
 
 PVL_MAX = 1e-4  # P-VL of a batch whose every image meets its own row (fp16 cache rounding only)
 
@@ -105,6 +105,10 @@ def test_cache_holds_every_layout(mixed_cache):
     # the Parquet keys a,b,a,c,b,a,d,c,a,e hold 5 distinct keys; tar keys 0000.. repeat across the 3 tars
     assert repeated["parquet"] == 5 and repeated["webdataset"] == 27 - 13 and repeated["folder"] == 0
     assert shards_of_big_tar == 4  # 13 images in shards of 4: several shards per unit
+    r = run_cli("info", "--cache", cache)  # in a log (not a terminal): whole table, repeated keys last
+    assert r.returncode == 0 and "repeated keys" in r.stdout, r.stderr
+    last = {line.split("│")[3].strip(): line.split("│")[-2].strip() for line in r.stdout.splitlines() if line.count("│") > 9}
+    assert last == {"webdataset": "14", "folder": "0", "parquet": "5", "tsv": "0", "txt": "0"}
 
 
 @pytest.mark.parametrize("workers", [0, 2])
