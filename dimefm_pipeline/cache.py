@@ -35,6 +35,8 @@ class ShardRecord:
     parquet_checksum: str
     bytes: int
     loc_checksum: str = ""  # sha256 of the .loc.npy file (image shards: where each row's bytes lie)
+    sample: str = ""  # sample_digest of the .npy file (checked at every distill start)
+    loc_sample: str = ""
 
 
 @dataclass
@@ -53,6 +55,7 @@ class UnitCommit:
     pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
     pack_checksum: str = ""
     pack_bytes: int = 0
+    pack_sample: str = ""
 
 
 def fsync_dir(path: Path) -> None:
@@ -155,6 +158,7 @@ class UnitWriter:
         final = self.cache_dir / self.commit.pack
         os.replace(final.with_name(final.name + ".tmp"), final)
         fsync_dir(final.parent)
+        self.commit.pack_sample = sample_digest(final)
 
     def finish(self) -> UnitCommit:
         """Write the unit's shards (rows in position order) and its commit marker: the unit is durable."""
@@ -188,13 +192,14 @@ class UnitWriter:
         npy, pq_data = npy_bytes(emb), parquet_bytes(table, emb)
         write_durable(self.cache_dir / f"{name}.npy", npy)
         write_durable(self.cache_dir / f"{name}.parquet", pq_data)
-        loc_sum, loc_bytes = "", 0
+        loc_sum, loc_bytes, loc_sample = "", 0, ""
         if loc is not None:
             loc_data = npy_bytes(loc)
             write_durable(self.cache_dir / f"{name}.loc.npy", loc_data)
-            loc_sum, loc_bytes = hashlib.sha256(loc_data).hexdigest(), len(loc_data)
+            loc_sum, loc_bytes, loc_sample = hashlib.sha256(loc_data).hexdigest(), len(loc_data), sample_digest(loc_data)
         c.shards.append(ShardRecord(name, part, n, self.dim, "float16", hashlib.sha256(npy).hexdigest(),
-                                    hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data) + loc_bytes, loc_sum))
+                                    hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data) + loc_bytes, loc_sum,
+                                    sample_digest(npy), loc_sample))
         c.items += n
 
 
@@ -228,6 +233,50 @@ def remove_partial_files(cache_dir: Path, source_id: int, unit: int) -> None:
             p.unlink(missing_ok=True)
 
 
+SAMPLE_BLOCKS, SAMPLE_BLOCK = 16, 64 << 10  # 1 MiB read per file, whatever its size
+
+
+def sample_digest(source) -> str:
+    """sha256 of a file's size and 16 blocks of 64 KiB spread evenly over it (first and last
+    included): the check every distill start can afford. `source`: a path, or the file's bytes."""
+    if isinstance(source, (bytes, bytearray)):
+        size = len(source)
+
+        def read(off, n):
+            return source[off : off + n]
+    else:
+        size = os.path.getsize(source)
+        f = open(source, "rb")
+
+        def read(off, n):
+            f.seek(off)
+            return f.read(n)
+    try:
+        h = hashlib.sha256(str(size).encode())
+        last = max(size - SAMPLE_BLOCK, 0)
+        for i in range(SAMPLE_BLOCKS):
+            h.update(read(last * i // (SAMPLE_BLOCKS - 1), SAMPLE_BLOCK))
+        return h.hexdigest()
+    finally:
+        if not isinstance(source, (bytes, bytearray)):
+            f.close()
+
+
+VERIFY_MODES = ("sample", "full", "off")
+
+
+def check_file(path: Path, checksum: str | None, sample: str | None, verify: str) -> str | None:
+    """What is wrong with a cache file (None when nothing is): missing, or not matching its sampled
+    digest (`verify="sample"`) or its full sha256 (`verify="full"`)."""
+    if not Path(path).is_file():
+        return f"cache file missing: {path}"
+    if verify == "full" and checksum and sha256_file(path) != checksum:
+        return f"cache file {path} no longer matches its checksum: the cache is damaged"
+    if verify == "sample" and sample and sample_digest(path) != sample:
+        return f"cache file {path} no longer matches its sampled checksum: the cache is damaged"
+    return None
+
+
 def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -244,18 +293,20 @@ class EmbeddingTable:
     does not grow with the size of the cache.
     """
 
-    def __init__(self, paths: list[Path], rows: list[int], checksums: list[str] | None = None, *, verify: bool = True,
-                 dtype=np.float16):
+    def __init__(self, paths: list[Path], rows: list[int], checksums: list[str] | None = None, *, verify: str = "off",
+                 samples: list[str] | None = None, dtype=np.float16):
         self.dtype = np.dtype(dtype)
         self.paths = [Path(p) for p in paths]
         self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
         self.arrays = []
         for i, p in enumerate(self.paths):
-            if not p.exists():
-                raise DimefmError(f"cache shard missing: {p}")
-            if verify and checksums is not None and sha256_file(p) != checksums[i]:
-                raise DimefmError(f"cache shard {p} no longer matches its checksum: the cache is damaged")
-            arr = np.load(p, mmap_mode="r")
+            problem = check_file(p, checksums[i] if checksums else None, samples[i] if samples else None, verify)
+            if problem:
+                raise DimefmError(problem)
+            try:
+                arr = np.load(p, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise DimefmError(f"cache shard {p} cannot be read ({exc}): the cache is damaged") from None
             if arr.shape[0] != rows[i] or arr.dtype != self.dtype:
                 raise DimefmError(f"cache shard {p} has shape {arr.shape} {arr.dtype}, expected {rows[i]} {self.dtype} rows")
             self.arrays.append(arr)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dimefm_pipeline.cache import EmbeddingTable
+from dimefm_pipeline.cache import EmbeddingTable, check_file
 from dimefm_pipeline.errors import DimefmError
 
 
@@ -53,12 +53,14 @@ class CacheIndex:
     sources: dict = field(default_factory=dict)  # source_id -> SourceInfo
 
 
-def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = True, need_texts: bool = True,
+def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: bool = True, need_texts: bool = True,
                wait: float = 0.0) -> CacheIndex:
-    """Open a manifest read-only and memory-map its shards (checksums verified unless `verify=False`).
+    """Open a manifest read-only and memory-map its shards, after checking them: `verify="sample"`
+    (sampled blocks of every file, 1 MiB each), `"full"` (every byte's sha256) or `"off"`.
 
     `wait`: seconds to retry while another process holds the manifest's write lock.
     """
+    verify = {True: "full", False: "off"}.get(verify, verify)
     import json
 
     from dimefm_pipeline.manifest import Manifest
@@ -72,7 +74,8 @@ def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = Tru
             files = man.shard_files(modality)
             if not files and ((modality == "image" and need_images) or (modality == "text" and need_texts)):
                 raise DimefmError(f"{path} holds no {modality} embeddings: run `dimefm encode {modality}s` first")
-            tables[modality] = EmbeddingTable([f[0] for f in files], [f[2] for f in files], [f[3] for f in files], verify=verify)
+            tables[modality] = EmbeddingTable([f[0] for f in files], [f[2] for f in files], [f[3] for f in files],
+                                              samples=[f[4] for f in files], verify=verify)
             ids[modality] = man.query(
                 "SELECT i.item_id FROM items i JOIN shards s ON i.shard = s.shard_id "
                 "WHERE i.modality = ? ORDER BY s.shard_id, i.row", [modality]
@@ -80,17 +83,27 @@ def load_cache(path: str | Path, *, verify: bool = True, need_images: bool = Tru
             if len(ids[modality]) != len(tables[modality]):
                 raise DimefmError(f"{path}: {modality} items and shard rows disagree ({len(ids[modality])} vs {len(tables[modality])})")
         cache_dir = man.cache_dir
-        shards, loc_paths, loc_sums, offset = [], [], [], 0
-        for sid, unit, rows, loc, loc_sum, pack in man.query(
-            "SELECT s.source, s.unit, s.rows, s.loc_path, s.loc_checksum, u.pack_path FROM shards s "
-            "JOIN units u ON u.source = s.source AND u.unit = s.unit "
+        shards, loc_paths, loc_sums, loc_samples, packs, offset = [], [], [], [], {}, 0
+        for sid, unit, rows, loc, loc_sum, loc_sample, pack, pack_sum, pack_sample in man.query(
+            "SELECT s.source, s.unit, s.rows, s.loc_path, s.loc_checksum, s.loc_sample, u.pack_path, u.pack_checksum, "
+            "u.pack_sample FROM shards s JOIN units u ON u.source = s.source AND u.unit = s.unit "
             "WHERE s.modality = 'image' AND s.state = 'complete' ORDER BY s.shard_id"
         ).fetchall():
             shards.append(ImageShard(sid, unit, offset, rows, str(cache_dir / pack) if pack else None))
             loc_paths.append(cache_dir / loc)
             loc_sums.append(loc_sum)
+            loc_samples.append(loc_sample)
+            if pack:
+                packs[cache_dir / pack] = (pack_sum, pack_sample)
             offset += rows
-        locs = EmbeddingTable(loc_paths, [s.rows for s in shards], loc_sums, verify=verify, dtype=np.int64) if shards else None
+        locs = None
+        if shards:
+            locs = EmbeddingTable(loc_paths, [s.rows for s in shards], loc_sums, samples=loc_samples, verify=verify,
+                                  dtype=np.int64)
+        for pack, (checksum, sample) in packs.items():
+            problem = check_file(pack, checksum, sample, verify)
+            if problem:
+                raise DimefmError(problem)
         sources = {
             r[0]: SourceInfo(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
             for r in man.query("SELECT source_id, modality, uri, format, root, options, shard_size FROM sources").fetchall()

@@ -15,8 +15,10 @@ from pathlib import Path
 
 from dimefm_pipeline import distributed as dist
 from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded
 
 DEFAULT_SHARD_SIZE = 65_536
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,19 @@ class EncodeConfig:
     shard_size: int = DEFAULT_SHARD_SIZE
     precision: str = "auto"  # auto (fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     source_options: dict = field(default_factory=dict)  # text_field, text_column, key_column, image_column
+    item_timeout: float = ITEM_TIMEOUT  # seconds to read and decode one item before it is skipped as timed out
+
+    def __post_init__(self):
+        if self.modality not in ("image", "text"):
+            raise DimefmError(f"modality must be image or text, not {self.modality}")
+        if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
+            raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
+        if self.precision not in PRECISIONS:
+            raise DimefmError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.item_timeout <= 0:
+            raise DimefmError("--item-timeout must be positive")
+        if not self.sources:
+            raise DimefmError("give at least one source")
 
 
 @dataclass
@@ -47,6 +62,7 @@ class EncodeSummary:
     truncated: int = 0
     seconds: float = 0.0
     per_source: list = field(default_factory=list)
+    other_files: dict = field(default_factory=dict)  # extension -> files of image folders that are not images
 
 
 def _teacher_info(loaded):
@@ -61,9 +77,10 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
     from dimefm_pipeline import models
     from dimefm_pipeline.cache import read_markers
     from dimefm_pipeline.manifest import Manifest
-    from dimefm_pipeline.sources import plan_source, resolve_source
+    from dimefm_pipeline.sources import plan_source, resolve_sources
 
-    specs = [resolve_source(s, cfg.modality, cfg.source_options) for s in cfg.sources]
+    specs = resolve_sources(cfg.sources, cfg.modality, cfg.source_options)
+    created = not Path(cfg.cache).exists()
     man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir)
     try:
         recorded = man.teacher()
@@ -79,22 +96,41 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
         for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
             man.ingest(commit, run_id)
         seen = man.text_hashes() if cfg.modality == "text" else None
-        pending, skipped = [], 0
+        pending, skipped, listed_errors, other_files = [], 0, 0, {}
+        plans = []
         for s in specs:
             known = man.source_row(s.modality, s.uri)
             shard_size = known[1] if known else cfg.shard_size
-            plan = plan_source(s, known[0] if known else 0, shard_size, seen)
-            sid, _ = man.register_source(s, plan, shard_size, run_id)
+            plans.append((s, plan_source(s, known[0] if known else 0, shard_size, seen), shard_size, known))
+        man.check_overlap([(s, plan) for s, plan, _, known in plans if known is None])
+        for s, plan, shard_size, _ in plans:
+            sid, new = man.register_source(s, plan, shard_size, run_id)
+            if new:
+                listed_errors += len(plan.problems)
+                for ext, n in plan.other_files.items():
+                    other_files[ext] = other_files.get(ext, 0) + n
             done = man.completed_units(sid)
             for u in plan.units:
                 if u.index in done:
                     skipped += 1
                 else:
                     pending.append(_with_source(u, sid))
-        return man, loaded, run_id, pending, skipped
+        return man, loaded, run_id, pending, skipped, listed_errors, other_files
     except BaseException:
         man.close()
+        if created:  # nothing was cached: leave no empty manifest behind
+            _remove_new_cache(man.path, man_dir=cfg.cache_dir)
         raise
+
+
+def _remove_new_cache(path: Path, man_dir: str | None) -> None:
+    import shutil
+
+    for p in (path, path.with_name(path.name + ".wal")):
+        p.unlink(missing_ok=True)
+    cache_dir = Path(man_dir) if man_dir else path.with_suffix("")
+    if cache_dir.is_dir() and not any(cache_dir.rglob("*.npy")):
+        shutil.rmtree(cache_dir, ignore_errors=True)
 
 
 def _with_source(unit, source_id):
@@ -109,10 +145,6 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
 
     from dimefm_pipeline import models
 
-    if cfg.modality not in ("image", "text"):
-        raise DimefmError(f"modality must be image or text, not {cfg.modality}")
-    if cfg.batch_size < 1 or cfg.shard_size < 1 or cfg.workers < 0:
-        raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
     rank, world, _, device = dist.init_distributed()
     threads = torch.get_num_threads()
     if device.type == "cpu":
@@ -123,7 +155,7 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
         result = None
         if rank == 0:
             try:
-                man, checked, run_id, pending, skipped = _prepare(cfg, command, world)
+                man, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
                 result = ("ok", checked.spec, run_id, pending, skipped, str(man.cache_dir))
             except DimefmError as exc:
                 result = ("error", str(exc))
@@ -138,6 +170,8 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
             loaded = models.build(spec, device=str(device), quiet=True)
         mine = pending[rank::world]
         summary = EncodeSummary(run_id, units_skipped=skipped)
+        if rank == 0:
+            summary.errors, summary.other_files = listed, other
         status = "failed"
         try:
             _encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, man, run_id, summary, progress and rank == 0)
@@ -187,11 +221,12 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
     from dimefm_pipeline.progress import progress_bar
     from dimefm_pipeline.sources.readers import PACKED
 
-    ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length)
+    ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout)
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = cfg.workers if units else 0
     loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
-                        prefetch_factor=4 if workers else None, persistent_workers=False)
+                        prefetch_factor=4 if workers else None, persistent_workers=False,
+                        timeout=LOADER_TIMEOUT if workers else 0)
     model = loaded.model
     encode_fn = model.encode_image if cfg.modality == "image" else model.encode_text
     amp = _autocast(cfg.precision, device)
@@ -200,7 +235,7 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
     with progress_bar(show) as bar:
         task = bar.add_task(f"encode {cfg.modality}s", total=len(units), items=0, rate=0.0)
         t0 = time.time()
-        for batch in loader:
+        for batch in guarded(loader, "encoding"):
             u = batch.unit
             state = open_units.get((u.source_id, u.index))
             if state is None:

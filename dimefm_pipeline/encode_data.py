@@ -16,6 +16,7 @@ from itertools import islice
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from dimefm_pipeline.loading import ITEM_TIMEOUT, time_limit
 from dimefm_pipeline.sources.base import Unit, payload_hash, unpack_mask
 from dimefm_pipeline.sources.decode import BadItem, decode_image
 from dimefm_pipeline.sources.planner import text_hash
@@ -72,9 +73,11 @@ def unit_blocks(unit: Unit, batch_size: int) -> list:
 class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
-    def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77):
+    def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
+                 item_timeout: float | None = ITEM_TIMEOUT):
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
+        self.item_timeout = item_timeout
 
     def __iter__(self):
         info = get_worker_info()
@@ -135,7 +138,8 @@ class UnitBatches(IterableDataset):
                 batch.errors.append((rec.key, rec.error, rec.file))
                 continue
             try:
-                pixels.append(self.preprocess(decode_image(rec.data)))
+                with time_limit(self.item_timeout):
+                    pixels.append(self.preprocess(decode_image(rec.data)))
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
                 continue

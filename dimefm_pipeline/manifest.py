@@ -36,7 +36,7 @@ CREATE TABLE IF NOT EXISTS teachers (
 CREATE TABLE IF NOT EXISTS sources (
     source_id INTEGER, modality VARCHAR, uri VARCHAR, format VARCHAR, fingerprint VARCHAR,
     options VARCHAR, files INTEGER, shard_size INTEGER, units INTEGER, duplicates BIGINT,
-    added_at TIMESTAMP, run_id INTEGER, root VARCHAR, repeated_keys BIGINT);
+    added_at TIMESTAMP, run_id INTEGER, root VARCHAR, repeated_keys BIGINT, other_files VARCHAR);
 CREATE TABLE IF NOT EXISTS source_files (
     source_id INTEGER, file_id INTEGER, path VARCHAR, size BIGINT, mtime_ns BIGINT);
 CREATE TABLE IF NOT EXISTS source_moves (
@@ -45,12 +45,14 @@ CREATE TABLE IF NOT EXISTS source_moves (
 CREATE TABLE IF NOT EXISTS units (
     source INTEGER, unit INTEGER, state VARCHAR, items BIGINT, errors BIGINT, duplicates BIGINT,
     truncated BIGINT, rank INTEGER, run_id INTEGER, completed_at TIMESTAMP, pack_path VARCHAR,
-    pack_checksum VARCHAR, pack_bytes BIGINT);
+    pack_checksum VARCHAR, pack_bytes BIGINT, pack_sample VARCHAR);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER, source INTEGER, unit INTEGER, part INTEGER, modality VARCHAR, path VARCHAR,
     parquet_path VARCHAR, rows INTEGER, dim INTEGER, dtype VARCHAR, checksum VARCHAR,
     parquet_checksum VARCHAR, bytes BIGINT, state VARCHAR, created_at TIMESTAMP, loc_path VARCHAR,
-    loc_checksum VARCHAR);
+    loc_checksum VARCHAR, sample VARCHAR, loc_sample VARCHAR);
+CREATE TABLE IF NOT EXISTS token_files (
+    tokenizer VARCHAR, text_checksum VARCHAR, path VARCHAR, "rows" BIGINT, checksum VARCHAR, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS items (
     item_id BIGINT, modality VARCHAR, source INTEGER, key VARCHAR, shard INTEGER, "row" INTEGER,
     text_hash BIGINT, file INTEGER, pos BIGINT);
@@ -124,7 +126,10 @@ class Manifest:
                 raise DimefmError(f"no manifest at {path}")
             if self.path.suffix != ".duckdb":
                 raise DimefmError(f"manifest path must end in .duckdb: {path}")
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise DimefmError(f"cannot create the manifest's folder {self.path.parent}: {exc.strerror}") from None
         deadline = time.monotonic() + wait
         try:
             while True:
@@ -187,6 +192,24 @@ class Manifest:
     def cache_dir(self) -> Path:
         stored = Path(self.meta("cache_dir"))
         return stored if stored.is_absolute() else (self.path.parent / stored).resolve()
+
+    def lock_down(self) -> None:
+        """From now on this connection reads the manifest and the cache's own files and nothing else
+        (DuckDB's external access off, the cache folder the one allowed directory, settings locked).
+
+        The views name their shards relative to the manifest's folder, and DuckDB checks the path as
+        written: the relative form of the cache folder is allowed too, so queries must run with the
+        manifest's folder as working directory (`report.run_sql` does), where it means the cache."""
+        if not self.read_only:
+            raise RuntimeError("lock_down is for read-only connections")
+        allowed = [f"{self.cache_dir}/"]
+        rel = _relative_if_inside(self.cache_dir, self.path.parent)
+        if not os.path.isabs(rel):
+            allowed.append(f"{rel}/")
+        listing = ", ".join(f"'{_sql_string(a)}'" for a in allowed)
+        self.con.execute(f"SET allowed_directories = [{listing}]")
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
 
     def query(self, sql: str, params=None):
         return self.con.execute(sql, params or [])
@@ -251,10 +274,14 @@ class Manifest:
             return row[0], False
         source_id = _first(self.con.execute("SELECT coalesce(max(source_id), 0) + 1 FROM sources"))[0]
         self.con.execute(
-            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+            "INSERT INTO sources VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)",
             [source_id, spec.modality, spec.uri, spec.fmt, plan.fingerprint, json.dumps(spec.options),
-             len(plan.files), shard_size, len(plan.units), plan.duplicates, now(), run_id, spec.root],
+             len(plan.files), shard_size, len(plan.units), plan.duplicates, now(), run_id, spec.root,
+             json.dumps(plan.other_files)],
         )
+        if plan.problems:
+            self.con.executemany("INSERT INTO errors VALUES (?, ?, 'list', ?, ?, ?, NULL)",
+                                 [[source_id, key, reason, run_id, now()] for key, reason in plan.problems])
         files = pa.table({
             "source_id": pa.array([source_id] * len(plan.files), pa.int32()),
             "file_id": pa.array(range(len(plan.files)), pa.int32()),
@@ -283,6 +310,35 @@ class Manifest:
         self.con.executemany("UPDATE source_files SET mtime_ns = ? WHERE source_id = ? AND file_id = ?",
                              [[plan.files[f].mtime_ns, source_id, f] for f in touched])
 
+    def check_overlap(self, new: list) -> None:
+        """Refuse new sources that share a file with each other or with a source already cached: its
+        items would be cached, and trained on, twice. `new`: (spec, plan) of sources not yet registered."""
+        import pyarrow as pa
+
+        paths, owners = [], []
+        for i, (spec, plan) in enumerate(new):
+            paths.extend(os.path.join(spec.root, e.path) for e in plan.files)
+            owners.extend([i] * len(plan.files))
+        if not paths:
+            return
+        self.con.register("_new_files", pa.table({"path": pa.array(paths, pa.string()), "owner": pa.array(owners, pa.int32())}))
+        try:
+            twice = self.con.execute("SELECT path, min(owner), max(owner) FROM _new_files GROUP BY path "
+                                     "HAVING count(DISTINCT owner) > 1 LIMIT 1").fetchall()
+            if twice:
+                a, b = new[twice[0][1]][0].uri, new[twice[0][2]][0].uri
+                raise DimefmError(f"{twice[0][0]} belongs to two sources of this command ({a} and {b}): give it once")
+            cached = self.con.execute(
+                "SELECT n.path, n.owner, s.source_id, s.uri FROM _new_files n JOIN source_files f "
+                "ON n.path = (SELECT root FROM sources WHERE source_id = f.source_id) || '/' || f.path "
+                "JOIN sources s ON s.source_id = f.source_id LIMIT 1").fetchall()
+        finally:
+            self.con.unregister("_new_files")
+        if cached:
+            path, owner, sid, uri = cached[0]
+            raise DimefmError(f"{path} of {new[owner][0].uri} is already cached as part of source {sid} ({uri}): "
+                              "encode only what is new")
+
     def source_row(self, modality: str, uri: str):
         return _first(self.con.execute(
             "SELECT source_id, shard_size FROM sources WHERE modality = ? AND uri = ?", [modality, uri]
@@ -295,7 +351,7 @@ class Manifest:
     def count_repeated_keys(self) -> None:
         """Per source: items whose key an earlier item of the same source already had."""
         self.con.execute(
-            "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(*) - count(DISTINCT key) AS n "
+            "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
             "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
         )
 
@@ -332,10 +388,11 @@ class Manifest:
             for s in commit.shards:
                 shard_id = _first(con.execute("SELECT coalesce(max(shard_id), 0) + 1 FROM shards"))[0]
                 con.execute(
-                    "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?)",
+                    "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?)",
                     [shard_id, commit.source_id, commit.unit, s.part, commit.modality, f"{s.name}.npy",
                      f"{s.name}.parquet", s.rows, s.dim, s.dtype, s.checksum, s.parquet_checksum, s.bytes, now(),
-                     f"{s.name}.loc.npy" if s.loc_checksum else None, s.loc_checksum or None],
+                     f"{s.name}.loc.npy" if s.loc_checksum else None, s.loc_checksum or None, s.sample or None,
+                     s.loc_sample or None],
                 )
                 hash_col = "text_hash" if commit.modality == "text" else "NULL"
                 con.execute(
@@ -349,9 +406,10 @@ class Manifest:
                     [[commit.source_id, k, r, run_id, now(), f] for k, r, f in commit.errors],
                 )
             con.execute(
-                "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
-                 commit.truncated, commit.rank, run_id, now(), commit.pack, commit.pack_checksum or None, commit.pack_bytes],
+                 commit.truncated, commit.rank, run_id, now(), commit.pack, commit.pack_checksum or None, commit.pack_bytes,
+                 commit.pack_sample or None],
             )
             con.execute("COMMIT")
         except BaseException:
@@ -361,17 +419,19 @@ class Manifest:
 
     # ----------------------------------------------------------------------------- views
     def shard_files(self, modality: str) -> list[tuple]:
-        """(npy path, parquet path, rows, checksum) of complete shards, in shard order."""
+        """(npy path, parquet path, rows, checksum, sampled checksum) of complete shards, in shard order."""
         rows = self.con.execute(
-            "SELECT path, parquet_path, rows, checksum FROM shards WHERE modality = ? AND state = 'complete' ORDER BY shard_id",
-            [modality],
+            "SELECT path, parquet_path, rows, checksum, sample FROM shards WHERE modality = ? AND state = 'complete' "
+            "ORDER BY shard_id", [modality],
         ).fetchall()
         base = self.cache_dir
-        return [(base / r[0], base / r[1], r[2], r[3]) for r in rows]
+        return [(base / r[0], base / r[1], r[2], r[3], r[4]) for r in rows]
 
     def refresh_views(self) -> None:
         """(Re)create `image_embeddings` / `text_embeddings` over the current shards, their files named
         relative to the manifest's folder (absolute when the cache lives elsewhere)."""
+        import duckdb
+
         for modality, cols in VIEW_COLUMNS.items():
             files = [_relative_if_inside(Path(f[1]), self.path.parent) for f in self.shard_files(modality)]
             name = f"{modality}_embeddings"
@@ -387,7 +447,11 @@ class Manifest:
                 else:
                     empty += ", NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length"
                 sql = f"SELECT {empty} WHERE false"
-            self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+            try:
+                self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+            except duckdb.Error as exc:
+                raise DimefmError(f"cannot build the SQL view {name}: {str(exc).splitlines()[0]} "
+                                  f"(dimefm info --cache {self.path} --verify lists what is missing)") from None
 
 
 def _first(result):

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import contextlib
+import os
+
+from rich.table import Table
 
 from dimefm_pipeline.progress import make_console
-from rich.table import Table
 
 console = make_console()
 
@@ -29,6 +31,9 @@ def print_encode_summary(cfg, s) -> None:
     console.print(t)
     if s.errors:
         console.print(f"[yellow]{s.errors} item(s) skipped; see: dimefm sql --cache {cfg.cache} \"SELECT * FROM errors\"")
+    if s.other_files:
+        kinds = ", ".join(f"{n:,} {ext}" for ext, n in s.other_files.items())
+        console.print(f"not images, left out of the image folders: {kinds}")
 
 
 def open_for_reading(cache: str):
@@ -39,9 +44,6 @@ def open_for_reading(cache: str):
 
 
 def print_info(cache: str, *, verify: bool = False) -> None:
-    from dimefm_pipeline.cache import sha256_file
-    from dimefm_pipeline.errors import DimefmError
-
     with open_for_reading(cache) as man:
         teacher = man.teacher()
         t = Table(title=f"teacher of {cache}")
@@ -93,34 +95,77 @@ def print_info(cache: str, *, verify: bool = False) -> None:
         console.print(t)
 
         if verify:
-            bad = 0
-            for modality in ("image", "text"):
-                for npy, _, _, checksum in man.shard_files(modality):
-                    if not Path(npy).exists() or sha256_file(npy) != checksum:
-                        console.print(f"[red]damaged shard: {npy}")
-                        bad += 1
-            if bad:
-                raise DimefmError(f"{bad} shard(s) missing or not matching their checksum")
-            console.print("[green]all shard checksums match")
+            from dimefm_pipeline.verify import verify_cache
+
+            findings, n_files, n_bytes = verify_cache(man)
+            for f in findings:
+                console.print(f"[red]{f}", highlight=False)
+            if findings:
+                raise CacheFindings(f"{len(findings)} finding(s) in {n_files:,} cache files ({_size(n_bytes)} hashed)")
+            console.print(f"[green]all {n_files:,} cache files match their checksums ({_size(n_bytes)} hashed), "
+                          "and the cache folder holds no file the manifest does not know")
 
 
-def print_sql(cache: str, query: str, *, limit: int = 50, csv: bool = False) -> None:
+class CacheFindings(Exception):
+    """`info --verify` found damaged, missing or unknown files (the CLI exits 1)."""
+
+
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT
+TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise (CSV prints every row)
+
+
+def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[str], list[tuple], int | None]:
+    """Run one read-only statement: (columns, rows, total rows when `limit` cut them, else None).
+
+    The connection is read-only and locked down before the query runs: it can read the manifest
+    and the cache's own files and nothing else, and only SELECT-like statements are accepted, so no
+    query can write a file, attach a database or change a setting.
+    """
     import duckdb
 
     from dimefm_pipeline.errors import DimefmError
 
-    with open_for_reading(cache) as man:
+    def fail(exc):
+        return DimefmError(f"SQL error: {str(exc).splitlines()[0]}")
+
+    with open_for_reading(cache) as man, _working_dir(man.path.parent):
+        man.lock_down()
+        try:
+            statements = man.con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise fail(exc) from None
+        if len(statements) != 1:
+            raise DimefmError(f"dimefm sql runs one statement at a time (got {len(statements)})")
+        kind = statements[0].type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise DimefmError(f"dimefm sql is read-only: a {kind} statement is refused (use the duckdb CLI on a copy "
+                              "to change or export a cache)")
         try:
             rel = man.con.sql(query)
+            cols = rel.columns
+            rows = rel.fetchall() if limit is None else rel.limit(limit + 1).fetchall()
+            total = None
+            if limit is not None and len(rows) > limit:
+                total = man.con.sql(f"SELECT count(*) FROM ({query.rstrip().rstrip(';')})").fetchall()[0][0]
+                rows = rows[:limit]
         except duckdb.Error as exc:
-            raise DimefmError(f"SQL error: {str(exc).splitlines()[0]}") from None
-        if rel is None:
-            return
-        cols = rel.columns
-        try:
-            rows = rel.limit(limit).fetchall()
-        except duckdb.Error as exc:
-            raise DimefmError(f"SQL error: {str(exc).splitlines()[0]}") from None
+            raise fail(exc) from None
+    return cols, rows, total
+
+
+@contextlib.contextmanager
+def _working_dir(path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
+
+
+def print_sql(cache: str, query: str, *, limit: int | None = None, csv: bool = False) -> None:
+    """A query's result as a table (TABLE_ROWS rows unless `limit` is given) or as CSV (every row)."""
+    cols, rows, total = run_sql(cache, query, limit=limit if limit is not None or csv else TABLE_ROWS)
     if csv:
         import csv as _csv
         import sys
@@ -135,6 +180,8 @@ def print_sql(cache: str, query: str, *, limit: int = 50, csv: bool = False) -> 
     for r in rows:
         t.add_row(*[_cell(v) for v in r])
     console.print(t)
+    if total is not None:
+        console.print(f"showing {len(rows)} of {total:,} rows (--limit N to show more, --csv for all)")
 
 
 def _cell(v) -> str:

@@ -45,7 +45,8 @@ class DistillConfig:
     seed: int = 0
     resume: bool = False
     stop_after: int | None = None  # end this invocation after N steps with a checkpoint (time-boxed jobs)
-    verify_cache: bool = True  # recompute shard checksums before training
+    verify_cache: str = "sample"  # before training: sample (1 MiB per cache file) | full (every byte) | off
+    item_timeout: float = 60.0  # seconds to read and decode one image before it is skipped as timed out
 
     def __post_init__(self):
         if self.text_tower not in ("student", "teacher"):
@@ -60,6 +61,24 @@ class DistillConfig:
             raise DimefmError("batch sizes must be at least 2 (similarity rows need several columns)")
         if self.precision not in ("amp", "bf16", "fp32"):
             raise DimefmError(f"--precision must be amp, bf16 or fp32, not {self.precision!r}")
+        if self.steps is not None and self.steps < 1:
+            raise DimefmError(f"--steps must be at least 1, not {self.steps}")
+        if not self.epochs > 0:
+            raise DimefmError(f"--epochs must be positive, not {self.epochs}")
+        if min(self.lr, self.min_lr, self.warmup_lr, self.weight_decay) < 0:
+            raise DimefmError("learning rates and weight decay cannot be negative")
+        if not 0 <= self.warmup < 1:
+            raise DimefmError(f"--warmup is a share of all steps in [0, 1), not {self.warmup}")
+        if self.workers < 0 or self.checkpoint_every < 1 or self.log_every < 1:
+            raise DimefmError("--workers must be >= 0, --checkpoint-every and --log-every >= 1")
+        if self.stop_after is not None and self.stop_after < 1:
+            raise DimefmError(f"--stop-after must be at least 1, not {self.stop_after}")
+        if self.item_timeout <= 0:
+            raise DimefmError("--item-timeout must be positive")
+        if isinstance(self.verify_cache, bool):  # older recipes: true = every byte, false = off
+            object.__setattr__(self, "verify_cache", "full" if self.verify_cache else "off")
+        if self.verify_cache not in ("sample", "full", "off"):
+            raise DimefmError(f"--verify-cache must be sample, full or off, not {self.verify_cache!r}")
 
     @property
     def texts_per_step(self) -> int:

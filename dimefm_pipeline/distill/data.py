@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
 from dimefm_pipeline.sources.base import BadItem, payload_hash
 from dimefm_pipeline.sources.decode import decode_image
 from dimefm_pipeline.sources.readers import B64, PACKED
@@ -121,9 +122,10 @@ class ImageBatches(Dataset):
     """Map-style: item k is this rank's decoded batch at step k of the epoch, as
     `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read."""
 
-    def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int):
+    def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int,
+                 item_timeout: float | None = ITEM_TIMEOUT):
         self.plan, self.rank, self.reader, self.transform = plan, rank, reader, transform
-        self.seed, self.epoch = seed, epoch
+        self.seed, self.epoch, self.item_timeout = seed, epoch, item_timeout
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -134,7 +136,8 @@ class ImageBatches(Dataset):
         pixels, rows, failed = [], [], []
         for row in self.plan.rows(step, self.rank):
             try:
-                pixels.append(self.transform(decode_image(self.reader.read(row))))
+                with time_limit(self.item_timeout):
+                    pixels.append(self.transform(decode_image(self.reader.read(row))))
                 rows.append(row)
             except BadItem as exc:
                 failed.append((int(row), str(exc)))
@@ -145,15 +148,17 @@ class ImageBatches(Dataset):
 
 
 def image_loader(n_rows: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
-                 seed: int, epoch: int, start: int = 0, pin_memory: bool = False):
+                 seed: int, epoch: int, start: int = 0, pin_memory: bool = False, item_timeout: float | None = ITEM_TIMEOUT):
     """This rank's (pixels, rows, failed) batches of `epoch` from step `start` on. Batch k goes to one
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
     plan = EpochPlan(n_rows, batch_size, world, seed, epoch)
-    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch)
-    return DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
-                      pin_memory=pin_memory, prefetch_factor=4 if workers else None)
+    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout)
+    loader = DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
+                        pin_memory=pin_memory, prefetch_factor=4 if workers else None,
+                        timeout=LOADER_TIMEOUT if workers else 0)
+    return guarded(loader, "training")
 
 
 def file_tables(cache: str, idx) -> dict:

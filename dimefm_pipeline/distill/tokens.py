@@ -36,12 +36,21 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
                                         "ORDER BY shard_id").fetchall()]
         folder = man.cache_dir / "tokens" / tokenizer_key(tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for (npy, parquet, rows, _), checksum in zip(files, sums):
+    paths, built = [], []
+    for (npy, parquet, rows, *_), checksum in zip(files, sums):
         path = folder / f"{checksum[:32]}.npy"
         if not path.exists():
             texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
             ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])
-            write_durable(path, npy_bytes(ids))
+            data = npy_bytes(ids)
+            write_durable(path, data)
+            built.append((folder.name, checksum, str(path.relative_to(folder.parent.parent)), len(ids),
+                          hashlib.sha256(data).hexdigest()))
         paths.append(path)
-    return EmbeddingTable(paths, [f[2] for f in files], verify=False, dtype=np.int32)
+    if built:  # recorded so that `dimefm info --verify` checks them like every other cache file
+        from dimefm_pipeline.distill.runlog import record
+        from dimefm_pipeline.manifest import now
+
+        record(str(idx.path), lambda man: man.con.executemany("INSERT INTO token_files VALUES (?, ?, ?, ?, ?, ?)",
+                                                               [(*b, now()) for b in built]))
+    return EmbeddingTable(paths, [f[2] for f in files], dtype=np.int32)

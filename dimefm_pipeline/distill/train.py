@@ -123,6 +123,8 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     from dimefm_pipeline.distill.data import ImageReader, TextSampler, check_image_sources, file_tables, image_transform
     from dimefm_pipeline.distill.student import build_student
 
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise DimefmError(f"--out {cfg.out} is a file, not a folder")
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=MANIFEST_WAIT)
     tables = file_tables(cfg.cache, idx)
     check_image_sources(cfg.cache, idx, tables)
@@ -190,7 +192,8 @@ def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, 
     from dimefm_pipeline.distill.data import image_loader
 
     return image_loader(len(job.idx.images), job.reader, job.transform, batch_size=cfg.batch_size, rank=rank, world=world,
-                        workers=cfg.workers, seed=cfg.seed, epoch=epoch, start=in_epoch, pin_memory=device.type == "cuda")
+                        workers=cfg.workers, seed=cfg.seed, epoch=epoch, start=in_epoch, pin_memory=device.type == "cuda",
+                        item_timeout=cfg.item_timeout)
 
 
 def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):

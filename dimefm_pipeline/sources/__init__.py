@@ -8,6 +8,6 @@ same rows.
 """
 
 from dimefm_pipeline.sources.base import SourceSpec, Unit, expand_pattern, fingerprint_files
-from dimefm_pipeline.sources.planner import plan_source, resolve_source
+from dimefm_pipeline.sources.planner import plan_source, resolve_source, resolve_sources
 
-__all__ = ["SourceSpec", "Unit", "expand_pattern", "fingerprint_files", "plan_source", "resolve_source"]
+__all__ = ["SourceSpec", "Unit", "expand_pattern", "fingerprint_files", "plan_source", "resolve_source", "resolve_sources"]

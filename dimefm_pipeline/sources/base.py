@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from dimefm_pipeline.errors import DimefmError
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif")
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
 
 
 class BadItem(Exception):
@@ -123,11 +123,26 @@ def fingerprint_files(entries) -> str:
     return h.hexdigest()
 
 
+def printable(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) shown as escapes."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def is_utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def file_entries(root: str, rel_paths) -> list[FileEntry]:
     """File-table rows for files of a source; an unreadable or non-regular file is a user error."""
     out = []
     for rel in rel_paths:
         p = os.path.join(root, rel)
+        if not is_utf8(p):
+            raise DimefmError(f"{printable(p)}: the file name is not valid UTF-8; rename it")
         try:
             st = os.stat(p)
         except OSError as exc:
@@ -138,25 +153,59 @@ def file_entries(root: str, rel_paths) -> list[FileEntry]:
     return out
 
 
-def list_image_folder(root: str) -> list[FileEntry]:
-    """All images below `root`, recursively, as file-table rows sorted by relative path.
+@dataclass
+class FolderListing:
+    """What listing an image folder found: images, and what it skipped and why."""
 
-    Files that cannot be stat'ed are kept (size -1) so that reading them records the reason.
+    entries: list[FileEntry]
+    problems: list[tuple[str, str]]  # (relative path, reason): recorded in the manifest's errors
+    other_files: dict[str, int]  # extension -> files that are not images (sidecars: .json, .txt...)
+
+
+def list_image_folder(root: str) -> FolderListing:
+    """All images below `root`, recursively and following symlinks, as file-table rows sorted by path.
+
+    Each folder is listed once (a symlink loop or a second link to a folder is recorded, not
+    followed again); folders that cannot be listed and file names that are not UTF-8 are recorded;
+    files that cannot be stat'ed are kept (size -1) so that reading them records the reason.
     """
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=True):
+    entries: list[FileEntry] = []
+    problems: list[tuple[str, str]] = []
+    other: dict[str, int] = {}
+    seen: dict[tuple[int, int], str] = {}
+
+    def unlistable(exc: OSError) -> None:
+        problems.append((printable(os.path.relpath(exc.filename, root)), f"cannot list folder: {exc.strerror}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
+        rel_dir = os.path.relpath(dirpath, root)
+        try:
+            st = os.stat(dirpath)
+        except OSError:
+            dirnames[:] = []
+            continue
+        first = seen.setdefault((st.st_dev, st.st_ino), rel_dir)
+        if first != rel_dir:
+            problems.append((printable(rel_dir), f"folder already listed as {printable(first)} (a symlink loop or a second link): not listed again"))
+            dirnames[:] = []
+            continue
         dirnames.sort()
         for fn in sorted(filenames):
-            if fn.lower().endswith(IMAGE_EXTS):
-                full = os.path.join(dirpath, fn)
+            rel = os.path.normpath(os.path.join(rel_dir, fn))
+            ext = os.path.splitext(fn)[1].lower()
+            if ext not in IMAGE_EXTS:
+                other[ext or "(none)"] = other.get(ext or "(none)", 0) + 1
+            elif not is_utf8(rel):
+                problems.append((printable(rel), "file name is not valid UTF-8: rename it to encode it"))
+            else:
                 try:
-                    st = os.stat(full)
+                    st = os.stat(os.path.join(dirpath, fn))
                     size, mtime = st.st_size, st.st_mtime_ns
                 except OSError:
                     size, mtime = -1, 0
-                out.append(FileEntry(os.path.relpath(full, root), size, mtime))
-    out.sort(key=lambda e: e.path)
-    return out
+                entries.append(FileEntry(rel, size, mtime))
+    entries.sort(key=lambda e: e.path)
+    return FolderListing(entries, problems, dict(sorted(other.items())))
 
 
 def payload_hash(data: bytes) -> int:

@@ -11,6 +11,8 @@ from dimefm_pipeline.sources.base import BadItem
 from dimefm_pipeline.sources.readers import B64
 
 MAX_IMAGE_PIXELS = 16_000 * 16_000  # above this a file is treated as a decompression bomb
+# Resizing the short side to the model's size would blow a 10,000 x 1 strip up to 2.24M x 224 pixels.
+MAX_ASPECT = 100
 
 __all__ = ["BadItem", "decode_image", "load_bytes", "to_rgb"]
 
@@ -56,6 +58,9 @@ def decode_image(payload):
             raise BadItem(f"corrupt or truncated image: {exc}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = old_limit
+    w, h = img.size
+    if max(w, h) > MAX_ASPECT * max(min(w, h), 1):
+        raise BadItem(f"{w} x {h} pixels: an aspect ratio beyond {MAX_ASPECT}:1")
     return to_rgb(img)
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.sources.base import (
+    IMAGE_EXTS,
     FileEntry,
     SourceSpec,
     Unit,
@@ -18,7 +19,7 @@ from dimefm_pipeline.sources.base import (
     list_image_folder,
     pack_mask,
 )
-from dimefm_pipeline.sources.readers import check_text, parquet_rows, text_lines
+from dimefm_pipeline.sources.readers import parquet_rows, parquet_text, text_lines
 
 TSV_IMAGE_CHUNK_BYTES = 256 << 20  # image TSVs are split by byte range: no line index needed
 IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
@@ -33,6 +34,30 @@ class Plan:
     files: list[FileEntry]
     fingerprint: str
     duplicates: int = 0  # exact-duplicate sentences skipped (text only)
+    problems: list = field(default_factory=list)  # (key, reason) found while listing: recorded as errors
+    other_files: dict = field(default_factory=dict)  # extension -> files of a folder that are not images
+
+
+def resolve_sources(args, modality: str, options: dict | None = None) -> list[SourceSpec]:
+    """Every source of one command: a pattern matching folders gives one image source per folder; a
+    source given twice is a user error (encoding it twice would cache its items twice)."""
+    specs: list[SourceSpec] = []
+    for arg in args:
+        if modality == "image" and not os.path.exists(arg):
+            hits = expand_pattern(arg)
+            folders = [h for h in hits if os.path.isdir(h)]
+            if folders and len(folders) < len(hits):
+                raise DimefmError(f"{arg} matches folders and files: give the folders and the files as separate sources")
+            if folders:
+                specs.extend(resolve_source(f, modality, options) for f in folders)
+                continue
+        specs.append(resolve_source(arg, modality, options))
+    seen: dict[str, int] = {}
+    for i, spec in enumerate(specs):
+        if spec.uri in seen:
+            raise DimefmError(f"{spec.uri} is given twice in one command")
+        seen[spec.uri] = i
+    return specs
 
 
 def resolve_source(arg: str, modality: str, options: dict | None = None) -> SourceSpec:
@@ -110,13 +135,15 @@ def _unit(spec: SourceSpec, source_id: int, index: int, path: str, file: int, **
 def _plan_images(spec: SourceSpec, source_id: int, shard_size: int) -> Plan:
     units: list[Unit] = []
     if spec.fmt == "folder":
-        entries = list_image_folder(spec.root)
+        listing = list_image_folder(spec.root)
+        entries = listing.entries
         if not entries:
-            raise DimefmError(f"no images (jpg, jpeg, png, webp, bmp, gif) under {spec.root}")
+            others = ", ".join(f"{n} {ext}" for ext, n in listing.other_files.items()) or "no files"
+            raise DimefmError(f"no images ({', '.join(e[1:] for e in IMAGE_EXTS)}) under {spec.root} ({others})")
         members = [e.path for e in entries]
         for i in range(0, len(members), shard_size):
             units.append(_unit(spec, source_id, len(units), "", i, members=tuple(members[i : i + shard_size])))
-        return Plan(units, entries, fingerprint_files(entries))
+        return Plan(units, entries, fingerprint_files(entries), problems=listing.problems, other_files=listing.other_files)
     entries = file_entries(spec.root, spec.files)
     for file, rel in enumerate(spec.files):
         path = os.path.join(spec.root, rel)
@@ -149,7 +176,7 @@ def text_hash(text: str) -> int:
 
 def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) -> Plan:
     units: list[Unit] = []
-    duplicates = 0
+    duplicates, valid, first_error = 0, 0, None
     entries = file_entries(spec.root, spec.files)
     for file, rel in enumerate(spec.files):
         path = os.path.join(spec.root, rel)
@@ -165,8 +192,10 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) ->
             col, key_col = spec.options["text_column"], spec.options.get("key_column")
             for lo in range(0, n, shard_size):
                 keep = []
-                for _, _, value in parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
-                    text = check_text(str(value))[0] if value is not None else None
+                for _, _, value, err in parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
+                    text, err = parquet_text(value) if err is None else (None, err)
+                    valid += text is not None
+                    first_error = first_error or err
                     duplicates += _keep(text, seen, keep)
                 close(lo, min(lo + shard_size, n), 0, keep)
             continue
@@ -176,12 +205,18 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) ->
             if lineno - start == shard_size:
                 close(start, lineno, offset, keep)
                 start, offset, keep = lineno, line_offset, []
-            for _, text, _ in records:
+            for _, text, err in records:
+                valid += text is not None
+                first_error = first_error or err
                 duplicates += _keep(text, seen, keep)
         if lineno >= start:
             close(start, lineno + 1, offset, keep)
     if not units:
         raise DimefmError(f"{spec.uri} holds no sentences")
+    if not valid:
+        hint = {"jsonl": "--text-field", "parquet": "--text-column"}.get(spec.fmt)
+        raise DimefmError(f"every record of {spec.uri} would be skipped ({first_error})"
+                          + (f": is {hint} right?" if hint else ""))
     return Plan(units, entries, fingerprint_files(entries), duplicates)
 
 

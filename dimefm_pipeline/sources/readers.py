@@ -153,7 +153,7 @@ def _tar_records(unit: Unit) -> Iterator[ImageRecord]:
                     continue
                 key, ext = _split_member(m.name)
                 g = groups.setdefault(key, [None])
-                if g[0] is None and ext in IMAGE_EXTS and not m.issparse():
+                if g[0] is None and ext.endswith(IMAGE_EXTS) and not m.issparse():
                     g[0] = m
     except (tarfile.TarError, OSError, EOFError) as exc:
         yield ImageRecord(0, "", unit.file, error=f"unreadable tar {unit.path}: {exc}")
@@ -196,7 +196,7 @@ def _tar_stream_records(unit: Unit) -> Iterator[ImageRecord]:
                         if found is not None:
                             with_image.add(current)
                     current, found = key, None
-                if found is None and ext in IMAGE_EXTS:
+                if found is None and ext.endswith(IMAGE_EXTS):
                     found = tf.extractfile(member).read()
         if current is not None and (found is not None or current not in with_image):
             yield _stream_record(pos, current, unit.file, found)
@@ -251,13 +251,21 @@ def _parquet_image_records(unit: Unit, block) -> Iterator[ImageRecord]:
     keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
     for i, (key, value) in enumerate(zip(keys, values)):
         row = lo + i
-        rec = ImageRecord(row, str(row) if key is None else str(key), unit.file)
+        rec = ImageRecord(row, _key(key, row, key_col), unit.file)
         try:
             rec.data = _parquet_payload(value, base)
             rec.length = len(rec.data)
         except BadItem as exc:
             rec.error = str(exc)
         yield rec
+
+
+def _key(value, row: int, key_col: str | None) -> str | None:
+    """A Parquet row's key: its key cell as text (None when the cell is null), or the row number
+    when the file has no key column."""
+    if key_col is None:
+        return str(row)
+    return None if value is None else str(value)
 
 
 def _row_group(pf, rg: int, cols: list[str], lo: int, hi: int):
@@ -321,12 +329,9 @@ def text_records(unit: Unit) -> Iterator[tuple[int, str, str | None, str | None]
         import pyarrow.parquet as pq
 
         pf = pq.ParquetFile(unit.abspath)
-        for row, key, value in parquet_rows(pf, unit.start, unit.stop, opts["text_column"], opts.get("key_column")):
-            key = str(row) if key is None else str(key)
-            if value is None:
-                yield row, key, None, "null text"
-            else:
-                yield row, key, *check_text(str(value))
+        key_col = opts.get("key_column")
+        for row, key, value, err in parquet_rows(pf, unit.start, unit.stop, opts["text_column"], key_col):
+            yield row, _key(key, row, key_col), *(parquet_text(value) if err is None else (None, err))
         return
     pos = 0
     with open(unit.abspath, "rb") as f:
@@ -341,21 +346,37 @@ def text_records(unit: Unit) -> Iterator[tuple[int, str, str | None, str | None]
 
 
 def parquet_rows(pf, start: int, stop: int, col: str, key_col: str | None):
-    """Rows [start, stop) of a Parquet file, reading only the row groups that overlap."""
+    """Rows [start, stop) of a Parquet file as (row, key, value, error), reading only the row groups
+    that overlap; every row of a row group that cannot be read comes with the reason."""
     cols = [col] + ([key_col] if key_col else [])
     first = 0
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         lo, hi = max(start, first), min(stop, first + n)
         if lo < hi:
-            table = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
-            values = table.column(col).to_pylist()
-            keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
-            for i, (k, v) in enumerate(zip(keys, values)):
-                yield lo + i, k, v
+            try:
+                table = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
+                values = table.column(col).to_pylist()
+                keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged page
+                for row in range(lo, hi):
+                    yield row, None, None, f"unreadable Parquet row group {rg}: {' '.join(str(exc).split())[:200]}"
+            else:
+                for i, (k, v) in enumerate(zip(keys, values)):
+                    yield lo + i, k, v, None
         first += n
         if first >= stop:
             break
+
+
+def parquet_text(value) -> tuple[str | None, str | None]:
+    """A Parquet text cell as (text, error): only strings are sentences (an int or a list is refused,
+    not turned into its string form)."""
+    if value is None:
+        return None, "null text"
+    if not isinstance(value, str):
+        return None, f"text cell holds {type(value).__name__}, not a string"
+    return check_text(value)
 
 
 def text_lines(path: str, fmt: str, opts: dict) -> Iterator[tuple[int, int, list]]:
@@ -371,6 +392,8 @@ def text_lines(path: str, fmt: str, opts: dict) -> Iterator[tuple[int, int, list
 def text_line(fmt: str, lineno: int, raw: bytes, opts: dict):
     """The (key, text, error) records of one line of a txt, JSONL or TSV sentence file."""
     raw = raw.rstrip(b"\r\n")
+    if lineno == 0 and raw.startswith(b"\xef\xbb\xbf"):  # a UTF-8 byte-order mark is not text
+        raw = raw[3:]
     try:
         line = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -388,7 +411,9 @@ def text_line(fmt: str, lineno: int, raw: bytes, opts: dict):
             yield str(lineno + 1), None, f"invalid JSON: {exc.msg}"
             return
         field, key_field = opts.get("text_field", "text"), opts.get("key_field")
-        key = str(obj.get(key_field, lineno + 1)) if key_field and isinstance(obj, dict) else str(lineno + 1)
+        key = str(lineno + 1)
+        if key_field and isinstance(obj, dict) and key_field in obj:
+            key = None if obj[key_field] is None else str(obj[key_field])
         if not isinstance(obj, dict) or field not in obj:
             yield key, None, f"missing field {field!r}"
         elif not isinstance(obj[field], str):
@@ -399,6 +424,9 @@ def text_line(fmt: str, lineno: int, raw: bytes, opts: dict):
         key, tab, rest = line.partition("\t")
         if not tab:
             yield key or str(lineno + 1), None, "no tab-separated text column"
+            return
+        if "\t" in rest:
+            yield key, None, f"{line.count(chr(9)) + 1} tab-separated fields, expected 2 (key, text)"
             return
         stripped = rest.strip()
         if stripped.startswith("{"):
