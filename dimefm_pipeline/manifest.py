@@ -147,6 +147,8 @@ class Manifest:
             msg = str(exc)
             if "lock" in msg.lower():
                 raise DimefmError(f"manifest {path} is open for writing by another process; only one writer at a time ({msg.splitlines()[0]})") from None
+            if "not a valid DuckDB database" in msg:
+                raise DimefmError(f"{path} is not a DuckDB manifest (not a DuckDB database file)") from None
             raise DimefmError(f"cannot open manifest {path}: {msg.splitlines()[0]}") from None
         except duckdb.Error as exc:
             raise DimefmError(f"{path} is not a DuckDB manifest: {str(exc).splitlines()[0]}") from None

@@ -60,7 +60,7 @@ def read_regular(path: str, offset: int = 0, length: int | None = None) -> bytes
     finally:
         os.close(fd)
     if length is not None and len(data) != length:
-        raise BadItem(f"short read: {len(data)} of {length} bytes (the file changed)")
+        raise BadItem(f"short read: {len(data)} of {length} bytes (a truncated or changed file)")
     return data
 
 
@@ -245,7 +245,7 @@ def _parquet_image_records(unit: Unit, block) -> Iterator[ImageRecord]:
         table = _row_group(pq.ParquetFile(unit.abspath), rg, [col] + ([key_col] if key_col else []), lo, hi)
     except Exception as exc:  # noqa: BLE001 - a damaged page: every row of the block is recorded
         for row in range(lo, hi):
-            yield ImageRecord(row, str(row), unit.file, error=f"unreadable Parquet row group {rg}: {exc}")
+            yield ImageRecord(row, None, unit.file, error=f"unreadable Parquet row group {rg} (row {row}): {_one_line(exc)}")
         return
     values = table.column(col).to_pylist()
     keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
@@ -258,6 +258,10 @@ def _parquet_image_records(unit: Unit, block) -> Iterator[ImageRecord]:
         except BadItem as exc:
             rec.error = str(exc)
         yield rec
+
+
+def _one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def _key(value, row: int, key_col: str | None) -> str | None:
@@ -331,7 +335,10 @@ def text_records(unit: Unit) -> Iterator[tuple[int, str, str | None, str | None]
         pf = pq.ParquetFile(unit.abspath)
         key_col = opts.get("key_column")
         for row, key, value, err in parquet_rows(pf, unit.start, unit.stop, opts["text_column"], key_col):
-            yield row, _key(key, row, key_col), *(parquet_text(value) if err is None else (None, err))
+            if err is not None:  # the row group could not be read: its keys are unknown too
+                yield row, None, None, err
+            else:
+                yield row, _key(key, row, key_col), *parquet_text(value)
         return
     pos = 0
     with open(unit.abspath, "rb") as f:
@@ -360,7 +367,7 @@ def parquet_rows(pf, start: int, stop: int, col: str, key_col: str | None):
                 keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged page
                 for row in range(lo, hi):
-                    yield row, None, None, f"unreadable Parquet row group {rg}: {' '.join(str(exc).split())[:200]}"
+                    yield row, None, None, f"unreadable Parquet row group {rg} (row {row}): {_one_line(exc)}"
             else:
                 for i, (k, v) in enumerate(zip(keys, values)):
                     yield lo + i, k, v, None
