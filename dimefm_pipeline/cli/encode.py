@@ -20,14 +20,16 @@ BatchOpt = typer.Option(256, "--batch-size", min=1, help="Items per teacher forw
 WorkersOpt = typer.Option(4, "--workers", min=0, help="DataLoader worker processes for reading, decoding and transforms.")
 ShardOpt = typer.Option(65_536, "--shard-size", min=1, help="Maximum rows per shard file (also the unit of resume).")
 PrecisionOpt = typer.Option("auto", "--precision", help="auto | fp32 | fp16 | bf16 (autocast; CUDA only).")
+TimeoutOpt = typer.Option(60.0, "--item-timeout", help="Seconds to read and decode one item before it is skipped and recorded.")
 
 
-def _run(modality: str, sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision, options):
+def _run(modality: str, sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision, options,
+         item_timeout):
     from dimefm_pipeline.encode import EncodeConfig, encode
     from dimefm_pipeline.report import print_encode_summary
 
     cfg = EncodeConfig(modality, tuple(sources), cache, cache_dir, teacher, pretrained, batch_size, workers,
-                       shard_size, precision, {k: v for k, v in options.items() if v is not None})
+                       shard_size, precision, {k: v for k, v in options.items() if v is not None}, item_timeout)
     summary = encode(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
     if summary is not None:
         print_encode_summary(cfg, summary)
@@ -44,12 +46,13 @@ def encode_images(
     workers: int = WorkersOpt,
     shard_size: int = ShardOpt,
     precision: str = PrecisionOpt,
+    item_timeout: float = TimeoutOpt,
     image_column: Optional[str] = typer.Option(None, help="Parquet column with image bytes or paths (default: guessed)."),
     key_column: Optional[str] = typer.Option(None, help="Parquet column with item keys (default: key/__key__/id, else row number)."),
 ):
     """Encode images with the teacher's image tower."""
     _run("image", sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision,
-         {"image_column": image_column, "key_column": key_column})
+         {"image_column": image_column, "key_column": key_column}, item_timeout)
 
 
 @encode_app.command("texts")
@@ -63,6 +66,7 @@ def encode_texts(
     workers: int = WorkersOpt,
     shard_size: int = ShardOpt,
     precision: str = PrecisionOpt,
+    item_timeout: float = TimeoutOpt,
     text_field: Optional[str] = typer.Option(None, help="JSONL field holding the sentence (default: text)."),
     key_field: Optional[str] = typer.Option(None, help="JSONL field holding the key (default: line number)."),
     text_column: Optional[str] = typer.Option(None, help="Parquet column holding the sentence (default: text)."),
@@ -70,4 +74,5 @@ def encode_texts(
 ):
     """Encode sentences with the teacher's text tower (exact duplicates are encoded once)."""
     _run("text", sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision,
-         {"text_field": text_field, "key_field": key_field, "text_column": text_column, "key_column": key_column})
+         {"text_field": text_field, "key_field": key_field, "text_column": text_column, "key_column": key_column},
+         item_timeout)
