@@ -8,7 +8,6 @@ device.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
 from typing import NamedTuple
 
 import torch
@@ -16,29 +15,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .distributed import gather_features
+from .loss_config import LossConfig
 
-
-@dataclass(frozen=True)
-class LossConfig:
-    """Every loss option of `dimefm_losses`, for recipes: `dimefm_losses(..., **cfg.as_kwargs())`."""
-
-    logit_scale: float = 100.0  # fixed similarity scale s; the reference does not learn it
-    tau_vl: float = 1.0  # temperature of the image-text terms
-    tau_pvl: float = 3.0  # temperature of the pseudo-caption terms (also the mined variant)
-    tau_udist: float = 7.0  # temperature of the uni-modal terms
-    w_vl: float = 0.7  # weight of VL in total
-    w_pvl: float = 0.3  # weight of P-VL in total
-    w_udist: float = 0.0  # weight of UDist in total (off in the reference's published run)
-    train_text: bool = False  # add the mirrored text-tower terms
-    w_vl_text: float | None = None  # None: same as w_vl
-    w_pvl_text: float | None = None  # None: same as w_pvl
-    w_udist_text: float | None = None  # None: same as w_udist
-    w_pvl_mined: float = 0.0  # weight of P-VL with mined sentences as pseudo captions
-    local_loss: bool = False  # rows: local batch only, columns: global batch (under DDP)
-
-    def as_kwargs(self) -> dict:
-        """The options as keyword arguments of `dimefm_losses`."""
-        return asdict(self)
+__all__ = ["LossConfig", "dimefm_losses", "kl_rows", "similarity_logits"]
 
 
 def similarity_logits(x: Tensor, y: Tensor, *, logit_scale: float = 100.0) -> Tensor:

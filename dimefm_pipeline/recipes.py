@@ -4,6 +4,12 @@ Sections (all optional but [run]): [run] name, cache, out; [world] (generate the
 [data] images / texts (source lists) and per-modality options; [encode]; [mine]; [distill] (every
 `DistillConfig` field, loss options flat or under [distill.loss]); [eval]. Strings may use `{out}`
 and `{cache_dir}`. `--set section.key=value` overrides any value (the value is parsed as TOML).
+
+Relative paths of what a recipe reads (data sources, the student and teacher configs, `init`, the
+eval suite) are resolved against the recipe file, so a recipe works from any directory and a shipped
+recipe finds the files shipped beside it; `--set` values are paths as the user typed them, relative
+to the working directory. What a run writes (`run.out`, `run.cache`) goes under the working
+directory: a shipped recipe lives inside the installed package, which is no place for runs.
 """
 
 from __future__ import annotations
@@ -16,7 +22,10 @@ from pathlib import Path
 from dimefm_pipeline.errors import DimefmError
 
 SECTIONS = {"run", "world", "data", "encode", "mine", "distill", "eval"}
-STAGES_DIR = Path(__file__).resolve().parents[1] / "stages"
+STAGES_DIR = Path(__file__).resolve().parent / "stages"  # the repository's stages/, shipped inside the wheel
+# (section, key) of values that name files a run reads; a relative one is relative to the recipe file
+INPUT_PATHS = {("data", "images"), ("data", "texts"), ("encode", "teacher"), ("encode", "pretrained"),
+               ("distill", "student"), ("distill", "init"), ("eval", "suite")}
 
 
 @dataclass(frozen=True)
@@ -73,6 +82,7 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
     if unknown:
         raise DimefmError(f"{path}: unknown section(s) {', '.join(sorted(unknown))} (known: {', '.join(sorted(SECTIONS))})")
     raw.setdefault("run", {})
+    _resolve_inputs(raw, path.resolve().parent)
     for item in overrides:
         key, eq, value = item.partition("=")
         if not eq or "." not in key:
@@ -90,6 +100,23 @@ def load_recipe(name_or_path: str, overrides: list[str] | tuple[str, ...] = ()) 
         node[leaf] = parsed
     recipe = Recipe(path, raw)
     return Recipe(path, _fill(raw, recipe))
+
+
+def _resolve_inputs(raw: dict, base: Path) -> None:
+    """Make the recipe's relative input paths absolute against its own folder (see the module doc).
+    A value that is not a path (an open_clip name like `ViT-L-14`, a tag like `openai`, `world`) is
+    left alone: only values with a path separator or a file suffix, or that exist beside the recipe."""
+    def resolve(v):
+        if not isinstance(v, str) or not v or Path(v).is_absolute() or v.startswith("{"):
+            return v
+        looks_like_path = "/" in v or Path(v).suffix in (".json", ".pt", ".bin", ".safetensors", ".tar", ".txt", ".jsonl",
+                                                         ".parquet", ".tsv") or (base / v).exists()
+        return str(base / v) if looks_like_path else v
+
+    for section, key in INPUT_PATHS:
+        sec = raw.get(section)
+        if isinstance(sec, dict) and key in sec:
+            sec[key] = [resolve(v) for v in sec[key]] if isinstance(sec[key], list) else resolve(sec[key])
 
 
 def distill_config(recipe: Recipe, **extra):

@@ -199,12 +199,14 @@ def test_zero_weight_terms_are_reported_but_not_differentiated():
 
 
 def test_half_precision_features_give_float32_losses():
-    ti, tt, si, st = _batch(seed=12)
-    out = dimefm_losses(ti.half(), tt.half(), si.half(), st.half(), train_text=True)
-    ref = dimefm_losses(ti.half().float(), tt.half().float(), si.half().float(), st.half().float(), train_text=True)
-    for key in ref:
+    # fp16 features (the cache's dtype, and what autocast produces) must not mean fp16 similarity maths:
+    # at s = 100 an fp16 logit carries an error of about 0.03, far above these tolerances
+    ti, tt, si, st = (t.half() for t in _batch(seed=12))
+    out = dimefm_losses(ti, tt, si, st, train_text=True)
+    ref = _hand(ti, tt, si, st)  # float64, from the same fp16 values
+    for key in ("vl", "pvl", "udist", "vl_text", "pvl_text", "udist_text"):
         assert out[key].dtype == torch.float32
-        assert out[key].item() == pytest.approx(ref[key].item(), rel=1e-5)
+        assert out[key].item() == pytest.approx(ref[key], rel=1e-4, abs=1e-6), key
 
 
 def test_invalid_calls_are_rejected():

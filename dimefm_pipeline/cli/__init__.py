@@ -20,6 +20,19 @@ app = typer.Typer(
     add_completion=False,
 )
 
+def _version(value: bool) -> None:
+    if value:
+        from dimefm_pipeline import __version__
+
+        print(f"dimefm {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
+    """Distil a large CLIP-style teacher into a small student from unpaired images and sentences."""
+
+
 # Command modules register onto `app` at import time.
 from dimefm_pipeline.cli import encode as _encode  # noqa: E402,F401
 from dimefm_pipeline.cli import inspect as _inspect  # noqa: E402,F401

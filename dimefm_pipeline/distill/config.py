@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.losses import LossConfig
+from dimefm_pipeline.loss_config import LossConfig
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,14 @@ class DistillConfig:
     # schedule (reference: 100 epochs, 4 warm-up epochs, lr 8e-4 -> 4e-5, warm-up from 4e-6)
     epochs: float = 100.0
     steps: int | None = None  # if set, overrides epochs
-    warmup: float = 0.04  # share of all steps spent warming up (4 of 100 epochs)
+    warmup: float = 0.04  # linear warm-up: a share of all steps below 1 (4 of 100 epochs), else a number of steps
     lr: float = 8e-4
     min_lr: float = 4e-5
     warmup_lr: float = 4e-6
     weight_decay: float = 0.05
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    grad_clip: float | None = 1.0  # max gradient norm; None disables
+    grad_clip: float | None = None  # max gradient norm; None: no clipping, as the reference
     precision: str = "amp"  # amp (fp16 autocast + grad scaler on CUDA; fp32 on CPU) | bf16 (CUDA or CPU) | fp32
     # losses
     loss: LossConfig = field(default_factory=LossConfig)
@@ -44,7 +44,9 @@ class DistillConfig:
     log_every: int = 10
     seed: int = 0
     resume: bool = False
+    allow_schedule_change: bool = False  # resume with another schedule than the checkpoint's
     stop_after: int | None = None  # end this invocation after N steps with a checkpoint (time-boxed jobs)
+    tensorboard: str | None = None  # folder for TensorBoard scalars (loss terms, lr), beside the CSV and manifest
     verify_cache: str = "sample"  # before training: sample (1 MiB per cache file) | full (every byte) | off
     item_timeout: float = 60.0  # seconds to read and decode one image before it is skipped as timed out
 
@@ -67,8 +69,10 @@ class DistillConfig:
             raise DimefmError(f"--epochs must be positive, not {self.epochs}")
         if min(self.lr, self.min_lr, self.warmup_lr, self.weight_decay) < 0:
             raise DimefmError("learning rates and weight decay cannot be negative")
-        if not 0 <= self.warmup < 1:
-            raise DimefmError(f"--warmup is a share of all steps in [0, 1), not {self.warmup}")
+        if self.warmup < 0:
+            raise DimefmError(f"--warmup cannot be negative, not {self.warmup}")
+        if self.grad_clip is not None and self.grad_clip <= 0:
+            raise DimefmError(f"--grad-clip-norm must be positive, not {self.grad_clip}")
         if self.workers < 0 or self.checkpoint_every < 1 or self.log_every < 1:
             raise DimefmError("--workers must be >= 0, --checkpoint-every and --log-every >= 1")
         if self.stop_after is not None and self.stop_after < 1:
@@ -79,6 +83,16 @@ class DistillConfig:
             object.__setattr__(self, "verify_cache", "full" if self.verify_cache else "off")
         if self.verify_cache not in ("sample", "full", "off"):
             raise DimefmError(f"--verify-cache must be sample, full or off, not {self.verify_cache!r}")
+
+    def warmup_steps(self, total: int) -> int:
+        """Steps of linear warm-up in a run of `total` steps."""
+        if self.warmup >= 1:
+            return min(int(round(self.warmup)), total)
+        return max(1, round(self.warmup * total)) if self.warmup > 0 else 0
+
+    # options that shape the schedule or the data order: a resumed run must keep them
+    SCHEDULE = ("steps", "epochs", "lr", "min_lr", "warmup", "warmup_lr", "weight_decay", "betas", "eps", "batch_size",
+                "text_batch_size", "seed", "grad_clip")
 
     @property
     def texts_per_step(self) -> int:

@@ -17,5 +17,5 @@ def print_distill_result(r) -> None:
         c.print(f"stopped at step {r.steps}; continue with --resume")
         return
     c.print(f"load it with open_clip alone:\n"
-            f"  open_clip.add_model_config('{r.config_path}')\n"
-            f"  model = open_clip.create_model('{r.config_path.stem}', pretrained='{r.weights_path}')")
+            f"  model, _, preprocess = open_clip.create_model_and_transforms('local-dir:{r.out}')\n"
+            f"  tokenizer = open_clip.get_tokenizer('local-dir:{r.out}')")

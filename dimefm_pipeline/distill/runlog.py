@@ -30,6 +30,7 @@ def latest_checkpoint(out: Path) -> Path | None:
 
 
 def save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfig, keep: int = 2) -> Path:
+    """Model, optimiser, scaler, the run's config and world size at `step` (the last `keep` are kept)."""
     import torch
 
     folder = out / "checkpoints"
@@ -38,15 +39,17 @@ def save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfig
     tmp = path.with_name(path.name + ".tmp")
     module = getattr(model, "module", model)
     torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict()}, tmp)
+                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+                "world": dist.world_size()}, tmp)
     tmp.replace(path)
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink()
     return path
 
 
-def load_checkpoint(out: Path, model, opt, scaler, device) -> int:
-    """Restore model, optimiser and scaler from the latest checkpoint in `out`; returns its step."""
+def load_checkpoint(out: Path, model, opt, scaler, device) -> tuple[int, dict, int | None]:
+    """Restore model, optimiser and scaler from the latest checkpoint in `out`; returns its step,
+    the config it was trained with and its world size."""
     import torch
 
     path = latest_checkpoint(out)
@@ -57,7 +60,7 @@ def load_checkpoint(out: Path, model, opt, scaler, device) -> int:
     opt.load_state_dict(ckpt["optimizer"])
     if scaler is not None and ckpt.get("scaler"):
         scaler.load_state_dict(ckpt["scaler"])
-    return int(ckpt["step"])
+    return int(ckpt["step"]), ckpt.get("config") or {}, ckpt.get("world")
 
 
 class RunLog:
@@ -89,6 +92,7 @@ class RunLog:
             _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
             self.run_id = record(self.cfg.cache, lambda m: m.start_run("distill", self._command, self.cfg.to_dict(), self.world))
         self.run_id = dist.broadcast_object(self.run_id)
+        self.tb = _tensorboard(self.cfg.tensorboard) if self.rank == 0 and self.cfg.tensorboard else None
         self._bar_cm = progress_bar(self._progress)
         self.bar = self._bar_cm.__enter__()
         self.task = self.bar.add_task("distill", total=self.job.total, completed=self.job.step, items=0, rate=0.0)
@@ -96,6 +100,8 @@ class RunLog:
 
     def __exit__(self, exc_type, exc, tb):
         self._bar_cm.__exit__(exc_type, exc, tb)
+        if self.tb is not None:
+            self.tb.close()
         if exc_type is None:
             self.status = "complete" if self.job.step >= self.job.total else "stopped"
         self._flush_failed()
@@ -105,7 +111,11 @@ class RunLog:
             if self.status == "complete":
                 from dimefm_pipeline.distill.student import save_student
 
-                self.config_path, self.weights_path = save_student(self.job.student, self.out)
+                about = {"teacher": {"arch": self.job.idx.teacher.arch, "pretrained": self.job.idx.teacher.pretrained,
+                                     "fingerprint": self.job.idx.teacher.fingerprint},
+                         "text_tower": self.cfg.text_tower, "steps": self.job.step, "run_id": self.run_id}
+                self.config_path, self.weights_path = save_student(self.job.student, self.out,
+                                                                   logit_scale=self.cfg.loss.logit_scale, about=about)
                 outputs = str(self.out.resolve())
                 plot_losses(self.csv, self.out / "loss_curves.png")
             record(self.cfg.cache, lambda m: m.end_run(self.run_id, self.status, output=outputs, metrics=self.final))
@@ -137,6 +147,9 @@ class RunLog:
             row = {"step": step, "epoch": epoch, "lr": lr, "seconds": time.time() - self.t0, **self.final}
             self.rows.append(row)
             _append_csv(self.csv, row)
+            if self.tb is not None:
+                for name, value in {"lr": lr, **self.final}.items():
+                    self.tb.add_scalar(name if name == "lr" else f"loss/{name}", value, step)
             rate = self.images / max(time.time() - self.t0, 1e-9)
             self.bar.update(self.task, completed=step, items=self.images, rate=rate, description=f"distill loss {self.final['total']:.4f}")
         if step % cfg.checkpoint_every == 0 or self.done:
@@ -171,6 +184,14 @@ class RunLog:
                                 [(reason, run_id, now(), item) for reason, run_id, item in data])
 
         record(self.cfg.cache, write)
+
+
+def _tensorboard(folder: str):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise DimefmError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter(folder)
 
 
 def _append_csv(path: Path, row: dict) -> None:

@@ -116,17 +116,32 @@ def _load_teacher_text_tower(model, teacher) -> None:
         raise DimefmError(f"teacher text tower does not fit the student: {unexpected[:5]}")
 
 
-def save_student(student: Student, out: Path) -> tuple[Path, Path]:
-    """Write `<arch>.json` (open_clip model config) and `<arch>.safetensors` into `out`."""
+HUB_CONFIG, HUB_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
+
+
+def save_student(student: Student, out: Path, *, logit_scale: float, about: dict | None = None) -> tuple[Path, Path]:
+    """Write `out` as an open_clip hub model folder: `open_clip_config.json` (`model_cfg`,
+    `preprocess_cfg`) and `open_clip_model.safetensors`, so that
+    `open_clip.create_model_and_transforms("local-dir:OUT")` loads it without dimefm, and uploading
+    the folder makes it an `hf-hub:` model. The model's `logit_scale` is the fixed scale the student was
+    trained at (its own parameter is never trained). `about`: provenance, stored under `dimefm`."""
+    import math
+
+    import torch
     from safetensors.torch import save_file
 
     from dimefm_pipeline.cache import write_durable
 
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path, weights = out / f"{student.arch}.json", out / f"{student.arch}.safetensors"
-    write_durable(cfg_path, json.dumps(student.config, indent=2).encode())
+    cfg_path, weights = out / HUB_CONFIG, out / HUB_WEIGHTS
+    preprocess = {"size": student.image_size, "mean": list(student.mean), "std": list(student.std),
+                  "interpolation": "bicubic", "resize_mode": "shortest"}
+    config = {"model_cfg": student.config, "preprocess_cfg": preprocess, "dimefm": {"arch": student.arch, **(about or {})}}
+    write_durable(cfg_path, json.dumps(config, indent=2).encode())
     module = getattr(student.model, "module", student.model)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+    if "logit_scale" in state:
+        state["logit_scale"] = torch.full_like(state["logit_scale"], math.log(logit_scale))
     tmp = weights.with_name(weights.name + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(weights)

@@ -29,7 +29,7 @@ class DistillResult:
 
 def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
     """Linear warm-up from warmup_lr to lr, then cosine down to min_lr (per step, as the reference)."""
-    warm = max(1, round(cfg.warmup * total)) if cfg.warmup > 0 else 0
+    warm = cfg.warmup_steps(total)
     if step < warm:
         return cfg.warmup_lr + (cfg.lr - cfg.warmup_lr) * step / warm
     progress = (step - warm) / max(1, total - warm)
@@ -175,7 +175,8 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     out = Path(cfg.out)
     step = 0
     if cfg.resume:
-        step = load_checkpoint(out, model, opt, scaler, device)
+        step, saved, saved_world = load_checkpoint(out, model, opt, scaler, device)
+        _check_same_schedule(cfg, saved, saved_world, world)
     elif rank == 0 and latest_checkpoint(out) is not None:
         raise DimefmError(f"{out} already holds checkpoints: pass --resume to continue, or choose a new --out")
     dist.barrier()
@@ -185,6 +186,22 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     transform = image_transform(cfg.augment, student.image_size, student.mean, student.std)
     return Job(idx, student, model, ddp, opt, scaler, {"dtype": amp_dtype, "enabled": use_amp}, texts, tokens, pairs,
                ImageReader(idx, tables), transform, per_epoch, total, step)
+
+
+def _check_same_schedule(cfg: DistillConfig, saved: dict, saved_world: int | None, world: int) -> None:
+    """A resumed run continues the checkpoint's schedule and data order, unless asked otherwise."""
+    now = cfg.to_dict()
+    changed = [f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in DistillConfig.SCHEDULE
+               if k in saved and _plain(saved[k]) != _plain(now[k])]
+    if saved_world is not None and saved_world != world:
+        changed.append(f"ranks {saved_world} -> {world}")
+    if changed and not cfg.allow_schedule_change:
+        raise DimefmError(f"--resume with another schedule than the checkpoint's ({'; '.join(changed)}): the learning "
+                          "rate and data order would not continue; pass --allow-schedule-change to accept it")
+
+
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
 
 
 def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, epoch: int, in_epoch: int):

@@ -31,6 +31,23 @@ def _is_model_config(path: Path) -> bool:
     return isinstance(cfg, dict) and "embed_dim" in cfg and "vision_cfg" in cfg
 
 
+def _load_hub_folder(path: Path, pretrained: str | None, *, device: str, quiet: bool):
+    """An open_clip hub folder (a distilled student): `open_clip_config.json` + its weights."""
+    import json
+
+    from dimefm_pipeline.models import build, register_config, resolve_spec
+
+    try:
+        hub = json.loads((path / "open_clip_config.json").read_text())
+        model_cfg = hub["model_cfg"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DimefmError(f"{path}/open_clip_config.json is not an open_clip model config: {exc}") from None
+    arch = (hub.get("dimefm") or {}).get("arch") or f"local-{path.resolve().name}"
+    register_config(arch, model_cfg)
+    weights = pretrained or str(path / "open_clip_model.safetensors")
+    return build(resolve_spec(arch, weights), device=device, quiet=quiet)
+
+
 def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet: bool = False):
     """Build the model named by `spec`: `world`, `ARCH:PRETRAINED`, `ARCH` (with `pretrained`), a
     model-config .json (with `pretrained`), or a student output folder (one model-config JSON plus
@@ -38,6 +55,8 @@ def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "
     from dimefm_pipeline.models import build, resolve_spec
 
     path = Path(spec)
+    if spec != "world" and path.is_dir() and (path / "open_clip_config.json").is_file():
+        return _load_hub_folder(path, pretrained, device=device, quiet=quiet)
     if spec != "world" and path.is_dir():
         configs = [p for p in sorted(path.glob("*.json")) if _is_model_config(p)]
         if len(configs) != 1:

@@ -51,12 +51,16 @@ def test_evaluate_reports_every_metric_as_a_fraction(world_teacher):
     res = evaluate(world_teacher, world_suite(cfg, tasks=("size", "count")), progress=False)
     json.dumps(res)  # JSON-ready
     assert set(res["tasks"]) == {"size", "count"}
+    # the shipped teacher is near-perfect on clean images (99.5 / 100 on the full suite) and good on
+    # tilted ones (95.4): numbers a broken metric would not give (a random model: about chance, above)
     for row in res["tasks"].values():
-        for value in (row["zero_shot"], row["linear_probe"], *row["robustness"].values()):
-            assert 0.0 <= value <= 1.0
+        assert row["zero_shot"] >= 0.9 and row["linear_probe"] >= 0.9
+        assert row["robustness"]["tilt"] >= 0.75
     assert set(res["robustness"]) == {"sketch", "tilt"}
-    assert 0.0 <= res["robustness_mean"] <= 1.0
+    assert res["robustness_mean"] == pytest.approx(np.mean(list(res["robustness"].values())))
     assert set(res["retrieval"]) == {f"{d}_R@{k}" for d in ("image_to_text", "text_to_image") for k in (1, 5)}
+    for d in ("image_to_text", "text_to_image"):
+        assert 0.6 <= res["retrieval"][f"{d}_R@1"] <= res["retrieval"][f"{d}_R@5"]
     assert res["model"]["arch"] == "dimefm-world-teacher"
 
 

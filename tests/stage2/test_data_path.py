@@ -149,3 +149,12 @@ def test_two_torchrun_ranks_stay_on_target(mixed_cache, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     # 61 images / (3 x 2 ranks) = 10 steps per epoch: 12 steps cross the boundary
     assert_every_batch_on_target(metric_rows(out), 12)
+
+
+def test_a_resume_after_a_kill_logs_every_step_once(mixed_cache, tmp_path):
+    cache, teacher = mixed_cache
+    out = tmp_path / "out"
+    distill(self_distill_config(cache, teacher, out, steps=8, stop_after=5, checkpoint_every=3), progress=False)
+    (out / "checkpoints" / "step_00000005.pt").unlink()  # as if killed after step 5 was logged, before its checkpoint
+    distill(self_distill_config(cache, teacher, out, steps=8, checkpoint_every=3, resume=True), progress=False)
+    assert [int(r["step"]) for r in metric_rows(out)] == list(range(1, 9))

@@ -27,16 +27,15 @@ def _cfg(cache, student, out, **kw):
     return DistillConfig.from_dict(base)
 
 
-def _student_features(cfg_path, weights, idx, n=32):
+def _student_features(folder, idx, n=32):
     """Student image features of the first n cached images (un-augmented), via open_clip alone."""
     import open_clip
     from PIL import Image
 
     from dimefm_pipeline.distill.data import ImageReader, file_tables
 
-    open_clip.add_model_config(cfg_path)
-    model = open_clip.create_model(cfg_path.stem, pretrained=str(weights)).eval()
-    _, _, pre = open_clip.create_model_and_transforms(cfg_path.stem)
+    model, _, pre = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    model.eval()
     reader = ImageReader(idx, file_tables(str(idx.path), idx))
     pix = [pre(Image.open(io.BytesIO(reader.read(row)))) for row in range(n)]
     with torch.no_grad():
@@ -51,7 +50,7 @@ def test_tiny_run_moves_student_similarities_toward_the_teacher(tiny_cache, tmp_
 
     def kl_to_teacher(out, steps):
         r = distill(_cfg(cache, student, out, steps=steps, text_tower="teacher", lr=3e-3), progress=False)
-        s_img = _student_features(r.config_path, r.weights_path, idx)[:16]
+        s_img = _student_features(r.out, idx)[:16]
         return float(dimefm_losses(t_img, t_txt, s_img, t_txt)["vl"]), r
 
     before, _ = kl_to_teacher(tmp_path / "s0", 1)
@@ -67,17 +66,22 @@ def test_tiny_run_moves_student_similarities_toward_the_teacher(tiny_cache, tmp_
     assert run == ("complete", str(r.out.resolve())) and n_metrics == 60
 
 
-def test_output_loads_with_open_clip_alone_and_matches(cache_copy, tmp_path):
+def test_output_is_an_open_clip_hub_folder_that_open_clip_alone_loads(cache_copy, tmp_path):
     cache, student = cache_copy
     r = distill(_cfg(cache, student, tmp_path / "out", steps=3), progress=False)
+    assert sorted(p.name for p in r.out.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors")) == [
+        "config.json", "open_clip_config.json", "open_clip_model.safetensors"]
+    hub = json.loads(r.config_path.read_text())
+    assert set(hub) >= {"model_cfg", "preprocess_cfg"} and hub["preprocess_cfg"]["size"] == 32
+    # a fresh interpreter, without dimefm: one line loads model, transforms and tokenizer
     code = (
-        "import open_clip, torch, sys; torch.manual_seed(0)\n"
-        f"open_clip.add_model_config({str(r.config_path)!r})\n"
-        f"m = open_clip.create_model({r.config_path.stem!r}, pretrained={str(r.weights_path)!r}).eval()\n"
-        "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0)); t = open_clip.get_tokenizer(" + repr(r.config_path.stem) + ")(['a red cat'])\n"
-        "torch.save({'i': m.encode_image(x), 't': m.encode_text(t)}, sys.argv[1])\n"
+        "import sys, torch, open_clip; assert 'dimefm_pipeline' not in sys.modules\n"
+        "m, _, pre = open_clip.create_model_and_transforms('local-dir:' + sys.argv[2]); m.eval()\n"
+        "x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))\n"
+        "t = open_clip.get_tokenizer('local-dir:' + sys.argv[2])(['a red cat'])\n"
+        "torch.save({'i': m.encode_image(x), 't': m.encode_text(t), 'scale': m.logit_scale.exp()}, sys.argv[1])\n"
     )
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.pt")], check=True, cwd=tmp_path)
+    subprocess.run([sys.executable, "-c", code, str(tmp_path / "f.pt"), str(r.out)], check=True, cwd=tmp_path)
     got = torch.load(tmp_path / "f.pt")
     import open_clip
 
@@ -90,7 +94,9 @@ def test_output_loads_with_open_clip_alone_and_matches(cache_copy, tmp_path):
     x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(got["i"], s.model.encode_image(x))
-        torch.testing.assert_close(got["t"], s.model.encode_text(open_clip.get_tokenizer(r.config_path.stem)(["a red cat"])))
+        torch.testing.assert_close(got["t"], s.model.encode_text(open_clip.get_tokenizer(f"local-dir:{r.out}")(["a red cat"])))
+    # the exported scale is the one the student was trained at (s = 100), not its random initial one
+    assert float(got["scale"]) == pytest.approx(100.0, rel=1e-5)
 
 
 def test_resume_continues_exactly(cache_copy, tmp_path):
@@ -112,7 +118,7 @@ def test_teacher_text_tower_mode_keeps_the_teachers_text_weights(cache_copy, tmp
     r = distill(_cfg(cache, student, tmp_path / "out", text_tower="teacher", steps=3), progress=False)
     teacher = load_file(str(json.loads(json.dumps(load_cache(cache).teacher.pretrained))))
     out = load_file(str(r.weights_path))
-    cfg = json.loads(r.config_path.read_text())
+    cfg = json.loads(r.config_path.read_text())["model_cfg"]
     assert cfg["text_cfg"]["width"] == 64 and cfg["vision_cfg"]["width"] == 32  # teacher's text, student's vision
     for k in ("token_embedding.weight", "text_projection", "ln_final.weight", "transformer.resblocks.0.attn.in_proj_weight"):
         torch.testing.assert_close(out[k], teacher[k], rtol=0, atol=0)
@@ -130,16 +136,16 @@ def test_mined_pairs_are_queryable_and_match_brute_force(tiny_cache):
     idx = load_cache(cache)
     img = idx.images.take(np.arange(len(idx.images))).astype(np.float32)
     txt = idx.texts.take(np.arange(len(idx.texts))).astype(np.float32)
-    best = np.argsort(-(img @ txt.T), axis=1)[:, 0]
+    scores = img @ txt.T
     con = duckdb.connect(str(cache), read_only=True)
-    rows = con.execute("SELECT image_item, text_item FROM pseudo_pairs WHERE rank = 0 ORDER BY image_item").fetchall()
-    n_pairs = con.execute("SELECT count(*) FROM pseudo_pairs").fetchall()[0][0]
+    rows = con.execute("SELECT image_item, rank, text_item FROM pseudo_pairs ORDER BY image_item, rank").fetchall()
     con.close()
-    assert n_pairs == 64 * 3
+    assert len(rows) == 64 * 3
     img_row = {int(i): r for r, i in enumerate(idx.image_item_ids)}
     txt_row = {int(i): r for r, i in enumerate(idx.text_item_ids)}
-    agree = np.mean([txt_row[t] == best[img_row[i]] for i, t in rows])
-    assert agree > 0.95  # fp16 ties aside, faiss top-1 is the brute-force top-1
+    for image_item, rank, text_item in rows:  # exact top-3, up to ties: each pick scores the brute-force rank-th best
+        row = scores[img_row[image_item]]
+        assert row[txt_row[text_item]] == pytest.approx(np.sort(row)[::-1][rank], abs=1e-5)
 
 
 def test_embed_dim_mismatch_nan_and_bad_options_are_clear_errors(cache_copy, tmp_path):
@@ -163,3 +169,35 @@ def test_schedule_warms_up_then_decays_to_min_lr():
     assert lr_at(40, 1000, cfg) == pytest.approx(8e-4)
     assert lr_at(1000, 1000, cfg) == pytest.approx(4e-5)
     assert lr_at(20, 1000, cfg) < lr_at(40, 1000, cfg) and lr_at(500, 1000, cfg) < 8e-4
+
+
+def test_mined_sentences_take_their_share_of_each_batch(tiny_cache):
+    from types import SimpleNamespace
+
+    from dimefm_pipeline.distill.data import TextSampler
+    from dimefm_pipeline.distill.train import _step_inputs
+    from dimefm_pipeline.mine import load_pairs
+    from dimefm_pipeline.mining import filter_texts_by_mining
+
+    cache, student = tiny_cache
+    idx = load_cache(cache)
+    pairs, _ = load_pairs(str(cache), idx)
+    pool = filter_texts_by_mining(pairs)
+    assert set(pool.tolist()) == set(pairs[pairs >= 0].tolist())  # --text-filter mined: exactly the mined sentences
+    cfg = _cfg(cache, student, "unused", mined_share=0.5, w_pvl_mined=0.2, pvl_mined_k=2)
+    job = SimpleNamespace(idx=idx, pairs=pairs, tokens=None, step=5,
+                          texts=TextSampler(np.arange(len(idx.texts)), 8, rank=0, world=1, seed=0))
+    img_rows = np.arange(8, 16)
+    targets, _ = _step_inputs(cfg, job, img_rows, torch.device("cpu"))
+    def key(row):  # a teacher row by its fp16 bytes
+        return np.asarray(row, np.float16).tobytes()
+
+    rows_of = {key(r): i for i, r in enumerate(idx.texts.take(np.arange(len(idx.texts))))}
+    used_rows = {rows_of[key(r)] for r in targets["text"].numpy()}
+    neighbours = set(pairs[img_rows].ravel().tolist())
+    assert len(used_rows) == 8 and len(used_rows & neighbours) >= 4  # half the batch: mined neighbours of its images
+    plain = set(job.texts.rows(5).tolist())
+    assert len(used_rows - plain) >= 1  # the mix replaced sentences of the plain draw
+    mined = targets["mined"].numpy()
+    for i, row in enumerate(img_rows):  # P-VL's pseudo captions are the image's own first 2 neighbours
+        assert {rows_of[key(m)] for m in mined[i]} == set(pairs[row, :2].tolist())

@@ -63,9 +63,22 @@ def test_text_corpus_has_the_requested_share_of_distractors(tmp_path):
 
 
 def test_text_corpus_is_deterministic_and_independent_of_images(tmp_path):
+    from dimefm_pipeline.world.corpus import IMAGE_STREAM
+    from dimefm_pipeline.world.scene import sample_scene, scene_rng
+
     a = write_texts(tmp_path / "a.txt", TextCorpusConfig(n=300, seed=9))
     b = write_texts(tmp_path / "b.txt", TextCorpusConfig(n=300, seed=9))
     assert a.read_bytes() == b.read_bytes()
-    assert len(a.read_text().splitlines()) == 300
+    sentences = a.read_text().splitlines()
+    assert len(sentences) == 300
     with pytest.raises(DimefmError, match="already exists"):
         write_texts(a, TextCorpusConfig(n=3))
+    # unpaired: sentence i describes image i (same seed, same index) no more often than a random image
+    def shapes_match(sentence, scene):
+        mentioned = {m.shape for m in parse(sentence)[0]}
+        return bool(mentioned) and mentioned <= {o.shape for o in scene.objects}
+
+    scenes = [sample_scene(scene_rng(9, i, IMAGE_STREAM)) for i in range(300)]
+    same = np.mean([shapes_match(t, scenes[i]) for i, t in enumerate(sentences)])
+    shifted = np.mean([shapes_match(t, scenes[(i + 150) % 300]) for i, t in enumerate(sentences)])
+    assert same < 0.25 and abs(same - shifted) < 0.08, (same, shifted)
