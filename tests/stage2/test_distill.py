@@ -201,3 +201,18 @@ def test_mined_sentences_take_their_share_of_each_batch(tiny_cache):
     mined = targets["mined"].numpy()
     for i, row in enumerate(img_rows):  # P-VL's pseudo captions are the image's own first 2 neighbours
         assert {rows_of[key(m)] for m in mined[i]} == set(pairs[row, :2].tolist())
+
+
+def test_tensorboard_scalars_and_a_resume_that_would_change_the_schedule(cache_copy, tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    cache, student = cache_copy
+    tb = tmp_path / "tb"
+    distill(_cfg(cache, student, tmp_path / "out", steps=6, stop_after=3, tensorboard=str(tb)), progress=False)
+    acc = EventAccumulator(str(tb))
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/total")] == [1, 2, 3] and "lr" in acc.Tags()["scalars"]
+    with pytest.raises(DimefmError, match=r"another schedule .*steps 6 -> 8.*--allow-schedule-change"):
+        distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True), progress=False)
+    r = distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True, allow_schedule_change=True), progress=False)
+    assert r.steps == 8
