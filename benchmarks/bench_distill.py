@@ -328,8 +328,8 @@ def main() -> None:
     p.add_argument("--shards", type=int, default=4, help=".npy shards per simulated cache table")
     p.add_argument("--scratch", default=None, help="folder for the simulated cache (default: a temp dir, removed after)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--adamw", choices=("loop", "foreach", "fused"), default="foreach",
-                   help="AdamW implementation: foreach as dimefm distill builds it; loop is torch's CPU default")
+    p.add_argument("--adamw", choices=("loop", "foreach", "fused"), default="fused",
+                   help="AdamW implementation: fused as dimefm distill builds it; loop is torch's CPU default")
     p.add_argument("--no-flops", action="store_true", help="skip the FLOP table")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()

@@ -4,11 +4,16 @@ Under torchrun every rank encodes a disjoint set of units and writes its shards 
 per unit; rank 0 alone opens the manifest and commits markers into it (during the run and again at
 start-up, which is how a killed run recovers the units it finished). Units are deterministic, so a
 rerun redoes exactly the units that have no marker: no item is missing and none is cached twice.
+
+Rank 0 holds the manifest only for short transactions (planning, a commit every few seconds, the
+end), so `dimefm sql`, `info` and distill runs can read and write it meanwhile; one encode at a time
+per cache is enforced by an OS lock on `CACHE/.encode.lock`, released even when the process is
+killed.
 """
 
 from __future__ import annotations
 
-import sys
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +24,7 @@ from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded
 
 DEFAULT_SHARD_SIZE = 65_536
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+COMMIT_EVERY = 2.0  # seconds between manifest commits of finished units (their markers are durable before)
 
 
 @dataclass(frozen=True)
@@ -81,8 +87,10 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
 
     specs = resolve_sources(cfg.sources, cfg.modality, cfg.source_options)
     created = not Path(cfg.cache).exists()
-    man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir)
+    man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir, wait=write_wait())
+    lock = None
     try:
+        lock = writer_lock(man.cache_dir)
         recorded = man.teacher()
         if cfg.teacher is None:
             if recorded is None:
@@ -115,12 +123,59 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
                     skipped += 1
                 else:
                     pending.append(_with_source(u, sid))
-        return man, loaded, run_id, pending, skipped, listed_errors, other_files
+        cache_dir = man.cache_dir
+        man.close()
+        return lock, cache_dir, loaded, run_id, pending, skipped, listed_errors, other_files
     except BaseException:
         man.close()
+        if lock is not None:
+            lock.close()
         if created:  # nothing was cached: leave no empty manifest behind
             _remove_new_cache(man.path, man_dir=cfg.cache_dir)
         raise
+
+
+def writer_lock(cache_dir: Path):
+    """The cache's stage-one lock (an open file holding an exclusive flock); a second encode fails at once."""
+    import fcntl
+
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    f = open(cache_dir / ".encode.lock", "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise DimefmError(f"another dimefm encode ({holder}) is writing to this cache: one encode at a time") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}")
+    f.flush()
+    return f
+
+
+def write_wait() -> float:
+    """Seconds a short manifest write waits for another process's transaction."""
+    return float(os.environ.get("DIMEFM_MANIFEST_WAIT", "300"))
+
+
+class Committer:
+    """Rank 0: moves durable commit markers into the manifest in short transactions."""
+
+    def __init__(self, cache: str, run_id: int, summary: "EncodeSummary"):
+        self.cache, self.run_id, self.summary, self.last = cache, run_id, summary, 0.0
+
+    def __call__(self, *, force: bool = False, then=None) -> None:
+        if not force and time.time() - self.last < COMMIT_EVERY:
+            return
+        from dimefm_pipeline.manifest import Manifest
+
+        with Manifest(self.cache, wait=write_wait()) as man:
+            _commit_pending(man, self.run_id, self.summary)
+            if then is not None:
+                then(man)
+        self.last = time.time()
 
 
 def _remove_new_cache(path: Path, man_dir: str | None) -> None:
@@ -149,14 +204,14 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
     threads = torch.get_num_threads()
     if device.type == "cpu":
         dist.cpu_threads_beside_workers(cfg.workers)
-    man = None
+    lock = committer = None
     t0 = time.time()
     try:
         result = None
         if rank == 0:
             try:
-                man, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
-                result = ("ok", checked.spec, run_id, pending, skipped, str(man.cache_dir))
+                lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
+                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
             except DimefmError as exc:
                 result = ("error", str(exc))
         result = dist.broadcast_object(result)
@@ -172,25 +227,45 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
         summary = EncodeSummary(run_id, units_skipped=skipped)
         if rank == 0:
             summary.errors, summary.other_files = listed, other
-        status = "failed"
+            committer = Committer(cfg.cache, run_id, summary)
+        failed = True
         try:
-            _encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, man, run_id, summary, progress and rank == 0)
+            meter = RankProgress(Path(cache_dir), rank, world, pending)
+            _encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, summary, progress and rank == 0, meter)
             dist.barrier()
-            if man is not None:
-                _commit_pending(man, run_id, summary)
-                man.count_repeated_keys()
-                man.refresh_views()
-            status = "complete"
+            if committer is not None:
+                meter.close()
+
+                def finish(man):
+                    man.count_repeated_keys()
+                    man.refresh_views()
+                    summary.seconds = time.time() - t0
+                    man.end_run(run_id, "complete", metrics=_metrics(summary))
+
+                committer(force=True, then=finish)
+            failed = False
         finally:
-            if man is not None:
+            if committer is not None and failed:
                 summary.seconds = time.time() - t0
-                man.end_run(run_id, status if sys.exc_info()[0] is None else "failed", metrics=_metrics(summary))
+                _end_failed(cfg.cache, run_id, summary)
         return summary if rank == 0 else None
     finally:
-        if man is not None:
-            man.close()
+        if lock is not None:
+            lock.close()
         torch.set_num_threads(threads)
         dist.destroy()
+
+
+def _end_failed(cache: str, run_id: int, summary: "EncodeSummary") -> None:
+    """Commit what finished and mark the run failed (best effort: the original error is what matters)."""
+    from dimefm_pipeline.manifest import Manifest
+
+    try:
+        with Manifest(cache, wait=write_wait()) as man:
+            _commit_pending(man, run_id, summary)
+            man.end_run(run_id, "failed", metrics=_metrics(summary))
+    except Exception:  # noqa: BLE001 - never hide the error that ended the run
+        pass
 
 
 def _metrics(s: EncodeSummary) -> dict:
@@ -211,7 +286,75 @@ def _commit_pending(man, run_id: int, summary: EncodeSummary) -> None:
         path.unlink(missing_ok=True)
 
 
-def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summary, show):
+class RankProgress:
+    """Records read so far by every rank, for one progress display on rank 0: each rank writes its
+    count to `CACHE/_progress/rank-R.json` every few seconds; rank 0 adds the others' to its own.
+    The total is the planned number of records when every unit's is known (folders, Parquet, sentence
+    files), else the number of units."""
+
+    EVERY = 5.0  # seconds between writes (and reads)
+
+    def __init__(self, cache_dir: Path, rank: int, world: int, pending: list):
+        from dimefm_pipeline.sources.planner import planned_records
+
+        self.folder, self.rank, self.world = cache_dir / "_progress", rank, world
+        counts = [planned_records(u) for u in pending]
+        self.by_records = all(c is not None for c in counts)
+        self.total = sum(counts) if self.by_records else len(pending)
+        self.mine = {"records": 0, "items": 0, "units": 0}
+        self.others = {"records": 0, "items": 0, "units": 0}
+        self._last = 0.0
+        self.folder.mkdir(parents=True, exist_ok=True)
+        (self.folder / f"rank-{rank}.json").unlink(missing_ok=True)
+
+    def add(self, *, records: int = 0, items: int = 0, units: int = 0, refresh: bool = False) -> None:
+        self.mine["records"] += records
+        self.mine["items"] += items
+        self.mine["units"] += units
+        if time.time() - self._last >= self.EVERY or units or refresh:
+            self._last = time.time()
+            if self.rank:
+                _write_json(self.folder / f"rank-{self.rank}.json", self.mine)
+            elif self.world > 1:
+                self.others = {"records": 0, "items": 0, "units": 0}
+                for r in range(1, self.world):
+                    for k, v in _read_json(self.folder / f"rank-{r}.json").items():
+                        self.others[k] += v
+
+    def flush(self) -> None:
+        """This rank's last count (the other ranks' display may lag it by up to EVERY seconds)."""
+        if self.rank:
+            _write_json(self.folder / f"rank-{self.rank}.json", self.mine)
+
+    def close(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def done(self) -> tuple[float, int]:
+        """(completed in the display's unit, items cached) over all ranks."""
+        key = "records" if self.by_records else "units"
+        return self.mine[key] + self.others[key], self.mine["items"] + self.others["items"]
+
+
+def _write_json(path: Path, data: dict) -> None:
+    import json
+
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict:
+    import json
+
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summary, show, meter):
     import numpy as np
     import torch
     from torch.utils.data import DataLoader
@@ -233,7 +376,8 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
     open_units: dict = {}  # (source, unit) -> [writer, blocks finished]
     items = 0
     with progress_bar(show) as bar:
-        task = bar.add_task(f"encode {cfg.modality}s", total=len(units), items=0, rate=0.0)
+        what = "records" if meter.by_records else "units"
+        task = bar.add_task(f"encode {cfg.modality}s ({what})", total=meter.total, items=0, rate=0.0)
         t0 = time.time()
         for batch in guarded(loader, "encoding"):
             u = batch.unit
@@ -261,14 +405,20 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, man, run_id, summ
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
             state[1] += batch.last
-            if state[1] == batch.blocks:
+            finished = state[1] == batch.blocks
+            if finished:
                 writer.finish()
                 del open_units[(u.source_id, u.index)]
-                if man is not None:
-                    _commit_pending(man, run_id, summary)
-                bar.update(task, advance=1, items=items, rate=items / max(time.time() - t0, 1e-9))
-            else:
-                bar.update(task, items=items, rate=items / max(time.time() - t0, 1e-9))
+                if committer is not None:
+                    committer()
+            meter.add(records=len(batch.keys) + len(batch.errors) + batch.duplicates, items=len(batch.keys), units=int(finished))
+            done, all_items = meter.done()
+            bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
+        meter.flush()
+        dist.barrier()  # every rank's last count is written: the last line shows the whole run
+        meter.add(units=0, refresh=True)
+        done, all_items = meter.done()
+        bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
     if open_units:
         raise RuntimeError(f"{len(open_units)} unit(s) ended before all their read blocks arrived")
 

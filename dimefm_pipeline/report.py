@@ -36,11 +36,14 @@ def print_encode_summary(cfg, s) -> None:
         console.print(f"not images, left out of the image folders: {kinds}")
 
 
+READ_WAIT = 30.0  # seconds a reader waits for a writer's short transaction before giving up
+
+
 def open_for_reading(cache: str):
-    """Open a manifest read-only: nothing is written, whoever else is using it."""
+    """Open a manifest read-only: nothing is written; a writer's transaction is waited for."""
     from dimefm_pipeline.manifest import Manifest
 
-    return Manifest(cache, read_only=True)
+    return Manifest(cache, read_only=True, wait=READ_WAIT)
 
 
 def print_info(cache: str, *, verify: bool = False) -> None:

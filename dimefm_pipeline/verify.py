@@ -37,6 +37,8 @@ def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
     for path in sorted(p for p in cache_dir.rglob("*") if p.is_file()):
         if path in known:
             continue
+        if path.parent.name == "_progress" or path.name == ".encode.lock":
+            continue  # a running encode's progress counts, and the stage-one lock
         if path.parent.name == COMMITS_DIR:
             findings.append(f"commit marker of a unit not in the manifest (the next encode commits it): {path}")
         else:

@@ -14,12 +14,13 @@ world_app = typer.Typer(help="The embedded synthetic world: image and sentence c
 app.add_typer(world_app, name="world")
 
 
-def _bar(total: int, desc: str):
-    from dimefm_pipeline.evaluation.features import progress_bar
+def _with_progress(total: int, desc: str, fn):
+    """Run `fn(on_progress)` under a progress display of `total` items."""
+    from dimefm_pipeline.progress import progress_bar
 
-    bar = progress_bar(transient=False)
-    task = bar.add_task(desc, total=total)
-    return bar, lambda k: bar.advance(task, k)
+    with progress_bar(transient=False) as bar:
+        task = bar.add_task(desc, total=total)
+        return fn(lambda k: bar.advance(task, k))
 
 
 @world_app.command("images")
@@ -33,10 +34,8 @@ def images(
     """Write an image corpus of random world scenes."""
     from dimefm_pipeline.world.corpus import ImageCorpusConfig, write_images
 
-    bar, advance = _bar(n, "world images")
-    with bar:
-        written = write_images(out, ImageCorpusConfig(n=n, fmt=fmt, seed=seed, per_shard=per_shard),
-                               on_progress=advance)
+    written = _with_progress(n, "world images", lambda advance: write_images(
+        out, ImageCorpusConfig(n=n, fmt=fmt, seed=seed, per_shard=per_shard), on_progress=advance))
     typer.echo(f"wrote {n} images in {len(written)} {'shards' if fmt == 'webdataset' else 'folders'} under {out}")
 
 
@@ -51,10 +50,8 @@ def texts(
     """Write a sentence corpus, sampled independently of any image corpus."""
     from dimefm_pipeline.world.corpus import TextCorpusConfig, write_texts
 
-    bar, advance = _bar(n, "world sentences")
-    with bar:
-        write_texts(out, TextCorpusConfig(n=n, fmt=fmt, seed=seed, distractor_share=distractor_share),
-                    on_progress=advance)
+    _with_progress(n, "world sentences", lambda advance: write_texts(
+        out, TextCorpusConfig(n=n, fmt=fmt, seed=seed, distractor_share=distractor_share), on_progress=advance))
     typer.echo(f"wrote {n} sentences to {out}")
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 from PIL import Image
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import Progress
 
 
-def progress_bar(enabled: bool = True, transient: bool = True) -> Progress:
-    """The rich progress bar used by every long evaluation loop."""
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    disable=not enabled, transient=transient)
+def progress_bar(enabled: bool = True, transient: bool = True):
+    """The progress display of every long evaluation loop (a bar in a terminal, lines in a log)."""
+    from dimefm_pipeline.progress import progress_bar as shared
+
+    return shared(enabled, transient=transient)
 
 
 def model_device(loaded) -> str:

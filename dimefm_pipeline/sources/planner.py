@@ -169,6 +169,15 @@ def _parquet_num_rows(path: str) -> int:
         raise DimefmError(f"cannot read Parquet {path}: {exc}") from None
 
 
+def planned_records(unit: Unit) -> int | None:
+    """Records a unit will yield when that is known before reading it (None for tars and image TSVs)."""
+    if unit.fmt == "folder":
+        return len(unit.members)
+    if unit.fmt == "parquet" or unit.modality == "text":
+        return unit.stop - unit.start
+    return None
+
+
 def text_hash(text: str) -> int:
     """64-bit content hash used for exact-duplicate detection (stored in the manifest)."""
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)

@@ -110,14 +110,57 @@ def test_missing_pretrained_and_bad_paths_are_user_errors(teacher, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
 
 
-def test_second_writer_on_the_same_manifest_is_refused(tmp_path):
+def test_a_manifest_held_too_long_by_another_process_is_a_clear_error(tmp_path):
     path = tmp_path / "m.duckdb"
+    (tmp_path / "x.txt").write_text("hello\n")
     with Manifest(path, create=True):
-        r = run_cli("encode", "texts", tmp_path / "x.txt", "--cache", path)
-        assert r.returncode == 2
-        (tmp_path / "x.txt").write_text("hello\n")
-        r = run_cli("encode", "texts", tmp_path / "x.txt", "--cache", path)
+        r = run_cli("encode", "texts", tmp_path / "x.txt", "--cache", path, env={"DIMEFM_MANIFEST_WAIT": "1"})
         assert r.returncode == 2 and "another process" in r.stderr, r.stderr
+
+
+def test_readers_are_not_blocked_by_an_encode_and_a_second_encode_is_refused(teacher, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    write_images(tmp_path / "imgs", 120, size=(24, 24))
+    cache = tmp_path / "m.duckdb"
+    r = run_cli("encode", "images", tmp_path / "imgs", "--cache", cache, "--teacher", teacher[0], "--pretrained", teacher[1],
+                "--shard-size", "60")  # the manifest exists; the second source below is encoded while we read
+    assert r.returncode == 0, r.stderr
+    import fcntl
+
+    write_images(tmp_path / "more", 1000, size=(24, 24), seed=5)
+    cmd = [sys.executable, "-m", "dimefm_pipeline", "encode", "images", str(tmp_path / "more"), "--cache", str(cache),
+           "--shard-size", "4", "--batch-size", "2", "--workers", "0"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+    def encode_holds_the_lock():
+        with open(cache.with_suffix("") / ".encode.lock") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            fcntl.flock(f, fcntl.LOCK_UN)
+            return False
+
+    try:
+        deadline = time.time() + 60
+        while time.time() < deadline and not encode_holds_the_lock():
+            time.sleep(0.05)
+        r = run_cli("encode", "images", tmp_path / "more", "--cache", cache)
+        assert r.returncode == 2 and "one encode at a time" in r.stderr, r.stderr
+        counts = []
+        for _ in range(3):
+            r = run_cli("sql", "--cache", cache, "SELECT count(*) AS n FROM items", "--csv")
+            assert r.returncode == 0, r.stderr
+            counts.append(int(r.stdout.splitlines()[1]))
+        assert proc.poll() is None, "the encode must still be running while we read"
+    finally:
+        assert proc.wait(timeout=300) == 0, proc.stderr.read()[-2000:]
+    assert counts[0] >= 120 and counts == sorted(counts)
+    r = run_cli("sql", "--cache", cache, "SELECT count(*) AS n FROM items", "--csv")
+    assert r.stdout.splitlines()[1] == "1120"
 
 
 def test_views_work_from_any_directory_and_after_moving_the_folder(teacher, images, tmp_path, monkeypatch):

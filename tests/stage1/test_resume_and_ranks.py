@@ -76,8 +76,13 @@ def test_two_torchrun_ranks_give_the_same_cache_as_one_process(teacher, tmp_path
     multi = tmp_path / "multi" / "m.duckdb"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "dimefm_pipeline", *map(str, _args(images, multi, teacher, *opts))]
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"})
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "DIMEFM_PROGRESS_SECONDS": "0"}
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
+    # a log, not a terminal: dated progress lines, and the last one counts both ranks' records
+    lines = [line for line in r.stdout.splitlines() if "encode images (records):" in line]
+    assert len(lines) >= 3 and all("ETA" in line for line in lines)
+    assert "30/30 (100.0%) 30 items" in lines[-1], lines[-3:]
     k1, e1 = _items(single)
     k2, e2 = _items(multi)
     assert k1 == k2 and len(k1) == 30
