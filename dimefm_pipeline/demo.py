@@ -102,7 +102,9 @@ def summary_markdown(report: dict) -> str:
 
 
 def plot_per_task(report: dict, path: Path) -> None:
-    """Grouped bars: zero-shot and linear-probe accuracy per task, teacher vs student."""
+    """Per task, teacher vs student: zero-shot and linear probe side by side, horizontal bars with
+    their values written on them and an axis that starts below the lowest value, so differences near
+    100% stay visible; the legend sits under the panels, never over a bar."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -110,18 +112,27 @@ def plot_per_task(report: dict, path: Path) -> None:
     import numpy as np
 
     tasks = list(report["teacher"]["tasks"])
-    x = np.arange(len(tasks))
-    fig, ax = plt.subplots(figsize=(max(7, 1.3 * len(tasks)), 4))
-    bars = (("teacher", "zero_shot", "#1f77b4"), ("student", "zero_shot", "#ff7f0e"),
-            ("teacher", "linear_probe", "#aec7e8"), ("student", "linear_probe", "#ffbb78"))
-    for i, (who, metric, colour) in enumerate(bars):
-        vals = [report[who]["tasks"][t].get(metric) or 0.0 for t in tasks]
-        ax.bar(x + (i - 1.5) * 0.2, vals, 0.2, label=f"{who} {metric.replace('_', ' ')}", color=colour)
-    ax.set_xticks(x, tasks, rotation=20)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8, ncol=2)
-    ax.set_title("world suite per task: teacher vs distilled student")
-    fig.tight_layout()
+    y = np.arange(len(tasks))
+    metrics = (("zero_shot", "zero-shot"), ("linear_probe", "linear probe"))
+    values = [report[w]["tasks"][t].get(m) or 0.0 for w in ("teacher", "student") for t in tasks for m, _ in metrics]
+    lo = max(0.0, np.floor(min(values) * 10) / 10 - 0.05)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 0.55 * len(tasks) + 2.2), sharey=True)
+    for ax, (metric, title) in zip(axes, metrics):
+        for offset, who, colour in ((-0.2, "teacher", "#1f77b4"), (0.2, "student", "#ff7f0e")):
+            vals = [report[who]["tasks"][t].get(metric) or 0.0 for t in tasks]
+            bars = ax.barh(y + offset, vals, 0.38, color=colour, label=who)
+            for bar, v in zip(bars, vals):
+                ax.text(max(v, lo) - 0.002, bar.get_y() + bar.get_height() / 2, f"{100 * v:.1f}", ha="right",
+                        va="center", fontsize=8, color="white" if v - lo > 0.08 * (1 - lo) else "black")
+        ax.set_xlim(lo, 1.0)
+        ax.set_title(f"{title} accuracy")
+        ax.set_xlabel(f"accuracy (axis from {100 * lo:.0f}%)")
+        ax.grid(axis="x", alpha=0.3)
+    axes[0].set_yticks(y, tasks)
+    axes[0].invert_yaxis()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, ["teacher", "distilled student"], loc="lower center", ncol=2, frameon=False)
+    fig.suptitle("world suite per task: teacher vs distilled student")
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image
 
 from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.world.captions import caption
+from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.distractors import distractor_sentence
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
@@ -50,6 +50,7 @@ class TextCorpusConfig:
     fmt: str = "txt"  # "txt" or "jsonl"
     seed: int = 0  # corpus seed
     distractor_share: float = 0.3  # share of non-visual sentences
+    max_tokens: int | None = 32  # the world teacher's context: longer sentences are redrawn shorter (None: no limit)
 
 
 def corpus_image(seed: int, index: int, size: int = 64) -> np.ndarray:
@@ -57,12 +58,40 @@ def corpus_image(seed: int, index: int, size: int = 64) -> np.ndarray:
     return render(sample_scene(scene_rng(seed, index, IMAGE_STREAM), size=size))
 
 
-def corpus_sentence(seed: int, index: int, distractor_share: float = 0.3) -> str:
-    """Sentence `index` of the corpus with `seed`: a caption of an unseen scene, or a distractor."""
+# Captions redrawn with fewer attributes when one is longer than the context: positions go first, then sizes.
+SHORTER = (CaptionStyle(p_position=0.0), CaptionStyle(p_position=0.0, p_size=0.0), CaptionStyle(0.0, 0.0, 0.0, 1.0, 0.0))
+
+
+def corpus_sentence(seed: int, index: int, distractor_share: float = 0.3, max_tokens: int | None = None) -> str:
+    """Sentence `index` of the corpus with `seed`: a caption of an unseen scene, or a distractor. With
+    `max_tokens`, a sentence the teacher's tokenizer would cut is redrawn (same scene, fewer attributes;
+    another distractor), so every cached sentence is read whole."""
     rng = scene_rng(seed, index, TEXT_STREAM)
     if rng.random() < distractor_share:
-        return distractor_sentence(rng)
-    return caption(sample_scene(rng), rng)
+        text = distractor_sentence(rng)
+        while max_tokens and _tokens(text) > max_tokens:
+            text = distractor_sentence(rng)
+        return text
+    scene = sample_scene(rng)
+    text = caption(scene, rng)
+    for style in SHORTER:
+        if not max_tokens or _tokens(text) <= max_tokens:
+            break
+        text = caption(scene, rng, style)
+    return text
+
+
+_TOKENIZER = None
+
+
+def _tokens(text: str) -> int:
+    """Tokens the CLIP tokenizer gives `text`, start and end tokens included."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        from open_clip.tokenizer import SimpleTokenizer
+
+        _TOKENIZER = SimpleTokenizer()
+    return len(_TOKENIZER.encode(text)) + 2
 
 
 def png_bytes(img: np.ndarray) -> bytes:
@@ -131,7 +160,7 @@ def sentences(cfg: TextCorpusConfig) -> Iterator[str]:
     if not 0.0 <= cfg.distractor_share <= 1.0:
         raise DimefmError(f"--distractor-share must be in [0, 1] (got {cfg.distractor_share})")
     for i in range(cfg.n):
-        yield corpus_sentence(cfg.seed, i, cfg.distractor_share)
+        yield corpus_sentence(cfg.seed, i, cfg.distractor_share, cfg.max_tokens)
 
 
 def write_texts(out: str | Path, cfg: TextCorpusConfig, *, on_progress: Callable[[int], None] | None = None) -> Path:

@@ -82,3 +82,16 @@ def test_text_corpus_is_deterministic_and_independent_of_images(tmp_path):
     same = np.mean([shapes_match(t, scenes[i]) for i, t in enumerate(sentences)])
     shifted = np.mean([shapes_match(t, scenes[(i + 150) % 300]) for i, t in enumerate(sentences)])
     assert same < 0.25 and abs(same - shifted) < 0.08, (same, shifted)
+
+
+def test_text_corpus_sentences_fit_the_world_teachers_context(tmp_path):
+    import open_clip
+
+    from dimefm_pipeline.models import register_configs
+
+    register_configs()
+    context = open_clip.get_model_config("dimefm-world-teacher")["text_cfg"]["context_length"]
+    tok = open_clip.tokenizer.SimpleTokenizer()
+    path = write_texts(tmp_path / "t.txt", TextCorpusConfig(n=3000, seed=1))
+    lengths = [len(tok.encode(t)) + 2 for t in path.read_text().splitlines()]
+    assert max(lengths) <= context  # nothing cut (without the limit, 45 of these 3,000 would be)
