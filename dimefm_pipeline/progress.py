@@ -42,6 +42,7 @@ class _Task:
         self.description, self.total, self.completed, self.fields = description, total, completed, fields
         self.start = time.time()
         self.start_completed = completed
+        self.printed = None  # (completed, items) of the last line printed
 
 
 class LogProgress:
@@ -87,8 +88,9 @@ class LogProgress:
     def print_all(self) -> None:
         self._last = time.time()
         for t in self.tasks:
-            if t is not None:
+            if t is not None and (t.completed, t.fields.get("items")) != t.printed:
                 print(self.line(t), file=self.stream, flush=True)
+                t.printed = (t.completed, t.fields.get("items"))
 
     @staticmethod
     def line(t: _Task) -> str:

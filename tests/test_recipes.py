@@ -50,6 +50,7 @@ def test_paper_recipe_holds_the_reference_defaults():
     arch, cfg_json = student_config(cfg.student, teacher, cfg.text_tower)
     assert cfg_json["embed_dim"] == 768 and cfg_json["vision_cfg"]["patch_size"] == 32
     assert cfg_json["text_cfg"] == vitl["text_cfg"]  # the teacher's text tower is kept
+    assert student_config("vit-b-32-768", teacher, cfg.text_tower)[1] == cfg_json  # the shipped config, by name
 
 
 def test_overrides_are_parsed_as_toml_and_checked(tmp_path):

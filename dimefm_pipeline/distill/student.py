@@ -39,6 +39,11 @@ def student_config(student: str | None, teacher, text_tower: str) -> tuple[str, 
         if teacher.arch != models.WORLD_ARCH:
             raise DimefmError("--student is required (an open_clip name or a model-config .json)")
         student = WORLD_STUDENT
+    if not student.endswith(".json") and open_clip.get_model_config(student) is None:
+        from dimefm_pipeline.recipes import STAGES_DIR
+
+        if (STAGES_DIR / f"{student}.json").is_file():  # a config shipped beside the recipes (vit-b-32-768)
+            student = str(STAGES_DIR / f"{student}.json")
     if student.endswith(".json"):
         path = Path(student)
         if not path.is_file():
