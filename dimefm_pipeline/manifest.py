@@ -63,7 +63,7 @@ CREATE TABLE IF NOT EXISTS runs (
     started_at TIMESTAMP, ended_at TIMESTAMP, status VARCHAR, output VARCHAR, metrics VARCHAR);
 CREATE TABLE IF NOT EXISTS minings (
     mining_id INTEGER, run_id INTEGER, k INTEGER, index_type VARCHAR, images BIGINT, texts BIGINT,
-    created_at TIMESTAMP);
+    created_at TIMESTAMP, state VARCHAR, image_block INTEGER);
 CREATE TABLE IF NOT EXISTS pseudo_pairs (
     mining_id INTEGER, image_item BIGINT, "rank" INTEGER, text_item BIGINT, score FLOAT);
 CREATE TABLE IF NOT EXISTS metrics (run_id INTEGER, step INTEGER, name VARCHAR, value DOUBLE);

@@ -1,9 +1,11 @@
 """Pseudo-pair mining: for every cached image, its top-k cached sentences by teacher cosine similarity.
 
-Inputs are L2-normalised rows (fp16 or fp32, in memory or memory-mapped). The sentence corpus goes
-into a faiss index (exact inner product up to `exact_threshold` sentences, IVF beyond, on the GPU
-when faiss has GPU support and CUDA is present); images are searched in batches, each converted to
-float32 on its own, so memory for the queries does not grow with the number of images.
+Inputs are L2-normalised rows (fp16 or fp32, in memory or memory-mapped). The default is exact and
+needs no index (`exact_topk`): a block of images against the sentences, block by block, keeping a
+running top-k, so memory is bounded by the block sizes whatever the corpus size (faiss's blocked
+`knn` on the CPU; on a GPU a half-precision matrix product with the sentences resident on the device
+when they fit, its candidates re-scored in float32). A faiss IVF index (`build_text_index`) stays
+available for users who want an approximate index.
 """
 
 from __future__ import annotations
@@ -207,6 +209,82 @@ def mine_topk_torch(
             scores[start : start + len(queries)] = best_s.cpu().numpy()
             indices[start : start + len(queries)] = best_i.cpu().numpy()
     return scores, indices
+
+
+TEXT_BLOCK = 262_144  # sentences per block of the exact search (CPU): 768 MiB of float32 rows at 768-d
+RESCORE_MARGIN = 16  # extra candidates a half-precision product keeps for the float32 re-scoring
+
+
+class SentenceBlocks:
+    """The sentence rows in blocks for the exact search: converted once and kept (on the device, in
+    the compute dtype) when they fit in `resident_bytes`, else read from the memory maps per use."""
+
+    def __init__(self, texts, *, block: int = TEXT_BLOCK, device: str = "cpu", dtype=None, resident_bytes: int = 0):
+        self.texts, self.block, self.device, self.dtype = texts, block, device, dtype
+        self.n, self.dim = texts.shape
+        self.starts = list(range(0, self.n, block))
+        itemsize = 2 if dtype is not None and "16" in str(dtype) else 4
+        self._kept = {} if self.n * self.dim * itemsize <= resident_bytes else None
+
+    def __iter__(self):
+        for start in self.starts:
+            if self._kept is not None and start in self._kept:
+                yield start, self._kept[start]
+                continue
+            rows = np.ascontiguousarray(self.texts[start : start + self.block], dtype=np.float32)
+            if self.dtype is not None:  # a torch engine
+                import torch
+
+                rows = torch.from_numpy(rows).to(self.device, self.dtype)
+            if self._kept is not None:
+                self._kept[start] = rows
+            yield start, rows
+
+
+def exact_topk(queries: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The exact top-k sentences (inner product) of each query row: `(scores float32 [b, k], indices
+    int64 [b, k])`, best first. faiss's blocked search per sentence block (CPU), or a torch product
+    in `blocks.dtype` whose top k + RESCORE_MARGIN candidates are re-scored in float32."""
+    _check_matrix("image embeddings", queries)
+    if queries.shape[1] != blocks.dim:
+        raise DimefmError(f"image embeddings have dim {queries.shape[1]} but sentence embeddings have dim {blocks.dim}")
+    if not 1 <= k <= blocks.n:
+        raise DimefmError(f"k must be between 1 and the number of sentences ({blocks.n}), got {k}")
+    q32 = np.ascontiguousarray(queries, dtype=np.float32)
+    if blocks.dtype is None:
+        import faiss
+
+        heap = faiss.ResultHeap(len(q32), k, keep_max=True)
+        for start, rows in blocks:
+            d, i = faiss.knn(q32, rows, min(k, len(rows)), metric=faiss.METRIC_INNER_PRODUCT)
+            if d.shape[1] < k:  # a short last block: pad so the heap sees k columns
+                d = np.pad(d, ((0, 0), (0, k - d.shape[1])), constant_values=-np.inf)
+                i = np.pad(i, ((0, 0), (0, k - i.shape[1])), constant_values=-1)
+            heap.add_result(d, np.where(i >= 0, i + start, -1))
+        heap.finalize()
+        return heap.D.astype(np.float32), heap.I.astype(np.int64)
+    return _torch_topk(q32, blocks, k)
+
+
+def _torch_topk(q32: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.ndarray, np.ndarray]:
+    import torch
+
+    with torch.inference_mode():
+        q = torch.from_numpy(q32).to(blocks.device)
+        qc = q.to(blocks.dtype)
+        best_s = best_i = None
+        for start, rows in blocks:
+            cand = torch.topk(qc @ rows.T, min(k + RESCORE_MARGIN, rows.shape[0]), dim=1).indices
+            # float32 re-scoring of the candidates: products of the stored values, summed in float32
+            exact = torch.einsum("bd,bkd->bk", q, rows[cand].float())
+            s, pick = torch.topk(exact, min(k, exact.shape[1]), dim=1)
+            i = torch.gather(cand, 1, pick) + start
+            if best_s is not None:
+                s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+                s, pick = torch.topk(s, k, dim=1)
+                i = torch.gather(i, 1, pick)
+            best_s, best_i = s, i
+        return best_s.float().cpu().numpy(), best_i.cpu().numpy().astype(np.int64)
 
 
 def filter_texts_by_mining(indices: np.ndarray) -> np.ndarray:

@@ -73,7 +73,7 @@ def mine_stage(recipe: Recipe):
     from dimefm_pipeline.mine import mine_cache
 
     m = recipe.section("mine")
-    return mine_cache(str(recipe.cache), m.get("k", 8), exact_threshold=m.get("exact_threshold"), nprobe=m.get("nprobe"),
+    return mine_cache(str(recipe.cache), m.get("k", 8), engine=m.get("engine", "exact"), nprobe=m.get("nprobe"),
                       command=f"dimefm run {recipe.path}")
 
 

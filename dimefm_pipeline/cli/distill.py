@@ -16,21 +16,30 @@ from dimefm_pipeline.loss_config import LossConfig
 def mine(
     cache: str = typer.Option(..., "--cache", help="Manifest file (.duckdb) with image and text embeddings."),
     k: int = typer.Option(8, "--k", min=1, help="Sentences kept per image."),
-    exact_threshold: Optional[int] = typer.Option(None, help="Largest sentence count searched exactly (IVF beyond)."),
-    nprobe: Optional[int] = typer.Option(None, help="IVF lists searched per query."),
-    gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="faiss on the GPU (default: when faiss-gpu sees one)."),
+    engine: str = typer.Option("exact", "--engine", help="exact: every sentence, no index, memory bounded by the blocks "
+                               "(faiss knn on CPU, fp16 matmul + fp32 re-scoring on GPU) | ivf: a faiss IVF index (approximate)."),
+    nprobe: Optional[int] = typer.Option(None, help="--engine ivf: lists searched per query."),
+    gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="Where to search (default: the GPU when there is one)."),
+    image_block: int = typer.Option(65536, "--image-block", min=1, help="Images per block: the grain of work, resume and ranks."),
+    text_block: Optional[int] = typer.Option(None, "--text-block", min=1, help="Sentences per block of the exact search "
+                                             "(default: 262,144 on CPU)."),
 ):
-    """Pseudo-pair mining: the top-k cached sentences of every cached image (faiss), stored in the manifest."""
-    from dimefm_pipeline.progress import make_console
+    """Pseudo-pair mining: the top-k cached sentences of every cached image, stored in the manifest.
+
+    Under torchrun, ranks take disjoint image blocks; a killed mining resumes from its finished blocks."""
     from rich.table import Table
 
     from dimefm_pipeline.mine import mine_cache
+    from dimefm_pipeline.progress import make_console
 
-    s = mine_cache(cache, k, exact_threshold=exact_threshold, nprobe=nprobe, use_gpu=gpu, command=" ".join(["dimefm", *sys.argv[1:]]))
+    s = mine_cache(cache, k, engine=engine, nprobe=nprobe, use_gpu=gpu, image_block=image_block, text_block=text_block,
+                   command=" ".join(["dimefm", *sys.argv[1:]]))
+    if s is None:
+        return
     t = Table(title=f"pseudo pairs (mining {s.mining_id})")
-    for c in ("images", "sentences", "k", "index", "mean top-1 cosine", "seconds"):
+    for c in ("images", "sentences", "k", "search", "mean top-1 cosine", "seconds", "blocks resumed"):
         t.add_column(c, justify="right")
-    t.add_row(f"{s.images:,}", f"{s.texts:,}", str(s.k), s.index_type, f"{s.mean_top1:.3f}", f"{s.seconds:.1f}")
+    t.add_row(f"{s.images:,}", f"{s.texts:,}", str(s.k), s.index_type, f"{s.mean_top1:.3f}", f"{s.seconds:.1f}", str(s.blocks_resumed))
     make_console().print(t)
 
 
