@@ -329,18 +329,23 @@ class EmbeddingTable:
         return self.take(np.asarray(key))
 
     def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows `idx` (global row numbers) as a [len(idx), dim] array, in the order given."""
+        """Rows `idx` (global row numbers) as a [len(idx), dim] array, in the order given.
+
+        The rows are read in sorted order, one gather per shard they fall in, then placed where the
+        caller asked for them: sorted reads walk each memory map forwards (measured in
+        docs/benchmarks.md, "Cache reads")."""
         idx = np.asarray(idx, dtype=np.int64)
-        if len(idx) and (idx.min() < 0 or idx.max() >= len(self)):
-            bad = idx[(idx < 0) | (idx >= len(self))][0]
-            raise IndexError(f"row {bad} is outside the table of {len(self)} rows")
         out = np.empty((len(idx), self.dim), dtype=self.dtype)
-        shard = np.searchsorted(self.offsets, idx, side="right") - 1
-        order = np.argsort(shard, kind="stable")
-        bounds = np.searchsorted(shard[order], np.arange(len(self.arrays) + 1))
-        for s in range(len(self.arrays)):
-            sel = order[bounds[s] : bounds[s + 1]]
-            if len(sel):
-                local = idx[sel] - self.offsets[s]
-                out[sel] = self.arrays[s][local]
+        if not len(idx):
+            return out
+        order = np.argsort(idx, kind="stable")
+        sidx = idx[order]
+        if sidx[0] < 0 or sidx[-1] >= len(self):
+            bad = sidx[0] if sidx[0] < 0 else sidx[-1]
+            raise IndexError(f"row {bad} is outside the table of {len(self)} rows")
+        shard = np.searchsorted(self.offsets, sidx, side="right") - 1
+        cuts = np.flatnonzero(np.diff(shard)) + 1
+        for a, b in zip(np.concatenate([[0], cuts]), np.concatenate([cuts, [len(sidx)]])):
+            s = shard[a]
+            out[order[a:b]] = self.arrays[s][sidx[a:b] - self.offsets[s]]
         return out

@@ -162,6 +162,9 @@ def test_rows_outside_a_table_are_refused(tiny_cache):
     idx = load_cache(tiny_cache[0])
     n = len(idx.images)
     assert idx.images.take(np.array([0, n - 1])).shape == (2, idx.images.dim)
+    whole = np.concatenate([np.asarray(a) for a in idx.images.arrays])  # 64 rows in 4 shards
+    want = np.random.default_rng(0).integers(0, n, 40)  # any order, repeats, several shards
+    np.testing.assert_array_equal(idx.images.take(want), whole[want])
     for bad in ([-1], [n], [3, -2]):
         with pytest.raises(IndexError, match="outside the table"):
             idx.images.take(np.array(bad))
