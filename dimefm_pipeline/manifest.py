@@ -364,10 +364,12 @@ class Manifest:
         # the Arrow method's name changed between DuckDB releases
         return rel.to_arrow_table() if hasattr(rel, "to_arrow_table") else rel.arrow()
 
-    def text_hashes(self) -> set[int]:
-        """Content hashes of every sentence already cached (for exact-duplicate skipping)."""
+    def text_hashes(self):
+        """Content hashes of every sentence already cached, as a `SeenHashes` (exact-duplicate skipping)."""
+        from dimefm_pipeline.sources.planner import SeenHashes
+
         rows = self.con.execute("SELECT text_hash FROM items WHERE modality = 'text' AND text_hash IS NOT NULL").fetchnumpy()
-        return set(rows["text_hash"].tolist())
+        return SeenHashes(rows["text_hash"])
 
     # ----------------------------------------------------------------------------- commits
     def ingest(self, commit, run_id: int) -> bool:

@@ -6,6 +6,8 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.sources.base import (
     IMAGE_EXTS,
@@ -117,7 +119,49 @@ def _parquet_columns(path: str, modality: str, options: dict) -> dict:
     return out
 
 
-def plan_source(spec: SourceSpec, source_id: int, shard_size: int, seen_hashes: set | None = None) -> Plan:
+class SeenHashes:
+    """Content hashes of sentences already cached or planned, for exact-duplicate skipping.
+
+    Kept as a few sorted int64 arrays (8 bytes per sentence; a Python set of the same ints takes
+    about 70), merged as they grow, so 28M sentences cost about 230 MB (docs/benchmarks.md).
+    """
+
+    def __init__(self, existing=()):
+        existing = np.sort(np.asarray(existing, dtype=np.int64))
+        self.runs: list[np.ndarray] = [existing] if len(existing) else []
+
+    def __len__(self) -> int:
+        return sum(len(r) for r in self.runs)
+
+    def contains(self, h: np.ndarray) -> np.ndarray:
+        found = np.zeros(len(h), dtype=bool)
+        for run in self.runs:
+            pos = np.minimum(np.searchsorted(run, h), len(run) - 1)
+            found |= run[pos] == h
+        return found
+
+    def keep(self, hashes: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """Keep flags of a chunk of records: a valid sentence is kept the first time its hash is seen
+        (within the chunk and ever before); an invalid record is kept so encoding records its error."""
+        h = hashes[valid]
+        first = np.zeros(len(h), dtype=bool)
+        first[np.unique(h, return_index=True)[1]] = True
+        new = first & ~self.contains(h)
+        self._add(h[new])
+        keep = np.ones(len(hashes), dtype=bool)
+        keep[valid] = new
+        return keep
+
+    def _add(self, h: np.ndarray) -> None:
+        if not len(h):
+            return
+        self.runs.append(np.sort(h))
+        while len(self.runs) > 1 and len(self.runs[-2]) <= 2 * len(self.runs[-1]):  # merge runs of like size
+            b, a = self.runs.pop(), self.runs.pop()
+            self.runs.append(np.sort(np.concatenate([a, b]), kind="mergesort"))
+
+
+def plan_source(spec: SourceSpec, source_id: int, shard_size: int, seen_hashes: SeenHashes | None = None) -> Plan:
     """Split a source into units of at most `shard_size` items (one tar is one unit).
 
     Text planning scans the whole source once: exact-duplicate sentences (within this source, and
@@ -125,7 +169,7 @@ def plan_source(spec: SourceSpec, source_id: int, shard_size: int, seen_hashes: 
     """
     if spec.modality == "image":
         return _plan_images(spec, source_id, shard_size)
-    return _plan_texts(spec, source_id, shard_size, seen_hashes if seen_hashes is not None else set())
+    return _plan_texts(spec, source_id, shard_size, seen_hashes if seen_hashes is not None else SeenHashes())
 
 
 def _unit(spec: SourceSpec, source_id: int, index: int, path: str, file: int, **kw) -> Unit:
@@ -183,14 +227,19 @@ def text_hash(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
 
 
-def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) -> Plan:
+def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: SeenHashes) -> Plan:
     units: list[Unit] = []
     duplicates, valid, first_error = 0, 0, None
     entries = file_entries(spec.root, spec.files)
     for file, rel in enumerate(spec.files):
         path = os.path.join(spec.root, rel)
 
-        def close(start, stop, offset, keep):
+        def close(start, stop, offset, texts):
+            nonlocal duplicates
+            ok = np.array([t is not None for t in texts], dtype=bool)
+            hashes = np.array([text_hash(t) if t is not None else 0 for t in texts], dtype=np.int64)
+            keep = seen.keep(hashes, ok)
+            duplicates += int((~keep).sum())
             units.append(_unit(spec, source_id, len(units), rel, file, start=start, stop=stop, offset=offset, keep=pack_mask(keep)))
 
         if spec.fmt == "parquet":
@@ -200,26 +249,26 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) ->
             n = pf.metadata.num_rows
             col, key_col = spec.options["text_column"], spec.options.get("key_column")
             for lo in range(0, n, shard_size):
-                keep = []
+                texts = []
                 for _, _, value, err in parquet_rows(pf, lo, min(lo + shard_size, n), col, key_col):
                     text, err = parquet_text(value) if err is None else (None, err)
                     valid += text is not None
                     first_error = first_error or err
-                    duplicates += _keep(text, seen, keep)
-                close(lo, min(lo + shard_size, n), 0, keep)
+                    texts.append(text)
+                close(lo, min(lo + shard_size, n), 0, texts)
             continue
-        start, offset, keep = 0, 0, []
+        start, offset, texts = 0, 0, []
         lineno = -1
         for lineno, line_offset, records in text_lines(path, spec.fmt, spec.options):
             if lineno - start == shard_size:
-                close(start, lineno, offset, keep)
-                start, offset, keep = lineno, line_offset, []
+                close(start, lineno, offset, texts)
+                start, offset, texts = lineno, line_offset, []
             for _, text, err in records:
                 valid += text is not None
                 first_error = first_error or err
-                duplicates += _keep(text, seen, keep)
+                texts.append(text)
         if lineno >= start:
-            close(start, lineno + 1, offset, keep)
+            close(start, lineno + 1, offset, texts)
     if not units:
         raise DimefmError(f"{spec.uri} holds no sentences")
     if not valid:
@@ -227,17 +276,3 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: set) ->
         raise DimefmError(f"every record of {spec.uri} would be skipped ({first_error})"
                           + (f": is {hint} right?" if hint else ""))
     return Plan(units, entries, fingerprint_files(entries), duplicates)
-
-
-def _keep(text: str | None, seen: set, keep: list) -> int:
-    """Append this record's keep flag; return 1 if it is a duplicate of an earlier sentence."""
-    if text is None:  # invalid records are kept in the stream so the encoder records their error
-        keep.append(True)
-        return 0
-    h = text_hash(text)
-    if h in seen:
-        keep.append(False)
-        return 1
-    seen.add(h)
-    keep.append(True)
-    return 0

@@ -156,3 +156,19 @@ def test_sentence_sources_validation_duplicates_and_truncation(teacher, tmp_path
     assert dups[str(tmp_path / "a.txt")] == 1 and dups[str(tmp_path / "b.jsonl")] == 1
     assert _q(cache, "SELECT sum(truncated) FROM units")[0][0] == 1
     assert _q(cache, "SELECT key FROM text_embeddings WHERE truncated") == [("7",)]
+
+
+def test_seen_hashes_keep_first_occurrences_across_chunks_and_earlier_caches():
+    from dimefm_pipeline.sources.planner import SeenHashes
+
+    seen = SeenHashes([5, 9])  # cached by an earlier run
+    keep = seen.keep(np.array([1, 5, 1, 2, 0]), np.array([True, True, True, True, False]))
+    assert keep.tolist() == [True, False, False, True, True]  # 5 cached before, 1 twice, the invalid row kept
+    rng = np.random.default_rng(0)
+    all_kept = list(np.array([1, 2]))
+    for _ in range(40):  # many chunks: runs are merged as they grow and every hash stays findable
+        chunk = rng.integers(0, 3000, 200)
+        k = seen.keep(chunk, np.ones(len(chunk), bool))
+        all_kept += chunk[k].tolist()
+    assert len(all_kept) == len(set(all_kept)) and len(seen) == len(all_kept) + 2
+    assert len(seen.runs) <= 12 and seen.contains(np.array(all_kept)).all()
