@@ -266,25 +266,34 @@ def exact_topk(queries: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.
     return _torch_topk(q32, blocks, k)
 
 
+SCORE_TILE = 1 << 28  # similarity entries computed at once by the torch engine (512 MiB in fp16)
+
+
 def _torch_topk(q32: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.ndarray, np.ndarray]:
     import torch
 
+    scores = np.empty((len(q32), k), dtype=np.float32)
+    found = np.empty((len(q32), k), dtype=np.int64)
+    step = max(1, SCORE_TILE // blocks.block)  # queries per tile, so a tile of scores stays bounded
     with torch.inference_mode():
-        q = torch.from_numpy(q32).to(blocks.device)
-        qc = q.to(blocks.dtype)
-        best_s = best_i = None
-        for start, rows in blocks:
-            cand = torch.topk(qc @ rows.T, min(k + RESCORE_MARGIN, rows.shape[0]), dim=1).indices
-            # float32 re-scoring of the candidates: products of the stored values, summed in float32
-            exact = torch.einsum("bd,bkd->bk", q, rows[cand].float())
-            s, pick = torch.topk(exact, min(k, exact.shape[1]), dim=1)
-            i = torch.gather(cand, 1, pick) + start
-            if best_s is not None:
-                s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
-                s, pick = torch.topk(s, k, dim=1)
-                i = torch.gather(i, 1, pick)
-            best_s, best_i = s, i
-        return best_s.float().cpu().numpy(), best_i.cpu().numpy().astype(np.int64)
+        for lo in range(0, len(q32), step):
+            q = torch.from_numpy(q32[lo : lo + step]).to(blocks.device)
+            qc = q.to(blocks.dtype)
+            best_s = best_i = None
+            for start, rows in blocks:
+                cand = torch.topk(qc @ rows.T, min(k + RESCORE_MARGIN, rows.shape[0]), dim=1).indices
+                # float32 re-scoring of the candidates: products of the stored values, summed in float32
+                exact = torch.einsum("bd,bkd->bk", q, rows[cand].float())
+                s, pick = torch.topk(exact, min(k, exact.shape[1]), dim=1)
+                i = torch.gather(cand, 1, pick) + start
+                if best_s is not None:
+                    s, i = torch.cat([best_s, s], 1), torch.cat([best_i, i], 1)
+                    s, pick = torch.topk(s, k, dim=1)
+                    i = torch.gather(i, 1, pick)
+                best_s, best_i = s, i
+            scores[lo : lo + len(q)] = best_s.float().cpu().numpy()
+            found[lo : lo + len(q)] = best_i.cpu().numpy()
+    return scores, found
 
 
 def filter_texts_by_mining(indices: np.ndarray) -> np.ndarray:
