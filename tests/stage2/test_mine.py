@@ -56,7 +56,10 @@ def test_blocked_exact_mining_equals_brute_force_and_faiss_flat(cache_copy):
     assert (np.sort(pairs, axis=1) == np.sort(ref, axis=1)).mean() == 1.0  # the same neighbour sets (no ties here)
 
 
-def test_half_precision_engine_with_float32_rescoring_is_exact():
+def test_half_precision_engine_with_float32_rescoring_is_exact(monkeypatch):
+    from dimefm_pipeline import mining
+
+    monkeypatch.setattr(mining, "SCORE_TILE", 700 * 64)  # tiles of 64 queries x 700 sentences
     rng = np.random.default_rng(3)
 
     def unit(n, d):
