@@ -37,6 +37,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 from dimefm_pipeline.cli import encode as _encode  # noqa: E402,F401
 from dimefm_pipeline.cli import inspect as _inspect  # noqa: E402,F401
 from dimefm_pipeline.cli import sources as _sources  # noqa: E402,F401
+from dimefm_pipeline.cli import corpus as _corpus  # noqa: E402,F401
 from dimefm_pipeline.cli import distill as _distill  # noqa: E402,F401
 from dimefm_pipeline.cli import run as _run  # noqa: E402,F401
 from dimefm_pipeline.cli import world as _world  # noqa: E402,F401

@@ -17,6 +17,10 @@ def eval_command(
                               "model-config .json | student output folder."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip tag, checkpoint path, or random."),
     suite: str = typer.Option("world", "--suite", help="world, or a folder-per-class dataset with classnames.txt."),
+    classes: Optional[str] = typer.Option(None, "--classes", help="Folder suite: class names from a file or imagenet "
+                                          "(open_clip's), instead of DIR/classnames.txt."),
+    templates: Optional[str] = typer.Option(None, "--templates", help="Folder suite: prompt templates from a file or "
+                                            "openai / simple (open_clip's), instead of DIR/templates.txt."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a bar-chart PNG here."),
     quick: bool = typer.Option(False, "--quick", help="A smaller world suite (about a third of the images)."),
@@ -31,9 +35,15 @@ def eval_command(
     from dimefm_pipeline.evaluation.report import plot_results, results_table, retrieval_table
     from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig
 
+    from dimefm_pipeline.errors import DimefmError
+    from dimefm_pipeline.evaluation.folder_suite import folder_suite
+
+    if suite == "world" and (classes or templates):
+        raise DimefmError("--classes and --templates are for a folder suite; the world suite has its own")
     loaded = load_eval_model(model, pretrained, device=device)
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
-    result = evaluate(loaded, suite, world_config=cfg, probe=not no_probe, batch_size=batch_size)
+    chosen = folder_suite(suite, classes=classes, templates=templates) if suite != "world" and Path(suite).is_dir() else suite
+    result = evaluate(loaded, chosen, world_config=cfg, probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)

@@ -4,6 +4,9 @@ Layout: `DIR/classnames.txt` (one human-readable class name per line, in the sor
 class folders) and images under either `DIR/{train,val,test}/CLASS/` or directly `DIR/CLASS/`. In the
 second case each class is split deterministically 60/20/20 by a hash of the file path, so the split
 never depends on file-system order. An optional `DIR/templates.txt` holds prompt templates with `{c}`.
+Class names and templates can also be given (`dimefm eval --classes imagenet --templates openai`: the
+sets open_clip ships, for an ImageNet-style folder whose class folders are the sorted synset ids); a
+class line with `;`-separated synonyms uses the first name.
 """
 
 from __future__ import annotations
@@ -50,16 +53,25 @@ def _hash_split(paths: list[Path], root: Path) -> dict[str, list[Path]]:
     return {"test": ranked[:n_test], "val": ranked[n_test:n_test + n_val], "train": ranked[n_test + n_val:]}
 
 
-def folder_suite(root: str | Path) -> Suite:
-    """A one-task suite over the folder dataset at `root` (zero-shot and linear probe, no shifts)."""
+def folder_suite(root: str | Path, *, classes: str | None = None, templates: str | None = None) -> Suite:
+    """A one-task suite over the folder dataset at `root` (zero-shot and linear probe, no shifts).
+    `classes` / `templates`: a file or a shipped set (`corpus.load_classes` / `load_templates`)."""
+    from dimefm_pipeline.corpus import load_classes, load_templates
+
     root = Path(root)
     names_file = root / "classnames.txt"
-    if not names_file.is_file():
-        raise DimefmError(f"{root} is not a suite folder: it has no classnames.txt")
-    classnames = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip())
+    if classes is not None:
+        classnames = tuple(names[0] for names in load_classes(classes))
+    elif not names_file.is_file():
+        raise DimefmError(f"{root} is not a suite folder: it has no classnames.txt (or give --classes)")
+    else:
+        classnames = tuple(line.strip() for line in names_file.read_text(encoding="utf-8").splitlines() if line.strip())
     templates_file = root / "templates.txt"
+    given = templates
     templates = DEFAULT_TEMPLATES
-    if templates_file.is_file():
+    if given is not None:
+        templates = tuple(load_templates(given))
+    elif templates_file.is_file():
         templates = tuple(t.strip() for t in templates_file.read_text(encoding="utf-8").splitlines() if t.strip())
         if not templates or any("{c}" not in t for t in templates):
             raise DimefmError(f"{templates_file}: every template line must contain {{c}}")

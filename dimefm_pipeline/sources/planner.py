@@ -26,6 +26,7 @@ from dimefm_pipeline.sources.readers import parquet_rows, parquet_text, text_lin
 TSV_IMAGE_CHUNK_BYTES = 256 << 20  # image TSVs are split by byte range: no line index needed
 IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
 KEY_COLUMNS = ("key", "__key__", "id")
+TEXT_FIELDS = ("text", "caption", "sentence")  # guessed in this order; the one used is recorded with the source
 
 
 @dataclass
@@ -75,6 +76,10 @@ def resolve_source(arg: str, modality: str, options: dict | None = None) -> Sour
     fmt = fmts.pop()
     if fmt == "parquet":
         options = _parquet_columns(files[0], modality, options)
+    elif fmt == "jsonl" and "text_field" not in options:
+        options = {**options, "text_field": _jsonl_field(files[0])}
+    elif fmt == "webdataset" and modality == "text":
+        options = {"text_field": "caption", **options}  # of `.json` members; a `.txt` member wins
     root = common_root(files)
     return SourceSpec(uri, modality, fmt, root, tuple(os.path.relpath(f, root) for f in files), options)
 
@@ -85,12 +90,35 @@ def _format_of(path: str, modality: str) -> str:
         raise DimefmError(f"{path} is a folder: only image sources can be folders")
     table = {
         "image": {".tar": "webdataset", ".tgz": "webdataset", ".tar.gz": "webdataset", ".parquet": "parquet", ".tsv": "tsv"},
-        "text": {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".tsv": "tsv"},
+        "text": {".txt": "txt", ".jsonl": "jsonl", ".json": "jsonl", ".parquet": "parquet", ".tsv": "tsv",
+                 ".tar": "webdataset", ".tgz": "webdataset", ".tar.gz": "webdataset"},
     }[modality]
     for ext, fmt in sorted(table.items(), key=lambda kv: -len(kv[0])):
         if low.endswith(ext):
             return fmt
     raise DimefmError(f"unsupported {modality} source {path}: expected one of {', '.join(sorted(table))}")
+
+
+def _jsonl_field(path: str) -> str:
+    """The sentence field of a JSONL file, from its first JSON object: the first of TEXT_FIELDS it has."""
+    import json
+
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                try:
+                    obj = json.loads(raw)
+                except ValueError:
+                    continue
+                if isinstance(obj, dict):
+                    hits = [k for k in TEXT_FIELDS if k in obj]
+                    if not hits:
+                        raise DimefmError(f"{path}: no sentence field ({', '.join(TEXT_FIELDS)}) in its records (fields: "
+                                          f"{', '.join(obj)}): pass --text-field")
+                    return hits[0]
+    except OSError as exc:
+        raise DimefmError(f"cannot read {path}: {exc.strerror}") from None
+    return "text"
 
 
 def _parquet_columns(path: str, modality: str, options: dict) -> dict:
@@ -103,7 +131,7 @@ def _parquet_columns(path: str, modality: str, options: dict) -> dict:
     out = dict(options)
     wanted = "image_column" if modality == "image" else "text_column"
     if wanted not in out:
-        guesses = IMAGE_COLUMNS if modality == "image" else ("text",)
+        guesses = IMAGE_COLUMNS if modality == "image" else TEXT_FIELDS
         found = [c for c in guesses if c in names]
         if not found:
             raise DimefmError(f"{path} has no {modality} column (columns: {', '.join(names)}); pass --{wanted.replace('_', '-')}")
@@ -242,6 +270,16 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: SeenHas
             duplicates += int((~keep).sum())
             units.append(_unit(spec, source_id, len(units), rel, file, start=start, stop=stop, offset=offset, keep=pack_mask(keep)))
 
+        if spec.fmt == "webdataset":
+            from dimefm_pipeline.sources.readers import tar_text_records
+
+            texts = []
+            for _, _, text, err in tar_text_records(path, spec.options):
+                valid += text is not None
+                first_error = first_error or err
+                texts.append(text)
+            close(0, len(texts), 0, texts)
+            continue
         if spec.fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -272,7 +310,7 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: SeenHas
     if not units:
         raise DimefmError(f"{spec.uri} holds no sentences")
     if not valid:
-        hint = {"jsonl": "--text-field", "parquet": "--text-column"}.get(spec.fmt)
+        hint = {"jsonl": "--text-field", "parquet": "--text-column", "webdataset": "--text-field"}.get(spec.fmt)
         raise DimefmError(f"every record of {spec.uri} would be skipped ({first_error})"
                           + (f": is {hint} right?" if hint else ""))
     return Plan(units, entries, fingerprint_files(entries), duplicates)

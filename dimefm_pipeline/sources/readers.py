@@ -326,9 +326,53 @@ def _tsv_records(unit: Unit, lo: int, hi: int) -> Iterator[ImageRecord]:
 # ----------------------------------------------------------------------------------------- texts
 
 
+def tar_text_records(path: str, opts: dict) -> Iterator[tuple[int, str, str | None, str | None]]:
+    """Captions of a WebDataset tar as sentences: per key, its `.txt` member, else the `text_field`
+    (default `caption`) of its `.json` member; keys with neither are recorded. (pos, key, text, error)."""
+    field = opts.get("text_field", "caption")
+    groups: dict[str, dict] = {}
+    order: list[str] = []
+    try:
+        with tarfile.open(path, "r|*") as tf:
+            for m in tf:
+                if not m.isfile() or "." not in os.path.basename(m.name):
+                    continue
+                key, ext = _split_member(m.name)
+                if key not in groups:
+                    groups[key] = {}
+                    order.append(key)
+                if ext in (".txt", ".json") and ext not in groups[key]:
+                    groups[key][ext] = tf.extractfile(m).read()
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        yield len(order), "", None, f"unreadable tar: {exc}"
+    for pos, key in enumerate(order):
+        members = groups[key]
+        if ".txt" in members:
+            try:
+                yield pos, key, *check_text(members[".txt"].decode("utf-8"))
+            except UnicodeDecodeError as exc:
+                yield pos, key, None, f"invalid UTF-8 at byte {exc.start}"
+        elif ".json" in members:
+            try:
+                obj = json.loads(members[".json"])
+            except ValueError as exc:
+                yield pos, key, None, f"invalid JSON: {exc}"
+                continue
+            value = obj.get(field) if isinstance(obj, dict) else None
+            if not isinstance(value, str):
+                yield pos, key, None, f"missing field {field!r}" if value is None else f"field {field!r} is not a string"
+            else:
+                yield pos, key, *check_text(value)
+        else:
+            yield pos, key, None, "no caption member (.txt or .json)"
+
+
 def text_records(unit: Unit) -> Iterator[tuple[int, str, str | None, str | None]]:
     """Yield (pos, key, text, error) for every item of a text unit (lines or rows [start, stop))."""
     opts = unit.options
+    if unit.fmt == "webdataset":
+        yield from tar_text_records(unit.abspath, opts)
+        return
     if unit.fmt == "parquet":
         import pyarrow.parquet as pq
 

@@ -71,3 +71,21 @@ def test_folder_without_matching_classnames_is_refused(tmp_path):
         folder_suite(root)
     with pytest.raises(DimefmError, match="no classnames.txt"):
         folder_suite(tmp_path)
+
+
+def test_class_names_and_templates_can_come_from_files_or_open_clips_sets(tmp_path, world_teacher):
+    root = _dataset(tmp_path / "shapes", per_class=8)
+    (root / "classnames.txt").unlink()
+    (tmp_path / "names.txt").write_text("hoop; ring\nsquare; box\nstar\n")  # sorted folder order; the first name is used
+    suite = folder_suite(root, classes=str(tmp_path / "names.txt"), templates="simple")
+    task = suite.tasks[0]
+    assert task.classnames == ("hoop", "square", "star") and "{c}" in task.templates[0] and len(task.templates) == 7
+    with pytest.raises(DimefmError, match="no classnames.txt"):
+        folder_suite(root)
+    (tmp_path / "bad.txt").write_text("a photo of a thing\n")
+    with pytest.raises(DimefmError, match="needs \\{c\\}"):
+        folder_suite(root, classes=str(tmp_path / "names.txt"), templates=str(tmp_path / "bad.txt"))
+    res = CliRunner().invoke(app, ["eval", "--model", "world", "--suite", str(root), "--classes", str(tmp_path / "names.txt"),
+                                   "--templates", "openai", "--no-probe", "--json", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "r.json").read_text())["tasks"]["shapes"]["zero_shot"] >= 0.7

@@ -172,3 +172,25 @@ def test_seen_hashes_keep_first_occurrences_across_chunks_and_earlier_caches():
         all_kept += chunk[k].tolist()
     assert len(all_kept) == len(set(all_kept)) and len(seen) == len(all_kept) + 2
     assert len(seen.runs) <= 12 and seen.contains(np.array(all_kept)).all()
+
+
+def test_captions_from_image_shards_and_caption_fields_are_sentences(teacher, tmp_path):
+    with tarfile.open(tmp_path / "shard.tar", "w") as tf:
+        for name, data in (("k1.jpg", _png(1)), ("k1.txt", b"a red circle on the left"), ("k2.jpg", _png(2)),
+                           ("k2.json", json.dumps({"caption": "two blue squares", "url": "x"}).encode()),
+                           ("k3.jpg", _png(3)), ("k4.json", b'{"url": "y"}')):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tf.addfile(info, io.BytesIO(data))
+    (tmp_path / "c.jsonl").write_text(json.dumps({"caption": "a green star"}) + "\n")
+    pq.write_table(pa.table({"caption": ["a small ring"]}), tmp_path / "c.parquet")
+    cache = tmp_path / "m.duckdb"
+    for src in ("shard.tar", "c.jsonl", "c.parquet"):
+        _run(teacher, "text", [tmp_path / src], cache)
+    texts = dict(_q(cache, "SELECT key, text FROM text_embeddings"))
+    assert texts == {"k1": "a red circle on the left", "k2": "two blue squares", "1": "a green star", "0": "a small ring"}
+    assert dict(_q(cache, "SELECT key, reason FROM errors")) == {"k3": "no caption member (.txt or .json)",
+                                                                  "k4": "missing field 'caption'"}
+    used = {os.path.basename(u): json.loads(o) for u, o in _q(cache, "SELECT uri, options FROM sources")}
+    assert used["c.jsonl"] == {"text_field": "caption"} and used["c.parquet"]["text_column"] == "caption"
+    assert used["shard.tar"] == {"text_field": "caption"}
