@@ -100,9 +100,10 @@ def parquet_bytes(columns: dict, emb: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-# One int64 row per image: where stage two reads its bytes (file-table number, or -1 for the unit's
-# pack file), how many, and their hash.
-LOC_COLUMNS = ("loc_file", "offset", "length", "payload_hash")
+# One int64 row per image row: where stage two reads its bytes (file-table number, or -1 for the unit's
+# pack file), how many, their hash, and which view of the image the row is (views.VIEW_COLUMNS: the
+# view number, its crop box in source pixels and its flip).
+LOC_COLUMNS = ("loc_file", "offset", "length", "payload_hash", "view", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flip")
 
 
 def unit_stem(source_id: int, unit: int) -> str:
@@ -165,7 +166,9 @@ class UnitWriter:
         self._close_pack()
         if self._emb:
             emb = np.concatenate(self._emb)
-            order = np.argsort(np.asarray(self._cols["pos"], dtype=np.int64), kind="stable")
+            pos = np.asarray(self._cols["pos"], dtype=np.int64)
+            view = np.asarray(self._cols.get("view", np.zeros(len(pos))), dtype=np.int64)
+            order = np.lexsort((view, pos))  # by position in the unit, then view
             emb = emb[order]
             cols = {k: [v[i] for i in order] for k, v in self._cols.items()}
             for lo in range(0, len(emb), self.shard_size):
@@ -185,7 +188,9 @@ class UnitWriter:
             loc = np.stack([np.asarray(cols.pop(k), dtype=np.int64) for k in LOC_COLUMNS], axis=1)
             table.update(key=cols.pop("key"), pos=np.asarray(cols.pop("pos"), np.int64),
                          file=np.asarray(cols.pop("file"), np.int32), packed=loc[:, 0] < 0, offset=loc[:, 1],
-                         length=loc[:, 2], payload_hash=loc[:, 3])
+                         length=loc[:, 2], payload_hash=loc[:, 3], view=loc[:, 4].astype(np.int16),
+                         crop_x0=loc[:, 5].astype(np.int32), crop_y0=loc[:, 6].astype(np.int32),
+                         crop_x1=loc[:, 7].astype(np.int32), crop_y1=loc[:, 8].astype(np.int32), flip=loc[:, 9] > 0)
         else:
             table.update(key=cols.pop("key"), pos=np.asarray(cols.pop("pos"), np.int64),
                          file=np.asarray(cols.pop("file"), np.int32), **cols)

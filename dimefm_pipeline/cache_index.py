@@ -51,6 +51,7 @@ class CacheIndex:
     image_locs: EmbeddingTable | None = None  # int64 [n_images, 4]: where each image row's bytes lie
     image_shards: list[ImageShard] = field(default_factory=list)
     sources: dict = field(default_factory=dict)  # source_id -> SourceInfo
+    views: int = 1  # image rows per image: image j's view v is global row j * views + v
 
 
 def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: bool = True, need_texts: bool = True,
@@ -104,9 +105,12 @@ def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: 
             problem = check_file(pack, checksum, sample, verify)
             if problem:
                 raise DimefmError(problem)
+        views = man.views
+        if len(tables["image"]) % views:
+            raise DimefmError(f"{path}: {len(tables['image'])} image rows are not {views} views of every image")
         sources = {
             r[0]: SourceInfo(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), r[6])
             for r in man.query("SELECT source_id, modality, uri, format, root, options, shard_size FROM sources").fetchall()
         }
     return CacheIndex(Path(path), cache_dir, teacher, tables["image"], tables["text"], ids["image"], ids["text"], locs,
-                      shards, sources)
+                      shards, sources, views)

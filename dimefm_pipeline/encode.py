@@ -43,6 +43,9 @@ class EncodeConfig:
     precision: str = "auto"  # auto (fp16 autocast on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
     source_options: dict = field(default_factory=dict)  # text_field, text_column, key_column, image_column
     item_timeout: float = ITEM_TIMEOUT  # seconds to read and decode one item before it is skipped as timed out
+    views: int = 1  # embeddings cached per image: view 0 un-augmented, 1..K-1 seeded crops and flips
+    view_augment: str = "reference"  # how views 1..K-1 are drawn: reference | light | a JSON file
+    view_seed: int = 0  # seed of the views' crops and flips
 
     def __post_init__(self):
         if self.modality not in ("image", "text"):
@@ -53,6 +56,8 @@ class EncodeConfig:
             raise DimefmError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.item_timeout <= 0:
             raise DimefmError("--item-timeout must be positive")
+        if self.views < 1 or (self.views > 1 and self.modality != "image"):
+            raise DimefmError("--views must be at least 1, and only images have views")
         if not self.sources:
             raise DimefmError("give at least one source")
 
@@ -100,6 +105,8 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
             spec = models.resolve_spec(cfg.teacher, cfg.pretrained)
         loaded = models.build(spec, quiet=True)
         man.check_teacher(_teacher_info(loaded))
+        if cfg.modality == "image":
+            man.check_views(cfg.views, cfg.view_augment, cfg.view_seed)
         run_id = man.start_run(f"encode-{cfg.modality}", command, asdict(cfg), world)
         for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
             man.ingest(commit, run_id)
@@ -364,7 +371,14 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summar
     from dimefm_pipeline.progress import progress_bar
     from dimefm_pipeline.sources.readers import PACKED
 
-    ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout)
+    views = None
+    if cfg.modality == "image" and cfg.views > 1:
+        from dimefm_pipeline.views import ViewAugment
+
+        pp = loaded.preprocess_cfg
+        views = (cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"], pp["std"])
+    ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
+                     views)
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = cfg.workers if units else 0
     loader = DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -395,12 +409,20 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summar
                     cols.update(file=batch.files, text=batch.texts, truncated=batch.truncated,
                                 text_hash=np.asarray(batch.hashes, np.int64))
                 else:
-                    offsets = [writer.add_packed(b) if b is not None else o for b, o in zip(batch.packed, batch.offsets)]
-                    loc_file = [PACKED if b is not None else f for b, f in zip(batch.packed, batch.files)]
+                    offsets = list(batch.offsets)
+                    for i, b in enumerate(batch.packed):
+                        if b is not None:  # packed once per image; its other views share the offset
+                            offsets[i] = writer.add_packed(b)
+                        elif i and batch.views[i] and batch.packed[i - batch.views[i]] is not None:
+                            offsets[i] = offsets[i - batch.views[i]]
+                    packed = [batch.packed[i - v] is not None for i, v in enumerate(batch.views)]
+                    loc_file = [PACKED if p else f for p, f in zip(packed, batch.files)]
+                    boxes = np.asarray(batch.boxes, dtype=np.int64).reshape(-1, 5)
                     cols.update(file=batch.files, loc_file=loc_file, offset=offsets, length=batch.lengths,
-                                payload_hash=batch.payload_hashes)
+                                payload_hash=batch.payload_hashes, view=batch.views, crop_x0=boxes[:, 0],
+                                crop_y0=boxes[:, 1], crop_x1=boxes[:, 2], crop_y1=boxes[:, 3], flip=boxes[:, 4])
                 writer.add(emb, **cols)
-                items += len(batch.keys)
+                items += len(batch.keys) if cfg.modality == "text" else batch.views.count(0)
             writer.commit.errors.extend(batch.errors)
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
@@ -411,7 +433,8 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summar
                 del open_units[(u.source_id, u.index)]
                 if committer is not None:
                     committer()
-            meter.add(records=len(batch.keys) + len(batch.errors) + batch.duplicates, items=len(batch.keys), units=int(finished))
+            n_items = len(batch.keys) if cfg.modality == "text" else batch.views.count(0)
+            meter.add(records=n_items + len(batch.errors) + batch.duplicates, items=n_items, units=int(finished))
             done, all_items = meter.done()
             bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
         meter.flush()

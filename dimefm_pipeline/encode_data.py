@@ -32,6 +32,8 @@ class Batch:
     pos: list = field(default_factory=list)  # position of each row in the unit
     inputs: torch.Tensor | None = None  # pixels [b,3,H,W] or tokens [b,L]
     files: list = field(default_factory=list)  # file-table number of each row's file
+    views: list = field(default_factory=list)  # images: view number of each row (0: the un-augmented image)
+    boxes: list = field(default_factory=list)  # images: (x0, y0, x1, y1, flip) of each row's view, in source pixels
     # images: where each row's bytes lie (`packed`: the bytes themselves, to copy into the cache)
     offsets: list = field(default_factory=list)
     lengths: list = field(default_factory=list)
@@ -74,10 +76,12 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT):
+                 item_timeout: float | None = ITEM_TIMEOUT, views=None):
+        """`views`: (K, ViewAugment, seed, image size, mean, std) to cache K views of every image, or None (one)."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
+        self.views = views
 
     def __iter__(self):
         info = get_worker_info()
@@ -139,7 +143,8 @@ class UnitBatches(IterableDataset):
                 continue
             try:
                 with time_limit(self.item_timeout):
-                    pixels.append(self.preprocess(decode_image(rec.data)))
+                    img = decode_image(rec.data)
+                    views = self._views(img, batch.unit, rec.pos)
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
                 continue
@@ -147,14 +152,33 @@ class UnitBatches(IterableDataset):
                 batch.errors.append((rec.key, f"transform failed: {type(exc).__name__}: {exc}", rec.file))
                 continue
             raw = rec.data[1].encode("ascii") if isinstance(rec.data, tuple) else rec.data
-            batch.keys.append(rec.key)
-            batch.pos.append(rec.pos)
-            batch.files.append(rec.file)
-            batch.offsets.append(rec.offset)
-            batch.lengths.append(rec.length)
-            batch.payload_hashes.append(payload_hash(raw))
-            batch.packed.append(raw if packed else None)
+            for v, (tensor, box) in enumerate(views):  # one row per view, all pointing at the same bytes
+                pixels.append(tensor)
+                batch.keys.append(rec.key)
+                batch.pos.append(rec.pos)
+                batch.views.append(v)
+                batch.boxes.append(box)
+                batch.files.append(rec.file)
+                batch.offsets.append(rec.offset)
+                batch.lengths.append(rec.length)
+                batch.payload_hashes.append(payload_hash(raw))
+                batch.packed.append(raw if packed and v == 0 else None)
         batch.inputs = torch.stack(pixels) if pixels else None
+
+    def _views(self, img, unit: Unit, pos: int) -> list:
+        """(teacher input, (x0, y0, x1, y1, flip)) of every view of one image: view 0 through the
+        teacher's own preprocessing, the others cropped, resized and flipped as recorded."""
+        from dimefm_pipeline.views import apply_view, centre_box, sample_view, view_rng, view_transform
+
+        out = [(self.preprocess(img), centre_box(*img.size))]
+        if self.views is None:
+            return out
+        k, aug, seed, size, mean, std = self.views
+        norm = view_transform(size, mean, std)
+        for v in range(1, k):
+            *box, flip = sample_view(view_rng(seed, unit.source_id, unit.index, pos, v), *img.size, aug)
+            out.append((norm(apply_view(img, box, flip, size)), (*box, flip)))
+        return out
 
     def _fill_texts(self, batch: Batch, chunk) -> None:
         encode = getattr(self.tokenizer, "encode", None)

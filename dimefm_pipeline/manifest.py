@@ -55,7 +55,7 @@ CREATE TABLE IF NOT EXISTS token_files (
     tokenizer VARCHAR, text_checksum VARCHAR, path VARCHAR, "rows" BIGINT, checksum VARCHAR, created_at TIMESTAMP);
 CREATE TABLE IF NOT EXISTS items (
     item_id BIGINT, modality VARCHAR, source INTEGER, key VARCHAR, shard INTEGER, "row" INTEGER,
-    text_hash BIGINT, file INTEGER, pos BIGINT);
+    text_hash BIGINT, file INTEGER, pos BIGINT, "view" SMALLINT);
 CREATE TABLE IF NOT EXISTS errors (
     source INTEGER, key VARCHAR, stage VARCHAR, reason VARCHAR, run_id INTEGER, created_at TIMESTAMP, file INTEGER);
 CREATE TABLE IF NOT EXISTS runs (
@@ -71,8 +71,8 @@ CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
 """
 
 VIEW_COLUMNS = {
-    "image": "p.key, f.path AS file, p.embedding, s.uri AS source, p.source_id, p.file AS file_id, p.pos, p.row, p.packed, "
-             "p.offset, p.length",
+    "image": "p.key, f.path AS file, p.view, p.embedding, s.uri AS source, p.source_id, p.file AS file_id, p.pos, p.row, "
+             "p.crop_x0, p.crop_y0, p.crop_x1, p.crop_y1, p.flip, p.packed, p.offset, p.length",
     "text": "p.key, f.path AS file, p.text, p.embedding, p.truncated, s.uri AS source, p.source_id, p.file AS file_id, p.pos, p.row",
 }
 
@@ -224,6 +224,26 @@ class Manifest:
         if row is None:
             return None
         return TeacherInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
+
+    def check_views(self, views: int, augment: str, seed: int) -> None:
+        """Record the cache's views per image, or refuse another setting: every image has as many."""
+        current = self.meta("views")
+        wanted = json.dumps({"views": views, "augment": augment if views > 1 else None, "seed": seed if views > 1 else None})
+        if current is None:
+            if self.con.execute("SELECT count(*) FROM items WHERE modality = 'image'").fetchall()[0][0]:
+                current = json.dumps({"views": 1, "augment": None, "seed": None})  # images cached before views existed
+            else:
+                self.set_meta("views", wanted)
+                return
+        if current != wanted:
+            raise DimefmError(f"{self.path.name} caches images with views {current}, not {wanted}: every image of a "
+                              "cache has the same views; use a new --cache")
+
+    @property
+    def views(self) -> int:
+        """Embedding rows per cached image (1 unless encoded with --views)."""
+        v = self.meta("views")
+        return json.loads(v)["views"] if v else 1
 
     def check_teacher(self, info: TeacherInfo) -> None:
         """Record the teacher of a new manifest, or refuse a different one."""
@@ -398,9 +418,9 @@ class Manifest:
                      f"{s.name}.loc.npy" if s.loc_checksum else None, s.loc_checksum or None, s.sample or None,
                      s.loc_sample or None],
                 )
-                hash_col = "text_hash" if commit.modality == "text" else "NULL"
+                hash_col, view_col = ("text_hash", "NULL") if commit.modality == "text" else ("NULL", "view")
                 con.execute(
-                    f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos "
+                    f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos, {view_col} "
                     "FROM read_parquet(?) ORDER BY row",
                     [commit.modality, shard_id, str(cache_dir / f"{s.name}.parquet")],
                 )
@@ -449,7 +469,9 @@ class Manifest:
                 if modality == "text":
                     empty += ", NULL::VARCHAR AS text, NULL::BOOLEAN AS truncated"
                 else:
-                    empty += ", NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length"
+                    empty += (", NULL::SMALLINT AS view, NULL::INTEGER AS crop_x0, NULL::INTEGER AS crop_y0, "
+                              "NULL::INTEGER AS crop_x1, NULL::INTEGER AS crop_y1, NULL::BOOLEAN AS flip, "
+                              "NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length")
                 sql = f"SELECT {empty} WHERE false"
             try:
                 self.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")

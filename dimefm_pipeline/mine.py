@@ -54,7 +54,8 @@ def _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, p
     from dimefm_pipeline.progress import progress_bar
 
     idx = load_cache(cache, need_images=True, need_texts=True)
-    n, k = len(idx.images), min(k, len(idx.texts))
+    views = idx.views  # pairs are mined for each image's view 0 (global row j * views)
+    n, k = len(idx.images) // views, min(k, len(idx.texts))
     search, index_type = _search(idx, k, engine, nprobe, use_gpu, text_block)
     started = None
     if rank == 0:
@@ -71,7 +72,7 @@ def _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, p
             path = folder / f"block-{b:06d}.npz"
             lo, hi = b * image_block, min((b + 1) * image_block, n)
             if not path.exists():
-                scores, found = search(idx.images.take(np.arange(lo, hi)))
+                scores, found = search(idx.images.take(np.arange(lo, hi) * views))
                 _write_block(path, scores, found)
             done += hi - lo
             bar.update(task, completed=done, items=done, rate=done / max(time.time() - t0, 1e-9))
@@ -154,7 +155,8 @@ def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: in
     from dimefm_pipeline.manifest import Manifest
 
     top1_sum, n = 0.0, 0
-    n_blocks = -(-len(idx.image_item_ids) // image_block)
+    views = idx.views
+    n_blocks = -(-(len(idx.image_item_ids) // views) // image_block)
     with Manifest(cache, wait=_wait()) as man:
         man.con.execute("BEGIN TRANSACTION")
         man.query("DELETE FROM pseudo_pairs WHERE mining_id = ?", [mining_id])
@@ -165,7 +167,7 @@ def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: in
             ok = found >= 0
             man.con.register("_pairs", pa.table({
                 "mining_id": np.full(int(ok.sum()), mining_id, np.int32),
-                "image_item": np.repeat(idx.image_item_ids[rows], k)[ok.ravel()],
+                "image_item": np.repeat(idx.image_item_ids[rows * views], k)[ok.ravel()],
                 "rank": np.tile(np.arange(k, dtype=np.int32), len(rows))[ok.ravel()],
                 "text_item": idx.text_item_ids[found[ok]],
                 "score": scores[ok].astype(np.float32),
@@ -191,6 +193,7 @@ def _wait() -> float:
 
 def load_pairs(cache: str, idx, mining_id: int | None = None) -> tuple[np.ndarray, int]:
     """Mined neighbours as global text rows: int32 [n_images, k] (-1 where missing), and the mining id.
+    Row j is image j (its views are global image rows j * views ...).
 
     `idx` is the cache's `CacheIndex`; the latest complete mining is used unless `mining_id` is given.
     """
@@ -210,9 +213,9 @@ def load_pairs(cache: str, idx, mining_id: int | None = None) -> tuple[np.ndarra
     k = k[0][0]
     img_row = _rows_of(idx.image_item_ids, pairs["image_item"])
     txt_row = _rows_of(idx.text_item_ids, pairs["text_item"])
-    out = np.full((len(idx.image_item_ids), k), -1, dtype=np.int32)  # int32: 40M images x k=8 is 1.3 GB
+    out = np.full((len(idx.image_item_ids) // idx.views, k), -1, dtype=np.int32)  # int32: 40M images x k=8 is 1.3 GB
     ok = (img_row >= 0) & (txt_row >= 0)
-    out[img_row[ok], pairs["rank"][ok]] = txt_row[ok]
+    out[img_row[ok] // idx.views, pairs["rank"][ok]] = txt_row[ok]
     return out, row
 
 

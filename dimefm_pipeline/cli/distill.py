@@ -73,7 +73,13 @@ def distill_cmd(
     eps: Optional[float] = typer.Option(None, "--eps", help=f"AdamW epsilon. {_d('eps')}"),
     grad_clip_norm: Optional[float] = typer.Option(None, "--grad-clip-norm", help="Clip the gradient norm to this (default: no clipping, as the reference)."),
     workers: Optional[int] = typer.Option(None, "--workers", help=f"DataLoader workers (read, decode, augment). {_d('workers')}"),
-    augment: Optional[str] = typer.Option(None, "--augment", help=f"reference | light | none: augmentation drawn afresh every epoch; the teacher target stays the un-augmented image's. {_d('augment')}"),
+    augment: Optional[str] = typer.Option(None, "--augment", help="reference | light | none: augmentation drawn afresh on "
+                                          "the fly every epoch (the reference's behaviour); the teacher target stays the "
+                                          "un-augmented image's. [default: reference, or none with cached views]"),
+    views: Optional[str] = typer.Option(None, "--views", help="cached: each epoch, each image trains on one of the views "
+                                        "stage one cached (encode --views K), its crop and flip replayed exactly, so input "
+                                        "and target show the same pixels | first: view 0 only (then --augment applies) | "
+                                        "auto: cached when the cache has views. [default: auto]"),
     text_filter: Optional[str] = typer.Option(None, "--text-filter", help="all | mined (needs `dimefm mine`)."),
     mined_share: Optional[float] = typer.Option(None, "--mined-share", help="Share of each batch's sentences drawn from mined neighbours."),
     w_vl: Optional[float] = typer.Option(None, "--w-vl", help=_d("w_vl", True)),
@@ -105,7 +111,7 @@ def distill_cmd(
     given = dict(
         cache=cache, out=out, student=student, init=init, text_tower=text_tower, batch_size=batch_size,
         text_batch_size=text_batch_size, epochs=epochs, steps=steps, lr=lr, min_lr=lr_min, warmup=warmup,
-        warmup_lr=warmup_lr, weight_decay=wd, eps=eps, grad_clip=grad_clip_norm, workers=workers, augment=augment,
+        warmup_lr=warmup_lr, weight_decay=wd, eps=eps, grad_clip=grad_clip_norm, workers=workers, augment=augment, views=views,
         text_filter=text_filter, mined_share=mined_share, checkpoint_every=checkpoint_every, log_every=log_every,
         resume=resume, allow_schedule_change=allow_schedule_change, stop_after=stop_after, seed=seed, precision=precision,
         tensorboard=tensorboard, verify_cache=verify_cache, item_timeout=item_timeout, w_vl=w_vl, w_pvl=w_pvl,

@@ -24,12 +24,13 @@ TimeoutOpt = typer.Option(60.0, "--item-timeout", help="Seconds to read and deco
 
 
 def _run(modality: str, sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision, options,
-         item_timeout):
+         item_timeout, views=1, view_augment="reference", view_seed=0):
     from dimefm_pipeline.encode import EncodeConfig, encode
     from dimefm_pipeline.report import print_encode_summary
 
     cfg = EncodeConfig(modality, tuple(sources), cache, cache_dir, teacher, pretrained, batch_size, workers,
-                       shard_size, precision, {k: v for k, v in options.items() if v is not None}, item_timeout)
+                       shard_size, precision, {k: v for k, v in options.items() if v is not None}, item_timeout, views,
+                       view_augment, view_seed)
     summary = encode(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
     if summary is not None:
         print_encode_summary(cfg, summary)
@@ -47,12 +48,19 @@ def encode_images(
     shard_size: int = ShardOpt,
     precision: str = PrecisionOpt,
     item_timeout: float = TimeoutOpt,
+    views: int = typer.Option(1, "--views", min=1, help="Teacher embeddings cached per image: view 0 is the image as the "
+                              "teacher's preprocessing sees it, views 1..K-1 seeded crops and flips whose parameters are "
+                              "recorded, so `dimefm distill` trains on exactly those crops (--views cached)."),
+    view_augment: str = typer.Option("reference", "--view-augment", help="How views 1..K-1 are drawn: reference "
+                                     "(crops of 8-100%% of the area, flip) | light (50-100%%, flip) | a JSON file "
+                                     "{\"scale\": [a, b], \"ratio\": [a, b], \"flip\": p}."),
+    view_seed: int = typer.Option(0, "--view-seed", help="Seed of the views' crops and flips."),
     image_column: Optional[str] = typer.Option(None, help="Parquet column with image bytes or paths (default: guessed)."),
     key_column: Optional[str] = typer.Option(None, help="Parquet column with item keys (default: key/__key__/id, else row number)."),
 ):
     """Encode images with the teacher's image tower."""
     _run("image", sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision,
-         {"image_column": image_column, "key_column": key_column}, item_timeout)
+         {"image_column": image_column, "key_column": key_column}, item_timeout, views, view_augment, view_seed)
 
 
 @encode_app.command("texts")

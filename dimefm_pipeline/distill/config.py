@@ -20,7 +20,8 @@ class DistillConfig:
     batch_size: int = 640  # images per rank per step (the reference: 640 per GPU)
     text_batch_size: int | None = None  # sentences per rank per step (default: = batch_size)
     workers: int = 4  # DataLoader workers for image decoding and augmentation
-    augment: str = "reference"  # reference | light | none (see distill/data.py)
+    augment: str | None = None  # on-the-fly augmentation: reference | light | none (default: reference, or none with cached views)
+    views: str = "auto"  # cached: train on the cache's augmented views (crop replayed exactly) | first: view 0 only | auto
     text_filter: str = "all"  # all | mined: train only on sentences that are some image's mined neighbour
     mined_share: float = 0.0  # share of each batch's sentences drawn from the batch images' mined neighbours
     mining_id: int | None = None  # which mining to use (default: the latest)
@@ -53,8 +54,10 @@ class DistillConfig:
     def __post_init__(self):
         if self.text_tower not in ("student", "teacher"):
             raise DimefmError(f"--text-tower must be student or teacher, not {self.text_tower!r}")
-        if self.augment not in ("reference", "light", "none"):
+        if self.augment not in (None, "reference", "light", "none"):
             raise DimefmError(f"--augment must be reference, light or none, not {self.augment!r}")
+        if self.views not in ("auto", "cached", "first"):
+            raise DimefmError(f"--views must be auto, cached or first, not {self.views!r}")
         if self.text_filter not in ("all", "mined"):
             raise DimefmError(f"--text-filter must be all or mined, not {self.text_filter!r}")
         if not 0.0 <= self.mined_share <= 1.0:

@@ -27,6 +27,7 @@ from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_
 from dimefm_pipeline.sources.base import BadItem, payload_hash
 from dimefm_pipeline.sources.decode import decode_image
 from dimefm_pipeline.sources.readers import B64, PACKED
+from dimefm_pipeline.views import apply_view, pick_views
 
 MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
 
@@ -37,11 +38,11 @@ def _seed(*parts: int) -> int:
 
 
 class EpochPlan:
-    """Which cached image rows each rank trains on at each step of one epoch.
+    """Which cached images each rank trains on at each step of one epoch.
 
-    A seeded permutation of all `n` rows, cut into `steps` global batches of `batch_size * world`;
-    the last `n mod (batch_size * world)` rows of the permutation (fewer than one global batch: at
-    most one short batch per rank) are left out of this epoch, and they are different rows every
+    A seeded permutation of all `n` images, cut into `steps` global batches of `batch_size * world`;
+    the last `n mod (batch_size * world)` images of the permutation (fewer than one global batch: at
+    most one short batch per rank) are left out of this epoch, and they are different images every
     epoch. A pure function of (n, batch size, world, seed, epoch): every rank and worker agrees.
     """
 
@@ -52,7 +53,7 @@ class EpochPlan:
         self.perm = perm.astype(np.int32) if n < 2**31 else perm  # 160 MB for 40M rows
 
     def rows(self, step: int, rank: int) -> np.ndarray:
-        """Global image rows of `rank`'s batch at `step` of the epoch."""
+        """The images of `rank`'s batch at `step` of the epoch (image j's views are rows j*K .. j*K+K-1)."""
         if not 0 <= step < self.steps:
             raise IndexError(f"step {step} outside the epoch's {self.steps} steps")
         lo = (step * self.world + rank) * self.batch_size
@@ -75,9 +76,11 @@ class ImageReader:
         self._open: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
-    def read(self, row: int):
-        """Bytes of `row` (or (B64, text) for a TSV source); BadItem if they are gone or changed."""
-        loc_file, offset, length, want = (int(x) for x in self.locs.take(np.array([row]))[0])
+    def read(self, row: int, loc=None):
+        """Bytes of `row` (or (B64, text) for a TSV source); BadItem if they are gone or changed.
+        `loc`: the row's locator when the caller has it already."""
+        loc = self.locs.take(np.array([row]))[0] if loc is None else loc
+        loc_file, offset, length, want = (int(x) for x in loc[:4])
         shard = self.shards[int(np.searchsorted(self.first_rows, row, side="right")) - 1]
         src = self.sources[shard.source_id]
         if loc_file == PACKED:
@@ -120,12 +123,17 @@ class ImageReader:
 
 class ImageBatches(Dataset):
     """Map-style: item k is this rank's decoded batch at step k of the epoch, as
-    `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read."""
+    `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read.
+
+    The plan draws images; `views` = (K, cached): each image's row is its view 0, or with `cached` the
+    view `views.pick_views` chooses for this epoch, whose recorded crop and flip build the input."""
 
     def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int,
-                 item_timeout: float | None = ITEM_TIMEOUT):
+                 item_timeout: float | None = ITEM_TIMEOUT, views: tuple[int, bool] = (1, False), view_input=None):
         self.plan, self.rank, self.reader, self.transform = plan, rank, reader, transform
         self.seed, self.epoch, self.item_timeout = seed, epoch, item_timeout
+        self.k, self.cached = views
+        self.view_input = view_input  # (size, normalising transform) of views 1..K-1
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -134,10 +142,18 @@ class ImageBatches(Dataset):
         # augmentation is seeded per batch: the same draws whichever worker decodes it, and on resume
         torch.manual_seed(_seed(self.seed, self.epoch, self.rank, step, 1))
         pixels, rows, failed = [], [], []
-        for row in self.plan.rows(step, self.rank):
+        images = self.plan.rows(step, self.rank)
+        wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if self.cached else 0)
+        locs = self.reader.locs.take(wanted)
+        for row, loc in zip(wanted, locs):
             try:
                 with time_limit(self.item_timeout):
-                    pixels.append(self.transform(decode_image(self.reader.read(row))))
+                    img = decode_image(self.reader.read(row, loc))
+                    if loc[4] == 0:  # view 0: the un-augmented image (with --augment's draws, if any)
+                        pixels.append(self.transform(img))
+                    else:  # a cached view: exactly the crop and flip its teacher row was encoded from
+                        size, norm = self.view_input
+                        pixels.append(norm(apply_view(img, loc[5:9], int(loc[9]), size)))
                 rows.append(row)
             except BadItem as exc:
                 failed.append((int(row), str(exc)))
@@ -147,14 +163,16 @@ class ImageBatches(Dataset):
         return torch.stack(pixels), torch.tensor(rows, dtype=torch.int64), failed
 
 
-def image_loader(n_rows: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
-                 seed: int, epoch: int, start: int = 0, pin_memory: bool = False, item_timeout: float | None = ITEM_TIMEOUT):
+def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
+                 seed: int, epoch: int, start: int = 0, pin_memory: bool = False, item_timeout: float | None = ITEM_TIMEOUT,
+                 views: tuple[int, bool] = (1, False), view_input=None):
     """This rank's (pixels, rows, failed) batches of `epoch` from step `start` on. Batch k goes to one
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
-    plan = EpochPlan(n_rows, batch_size, world, seed, epoch)
-    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout)
+    plan = EpochPlan(n_images, batch_size, world, seed, epoch)
+    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout, views=views,
+                           view_input=view_input)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                         timeout=LOADER_TIMEOUT if workers else 0)

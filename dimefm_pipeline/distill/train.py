@@ -70,6 +70,8 @@ class Job:
     pairs: np.ndarray | None  # mined neighbours of every image row
     reader: object  # data.ImageReader
     transform: object
+    views: tuple  # (views per image in the cache, train on cached views?)
+    view_input: tuple | None  # (student image size, normalising transform) of cached views
     per_epoch: int  # steps per epoch
     total: int
     step: int = 0
@@ -158,9 +160,10 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
             _token_table(idx, student)
         dist.barrier()
         tokens = _token_table(idx, student)
-    per_epoch = len(idx.images) // (cfg.batch_size * world)
+    n_images = len(idx.images) // idx.views
+    per_epoch = n_images // (cfg.batch_size * world)
     if per_epoch == 0:
-        raise DimefmError(f"batch size {cfg.batch_size} x {world} rank(s) is larger than the {len(idx.images)} cached "
+        raise DimefmError(f"batch size {cfg.batch_size} x {world} rank(s) is larger than the {n_images} cached "
                           f"images: lower --batch-size")
     total = cfg.steps or max(1, round(cfg.epochs * per_epoch))
 
@@ -183,9 +186,21 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     ddp = model
     if world > 1:
         ddp = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    transform = image_transform(cfg.augment, student.image_size, student.mean, student.std)
+    cached = cfg.views == "cached" or (cfg.views == "auto" and idx.views > 1)
+    if cached and idx.views == 1:
+        raise DimefmError("--views cached: this cache holds one view per image (encode with --views K)")
+    if cached and cfg.augment not in (None, "none"):
+        raise DimefmError(f"--augment {cfg.augment} draws new crops on the fly, but with cached views the student trains "
+                          "on the crops the teacher encoded: pass --views first to use --augment")
+    augment = cfg.augment or ("none" if cached else "reference")
+    transform = image_transform(augment, student.image_size, student.mean, student.std)
+    view_input = None
+    if cached:
+        from dimefm_pipeline.views import view_transform
+
+        view_input = (student.image_size, view_transform(student.image_size, student.mean, student.std))
     return Job(idx, student, model, ddp, opt, scaler, {"dtype": amp_dtype, "enabled": use_amp}, texts, tokens, pairs,
-               ImageReader(idx, tables), transform, per_epoch, total, step)
+               ImageReader(idx, tables), transform, (idx.views, cached), view_input, per_epoch, total, step)
 
 
 def _check_same_schedule(cfg: DistillConfig, saved: dict, saved_world: int | None, world: int) -> None:
@@ -208,9 +223,10 @@ def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, 
     """This rank's (pixels, teacher rows, failed) batches for the rest of `epoch` (from step `in_epoch`)."""
     from dimefm_pipeline.distill.data import image_loader
 
-    return image_loader(len(job.idx.images), job.reader, job.transform, batch_size=cfg.batch_size, rank=rank, world=world,
-                        workers=cfg.workers, seed=cfg.seed, epoch=epoch, start=in_epoch, pin_memory=device.type == "cuda",
-                        item_timeout=cfg.item_timeout)
+    return image_loader(len(job.idx.images) // job.views[0], job.reader, job.transform, batch_size=cfg.batch_size,
+                        rank=rank, world=world, workers=cfg.workers, seed=cfg.seed, epoch=epoch, start=in_epoch,
+                        pin_memory=device.type == "cuda", item_timeout=cfg.item_timeout, views=job.views,
+                        view_input=job.view_input)
 
 
 def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
@@ -219,10 +235,11 @@ def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
     import torch
 
     txt_rows = job.texts.rows(job.step)
+    images = img_rows // job.idx.views  # mined pairs belong to images (their view 0), not to views
     if cfg.mined_share > 0:
         from dimefm_pipeline.distill.data import mix_mined
 
-        txt_rows = mix_mined(txt_rows, img_rows, job.pairs, cfg.mined_share, job.step, cfg.seed)
+        txt_rows = mix_mined(txt_rows, images, job.pairs, cfg.mined_share, job.step, cfg.seed)
     idx = job.idx
     targets = {
         "image": torch.from_numpy(idx.images.take(img_rows)).to(device, non_blocking=True),
@@ -230,18 +247,18 @@ def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
         "mined": None,
     }
     if cfg.loss.w_pvl_mined > 0:
-        targets["mined"] = _mined_captions(job, img_rows, cfg.pvl_mined_k, targets["image"]).to(device)
+        targets["mined"] = _mined_captions(job, images, cfg.pvl_mined_k, targets["image"]).to(device)
     tokens = torch.from_numpy(job.tokens.take(txt_rows)).to(device) if job.tokens is not None else None
     return targets, tokens
 
 
-def _mined_captions(job: Job, img_rows: np.ndarray, k: int, teacher_images):
+def _mined_captions(job: Job, images: np.ndarray, k: int, teacher_images):
     """Teacher rows of each image's first k mined sentences ([n, k, d]). Missing neighbours repeat the
     first one; an image with none (encoded after the last `dimefm mine`) gets its own teacher image
     row, the pseudo caption of the original P-VL term."""
     import torch
 
-    nb = job.pairs[img_rows, :k].astype(np.int64)
+    nb = job.pairs[images, :k].astype(np.int64)
     nb = np.where(nb >= 0, nb, nb[:, :1])
     has = nb[:, 0] >= 0
     out = teacher_images.detach().cpu().float()[:, None, :].repeat(1, nb.shape[1], 1)

@@ -188,4 +188,4 @@ def test_stage_two_reads_each_image_once_per_epoch_across_workers(sorted_caches,
     assert max(reads.values()) == 1 and len(reads) == len(rows) == len(classes) - len(classes) % (2 * BATCH)
     idx = load_cache(cache, verify=False, need_texts=False)
     locs = idx.image_locs.take(np.sort(rows))
-    assert sorted((int(o), int(n)) for _, o, n in reads) == sorted((int(o), int(n)) for _, o, n, _ in locs) or fmt == "folder"
+    assert sorted((int(o), int(n)) for _, o, n in reads) == sorted((int(o), int(n)) for _, o, n, *_ in locs) or fmt == "folder"
