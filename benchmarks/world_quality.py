@@ -25,7 +25,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 VARIANTS = {
-    # name: (description, distill overrides)
+    # name: (description, distill overrides[, cache: another cache than the main one, see CACHES])
     "distilled": ("DIME-FM, both towers (VL + P-VL)", {}),
     "reference": ("DIME-FM, teacher's text tower (reference mode)", {"text_tower": "teacher"}),
     "vl_only": ("ablation: VL only", {"w_pvl": 0.0}),
@@ -33,7 +33,64 @@ VARIANTS = {
     "mined_batches": ("ablation: + mined batches (50% of sentences)", {"mined_share": 0.5}),
     "mined_filter": ("ablation: + mined text filter", {"text_filter": "mined"}),
     "mined_pvl": ("ablation: + P-VL with mined captions", {"w_pvl_mined": 0.3}),
+    # augmentation and cached views (6,000 images, and a low-data regime of 1,000)
+    "aug_reference": ("augmented on the fly (reference crops + flips), one un-augmented target", {"augment": "reference"}),
+    "views4": ("cached views, K=4 (reference crops + flips, replayed)", {}, "views4"),
+    "views8": ("cached views, K=8", {}, "views8"),
+    "low_none": ("1,000 images: no augmentation", {}, "low"),
+    "low_reference": ("1,000 images: augmented on the fly, one un-augmented target", {"augment": "reference"}, "low"),
+    "low_views4": ("1,000 images: cached views, K=4", {}, "low_views4"),
+    "low_views8": ("1,000 images: cached views, K=8", {}, "low_views8"),
+    # the sentence side (the same images)
+    "text_filtered": ("sentences: the generic corpus filtered by the suite's vocabulary", {}, "text_filtered"),
+    "text_prompts": ("sentences: prompts of the suite's class names only", {}, "text_prompts"),
+    "text_both": ("sentences: filtered corpus + class-name prompts", {}, "text_both"),
 }
+GROUPS = {
+    "views": ("Augmentation and cached views", ["distilled", "aug_reference", "views4", "views8", "low_none", "low_reference",
+                                                "low_views4", "low_views8"]),
+    "corpus": ("The sentence corpus", ["distilled", "text_filtered", "text_prompts", "text_both"]),
+}
+
+
+def cache_recipes(out: Path, base: list[str]) -> dict:
+    """name -> (recipe overrides, stages to run) of every other cache, in build order (a cache may reuse an
+    earlier one's corpus). The main cache is `out` itself."""
+    def data(images: Path, texts: list[Path]):
+        return [f"data.images=['{images / 'corpus' / 'images' / '*.tar'}']", "data.texts=[" + ", ".join(f"'{t}'" for t in texts) + "]"]
+
+    main_texts = out / "corpus" / "texts.txt"
+    low = out / "cache-low"
+    return {
+        "views4": (data(out, [main_texts]) + ["encode.views=4"], ("encode", "mine")),
+        "views8": (data(out, [main_texts]) + ["encode.views=8"], ("encode", "mine")),
+        "low": (["world.images=1000"], ("world", "encode", "mine")),
+        "low_views4": (data(low, [low / "corpus" / "texts.txt"]) + ["encode.views=4"], ("encode", "mine")),
+        "low_views8": (data(low, [low / "corpus" / "texts.txt"]) + ["encode.views=8"], ("encode", "mine")),
+        "text_filtered": (data(out, [out / "texts-filtered.txt"]), ("encode", "mine")),
+        "text_prompts": (data(out, [out / "texts-prompts.txt"]), ("encode", "mine")),
+        "text_both": (data(out, [out / "texts-filtered.txt", out / "texts-prompts.txt"]), ("encode", "mine")),
+    }
+
+
+def suite_sentences(out: Path) -> None:
+    """The world suite's vocabulary filter of the generic corpus, and its class-name prompts (once)."""
+    from dimefm_pipeline.corpus import Vocabulary, filter_corpus, write_prompts
+    from dimefm_pipeline.evaluation.world_suite import _task_specs
+
+    specs = list(_task_specs())
+    if not (out / "texts-prompts.txt").exists():
+        parts = []
+        for name, _, classnames, templates, _ in specs:
+            path = out / f"texts-prompts-{name}.txt"
+            path.unlink(missing_ok=True)
+            write_prompts([[c] for c in classnames], list(templates), path)
+            parts.append(path.read_text())
+            path.unlink()
+        (out / "texts-prompts.txt").write_text("".join(parts))
+    if not (out / "texts-filtered.txt").exists():
+        vocab = Vocabulary.from_classes([[c] for _, _, classnames, _, _ in specs for c in classnames])
+        filter_corpus([str(out / "corpus" / "texts.txt")], vocab, out / "texts-filtered.txt", progress=False)
 
 
 def _train_and_eval(args):
@@ -60,6 +117,9 @@ def _train_and_eval(args):
 
     recipe = load_recipe("world-demo", recipe_args)
     resume = any((Path(out) / name / "checkpoints").glob("step_*.pt"))  # an interrupted earlier try
+    cache = VARIANTS[name][2] if len(VARIANTS[name]) > 2 else None
+    if cache is not None:
+        overrides = {**overrides, "cache": str(Path(out) / f"cache-{cache}" / "manifest.duckdb")}
     cfg = distill_config(recipe, out=str(Path(out) / name), resume=resume, **overrides)
     t0 = time.time()
     distill(cfg, progress=False)
@@ -155,9 +215,14 @@ def paired_teacher_budget(out: Path, threads: int) -> dict:
     return result
 
 
-ROWS = [("teacher", "world teacher (paired CLIP training, shipped)")] + [(k, v[0]) for k, v in VARIANTS.items()] + [
+MAIN = ["distilled", "reference", "vl_only", "udist", "mined_batches", "mined_filter", "mined_pvl"]
+ROWS = [("teacher", "world teacher (paired CLIP training, shipped)")] + [(k, VARIANTS[k][0]) for k in MAIN] + [
     ("paired_baseline", "baseline: same student, CLIP loss on the same images with true captions (6,000 pairs, same steps)"),
     ("paired_teacher_budget", "baseline: same student, CLIP loss with the teacher's data, recipe and budget (384,000 pairs)")]
+
+
+LABELS = {k: v[0] for k, v in VARIANTS.items()}
+GROUP_TABLES = [(GROUPS[g][0], GROUPS[g][1]) for g in GROUPS]
 
 
 def write_results(results: dict, path: Path, command: str, png: Path, setup: str, notes: str = "") -> None:
@@ -200,6 +265,16 @@ def write_results(results: dict, path: Path, command: str, png: Path, setup: str
                                   ("robustness_mean", "robustness")):
                 gap = 100 * (d[metric] - base[metric])
                 lines.append(f"| {label} at least the paired baseline's | {gap:+.1f} points | {'yes' if gap >= 0 else 'no'} |")
+    for title, keys in GROUP_TABLES:
+        rows = [k for k in keys if k in results]
+        if len(rows) < 2:
+            continue
+        lines += ["", f"{title}:", "", "| model | zero-shot | linear probe | robustness | R@1 i2t | R@1 t2i | train s |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for key in rows:
+            r = results[key]
+            lines.append(f"| {LABELS[key]} | {pct(r['zero_shot_mean'])} | {pct(r['linear_probe_mean'])} | {pct(r['robustness_mean'])} | "
+                         f"{pct(r1(r, 'image_to_text'))} | {pct(r1(r, 'text_to_image'))} | {r.get('train_seconds', '-')} |")
     for title, field in (("Per-task zero-shot accuracy (%):", "zero_shot"), ("Per-task linear-probe accuracy (%):", "linear_probe")):
         lines += ["", title, "", "| model | " + " | ".join(t["tasks"]) + " |",
                   "| --- | " + " | ".join("---:" for _ in t["tasks"]) + " |"]
@@ -260,6 +335,13 @@ def main() -> None:
     recipe = load_recipe("world-demo", recipe_args)
     t0 = time.time()
     run_recipe(recipe, only=("world", "encode", "mine"))
+    wanted = [n for n in VARIANTS if a.only is None or n in a.only]
+    needed = {VARIANTS[n][2] for n in wanted if len(VARIANTS[n]) > 2}
+    if needed & {"text_filtered", "text_prompts", "text_both"}:
+        suite_sentences(out)
+    for cache, (overrides, stages) in cache_recipes(out, recipe_args).items():
+        if cache in needed or any(cache == f"low" and c.startswith("low_views") for c in needed):
+            run_recipe(load_recipe("world-demo", [*recipe_args, *overrides, f"run.out={out / f'cache-{cache}'}"]), only=stages)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     names = [n for n in [*VARIANTS, "paired_baseline", "paired_teacher_budget", "teacher"]

@@ -58,10 +58,12 @@ def encode_stage(recipe: Recipe, images: list[str], texts: list[str]) -> list:
     for modality, sources, opts in (("image", images, data.get("image_options", {})), ("text", texts, data.get("text_options", {}))):
         if not sources:
             continue
+        views = {"views": enc.get("views", 1), "view_augment": enc.get("view_augment", "reference"),
+                 "view_seed": enc.get("view_seed", 0)} if modality == "image" else {}
         cfg = EncodeConfig(modality, tuple(sources), str(recipe.cache), teacher=enc.get("teacher"),
                            pretrained=enc.get("pretrained"), batch_size=enc.get("batch_size", 256),
                            workers=enc.get("workers", 4), shard_size=enc.get("shard_size", 65536),
-                           precision=enc.get("precision", "auto"), source_options=opts)
+                           precision=enc.get("precision", "auto"), source_options=opts, **views)
         s = encode(cfg, command=f"dimefm run {recipe.path}")
         if s is not None:
             print_encode_summary(cfg, s)
