@@ -18,7 +18,6 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from dimefm_pipeline import distributed as dist
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded
 
@@ -203,8 +202,10 @@ def _with_source(unit, source_id):
 
 def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> EncodeSummary | None:
     """Run stage one; returns the summary on rank 0 (None on other ranks)."""
+    _check_early(cfg)  # mistakes in paths fail before torch loads
     import torch
 
+    from dimefm_pipeline import distributed as dist
     from dimefm_pipeline import models
 
     rank, world, _, device = dist.init_distributed()
@@ -273,6 +274,25 @@ def _end_failed(cache: str, run_id: int, summary: "EncodeSummary") -> None:
             man.end_run(run_id, "failed", metrics=_metrics(summary))
     except Exception:  # noqa: BLE001 - never hide the error that ended the run
         pass
+
+
+def _check_early(cfg: EncodeConfig) -> None:
+    """The cheap checks of a command (sources resolve to readable files, the manifest's folder can be
+    made), before anything heavy is imported: a typo costs a fraction of a second."""
+    from dimefm_pipeline.sources import resolve_sources
+    from dimefm_pipeline.sources.base import file_entries
+
+    for spec in resolve_sources(cfg.sources, cfg.modality, cfg.source_options):
+        if spec.fmt != "folder":
+            file_entries(spec.root, spec.files)
+    path = Path(cfg.cache)
+    if not path.exists():
+        if path.suffix != ".duckdb":
+            raise DimefmError(f"manifest path must end in .duckdb: {cfg.cache}")
+        try:
+            path.resolve().parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise DimefmError(f"cannot create the manifest's folder {path.resolve().parent}: {exc.strerror}") from None
 
 
 def _metrics(s: EncodeSummary) -> dict:
@@ -366,6 +386,7 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summar
     import torch
     from torch.utils.data import DataLoader
 
+    from dimefm_pipeline import distributed as dist
     from dimefm_pipeline.cache import UnitWriter
     from dimefm_pipeline.encode_data import UnitBatches
     from dimefm_pipeline.progress import progress_bar

@@ -105,9 +105,6 @@ def distill_cmd(
     item_timeout: Optional[float] = typer.Option(None, "--item-timeout", help=f"Seconds to read and decode one image before it is skipped and recorded. {_d('item_timeout')}"),
 ):
     """Stage two: train a small student against the cached teacher embeddings (DIME-FM losses)."""
-    from dimefm_pipeline.distill.report import print_distill_result
-    from dimefm_pipeline.distill.train import distill
-
     given = dict(
         cache=cache, out=out, student=student, init=init, text_tower=text_tower, batch_size=batch_size,
         text_batch_size=text_batch_size, epochs=epochs, steps=steps, lr=lr, min_lr=lr_min, warmup=warmup,
@@ -120,7 +117,10 @@ def distill_cmd(
     if beta1 is not None or beta2 is not None:
         default = D["betas"].default
         given["betas"] = (default[0] if beta1 is None else beta1, default[1] if beta2 is None else beta2)
-    cfg = DistillConfig.from_dict({k: v for k, v in given.items() if v is not None})
+    cfg = DistillConfig.from_dict({k: v for k, v in given.items() if v is not None})  # option mistakes: before torch loads
+    from dimefm_pipeline.distill.report import print_distill_result
+    from dimefm_pipeline.distill.train import distill
+
     result = distill(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
     if result is not None:
         print_distill_result(result)

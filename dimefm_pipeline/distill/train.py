@@ -79,6 +79,8 @@ class Job:
 
 def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> DistillResult | None:
     """Train the student of `cfg`; returns the result on rank 0 (None elsewhere)."""
+    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
+        raise DimefmError(f"--out {cfg.out} is a file, not a folder")
     import torch
 
     rank, world, _, device = dist.init_distributed()
