@@ -52,7 +52,7 @@ def encode_images(
                               "teacher's preprocessing sees it, views 1..K-1 seeded crops and flips whose parameters are "
                               "recorded, so `dimefm distill` trains on exactly those crops (--views cached)."),
     view_augment: str = typer.Option("reference", "--view-augment", help="How views 1..K-1 are drawn: reference "
-                                     "(crops of 8-100%% of the area, flip) | light (50-100%%, flip) | a JSON file "
+                                     "(crops of 8-100% of the area, flip) | light (50-100%, flip) | a JSON file "
                                      "{\"scale\": [a, b], \"ratio\": [a, b], \"flip\": p}."),
     view_seed: int = typer.Option(0, "--view-seed", help="Seed of the views' crops and flips."),
     image_column: Optional[str] = typer.Option(None, help="Parquet column with image bytes or paths (default: guessed)."),
