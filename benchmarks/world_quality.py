@@ -340,7 +340,7 @@ def main() -> None:
     if needed & {"text_filtered", "text_prompts", "text_both"}:
         suite_sentences(out)
     for cache, (overrides, stages) in cache_recipes(out, recipe_args).items():
-        if cache in needed or any(cache == f"low" and c.startswith("low_views") for c in needed):
+        if cache in needed or any(cache == "low" and c.startswith("low_views") for c in needed):
             run_recipe(load_recipe("world-demo", [*recipe_args, *overrides, f"run.out={out / f'cache-{cache}'}"]), only=stages)
     results_path = out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
@@ -349,13 +349,23 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // a.jobs)
     jobs = [(n, VARIANTS.get(n, ("", {}))[1], recipe_args, str(out), threads) for n in names]
     # Not multiprocessing.Pool: its workers are daemons, and a distill run starts DataLoader workers.
+    failed = []
     with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn")) as pool:
-        for future in as_completed([pool.submit(_train_and_eval, job) for job in jobs]):
-            name, result = future.result()
+        futures = {pool.submit(_train_and_eval, job): job[0] for job in jobs}
+        for future in as_completed(futures):
+            try:  # one failed variant is reported at once; the others go on
+                name, result = future.result()
+            except Exception:
+                failed.append(futures[future])
+                console.print(f"{futures[future]}: failed", highlight=False)
+                console.print_exception()
+                continue
             results[name] = result
             results_path.write_text(json.dumps(results, indent=2))
             console.print(f"{name}: zero-shot {result['zero_shot_mean']:.3f} linear probe {result['linear_probe_mean']:.3f} "
                           f"robustness {result['robustness_mean']:.3f} ({result.get('train_seconds', '-')} s)")
+    if failed:
+        raise SystemExit(f"error: variants failed: {', '.join(failed)} (the others are in {results_path}; run again to retry)")
     png = Path(a.results).with_suffix(".png")
     plot(results, png)
     opts = [("steps", a.steps), ("jobs", a.jobs)] + [(k, v) for k, v, default in (
