@@ -53,11 +53,12 @@ class EpochPlan:
         self.perm = perm.astype(np.int32) if n < 2**31 else perm  # 160 MB for 40M rows
 
     def rows(self, step: int, rank: int) -> np.ndarray:
-        """The images of `rank`'s batch at `step` of the epoch (image j's views are rows j*K .. j*K+K-1)."""
+        """The images of `rank`'s batch at `step` of the epoch (image j's views are rows j*K .. j*K+K-1),
+        in ascending order: a batch is a set, and sorted rows let every read walk its shard forwards."""
         if not 0 <= step < self.steps:
             raise IndexError(f"step {step} outside the epoch's {self.steps} steps")
         lo = (step * self.world + rank) * self.batch_size
-        return self.perm[lo : lo + self.batch_size].astype(np.int64)
+        return np.sort(self.perm[lo : lo + self.batch_size].astype(np.int64))
 
 
 class ImageReader:

@@ -242,6 +242,7 @@ def _step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
         from dimefm_pipeline.distill.data import mix_mined
 
         txt_rows = mix_mined(txt_rows, images, job.pairs, cfg.mined_share, job.step, cfg.seed)
+    txt_rows = np.sort(txt_rows)  # a set, like the images (from the loader in ascending rows): sorted reads
     idx = job.idx
     targets = {
         "image": torch.from_numpy(idx.images.take(img_rows)).to(device, non_blocking=True),

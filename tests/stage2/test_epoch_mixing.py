@@ -114,6 +114,8 @@ def test_an_epoch_is_every_image_once_whatever_the_ranks_and_workers(sorted_cach
     for epoch in (0, 1):
         rows = np.concatenate([b for rank in _epoch_rows(cache, world=world, workers=workers, epoch=epoch) for b in rank])
         assert len(rows) == len(np.unique(rows)), "an image came twice in one epoch"
+        # every batch in ascending rows, so its teacher rows are one forward gather per shard
+        assert all((np.diff(b) > 0).all() for rank in _epoch_rows(cache, world=world, workers=workers, epoch=epoch) for b in rank)
         assert len(rows) == n - n % (BATCH * world)  # the rest: less than one batch per rank, left out
         seen_by_epoch.append(set(rows.tolist()))
     assert seen_by_epoch[0] != seen_by_epoch[1] or n % (BATCH * world) == 0  # the left-out rows change per epoch

@@ -156,7 +156,7 @@ def test_token_ids_follow_the_sentences_not_the_file_names(teacher, tmp_path):
         np.testing.assert_array_equal(ids, tok([f"a {words} number {i}" for i in range(10)]).numpy())
 
 
-def test_rows_outside_a_table_are_refused(tiny_cache):
+def test_rows_outside_a_table_are_refused(tiny_cache, tmp_path):
     from dimefm_pipeline.cache_index import load_cache
 
     idx = load_cache(tiny_cache[0])
@@ -165,7 +165,16 @@ def test_rows_outside_a_table_are_refused(tiny_cache):
     whole = np.concatenate([np.asarray(a) for a in idx.images.arrays])  # 64 rows in 4 shards
     want = np.random.default_rng(0).integers(0, n, 40)  # any order, repeats, several shards
     np.testing.assert_array_equal(idx.images.take(want), whole[want])
-    for bad in ([-1], [n], [3, -2]):
+    np.testing.assert_array_equal(idx.images.take(np.sort(want)), whole[np.sort(want)])  # the straight-gather path
+    # empty shards in between (a unit whose items all failed) shift no row
+    parts = [idx.images.arrays[0], whole[:0], *idx.images.arrays[1:], whole[:0]]
+    for i, a in enumerate(parts):
+        np.save(tmp_path / f"{i}.npy", np.asarray(a))
+    sizes = [len(a) for a in parts]
+    gappy = EmbeddingTable([tmp_path / f"{i}.npy" for i in range(len(parts))], sizes)
+    for rows in (want, np.sort(want), np.array([sizes[0] - 1, sizes[0], n - 1])):
+        np.testing.assert_array_equal(gappy.take(rows), whole[rows])
+    for bad in ([-1], [n], [3, -2], [0, n]):
         with pytest.raises(IndexError, match="outside the table"):
             idx.images.take(np.array(bad))
     assert isinstance(idx.images, EmbeddingTable)
