@@ -243,8 +243,9 @@ class SentenceBlocks:
 
 def exact_topk(queries: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The exact top-k sentences (inner product) of each query row: `(scores float32 [b, k], indices
-    int64 [b, k])`, best first. faiss's blocked search per sentence block (CPU), or a torch product
-    in `blocks.dtype` whose top k + RESCORE_MARGIN candidates are re-scored in float32."""
+    int64 [b, k])`, best first. A torch product in `blocks.dtype` (float32 on the CPU; half precision on a
+    GPU, whose top k + RESCORE_MARGIN candidates are re-scored in float32), or faiss's blocked search
+    per sentence block when the blocks have no dtype (kept for comparison: 2.6-3.4x slower on a CPU)."""
     _check_matrix("image embeddings", queries)
     if queries.shape[1] != blocks.dim:
         raise DimefmError(f"image embeddings have dim {queries.shape[1]} but sentence embeddings have dim {blocks.dim}")
@@ -266,7 +267,7 @@ def exact_topk(queries: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.
     return _torch_topk(q32, blocks, k)
 
 
-SCORE_TILE = 1 << 28  # similarity entries computed at once by the torch engine (512 MiB in fp16)
+SCORE_TILE = 1 << 28  # similarity entries of fp16 computed at once by the torch engine (512 MiB; half as many in fp32)
 
 
 def _torch_topk(q32: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -274,14 +275,16 @@ def _torch_topk(q32: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.nda
 
     scores = np.empty((len(q32), k), dtype=np.float32)
     found = np.empty((len(q32), k), dtype=np.int64)
-    step = max(1, SCORE_TILE // blocks.block)  # queries per tile, so a tile of scores stays bounded
+    itemsize = torch.empty((), dtype=blocks.dtype).element_size()
+    step = max(1, SCORE_TILE * 2 // (blocks.block * itemsize))  # queries per tile: a tile of scores stays at 512 MiB
     with torch.inference_mode():
         for lo in range(0, len(q32), step):
             q = torch.from_numpy(q32[lo : lo + step]).to(blocks.device)
             qc = q.to(blocks.dtype)
+            margin = 0 if blocks.dtype == torch.float32 else RESCORE_MARGIN
             best_s = best_i = None
             for start, rows in blocks:
-                cand = torch.topk(qc @ rows.T, min(k + RESCORE_MARGIN, rows.shape[0]), dim=1).indices
+                cand = torch.topk(qc @ rows.T, min(k + margin, rows.shape[0]), dim=1).indices
                 # float32 re-scoring of the candidates: products of the stored values, summed in float32
                 exact = torch.einsum("bd,bkd->bk", q, rows[cand].float())
                 s, pick = torch.topk(exact, min(k, exact.shape[1]), dim=1)

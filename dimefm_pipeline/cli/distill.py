@@ -17,7 +17,7 @@ def mine(
     cache: str = typer.Option(..., "--cache", help="Manifest file (.duckdb) with image and text embeddings."),
     k: int = typer.Option(8, "--k", min=1, help="Sentences kept per image."),
     engine: str = typer.Option("exact", "--engine", help="exact: every sentence, no index, memory bounded by the blocks "
-                               "(faiss knn on CPU, fp16 matmul + fp32 re-scoring on GPU) | ivf: a faiss IVF index (approximate)."),
+                               "(float32 matmul on CPU, fp16 matmul + fp32 re-scoring on GPU) | ivf: a faiss IVF index (approximate)."),
     nprobe: Optional[int] = typer.Option(None, help="--engine ivf: lists searched per query."),
     gpu: Optional[bool] = typer.Option(None, "--gpu/--cpu", help="Where to search (default: the GPU when there is one)."),
     image_block: int = typer.Option(65536, "--image-block", min=1, help="Images per block: the grain of work, resume and ranks."),
