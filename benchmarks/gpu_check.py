@@ -104,7 +104,7 @@ def part_mining(args) -> dict:
         return torch.nn.functional.normalize(x, dim=1).half().cpu().numpy()
 
     texts, images = rows(args.mine_texts), rows(args.mine_images)
-    dtype = torch.float16 if args.device == "cuda" else None
+    dtype = torch.float16 if args.device == "cuda" else torch.float32  # the engines `dimefm mine` uses
     blocks = SentenceBlocks(texts, block=1 << 20, device=args.device, dtype=dtype, resident_bytes=1 << 40)
     exact_topk(images[:1024], blocks, 8)  # warm-up: sentences moved to the device, kernels chosen
     if args.device == "cuda":
