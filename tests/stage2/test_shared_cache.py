@@ -46,3 +46,27 @@ def test_a_wait_has_a_limit(tmp_path):
         Manifest(path, read_only=True, wait=1.0)
     assert 0.9 < time.monotonic() - t0 < 5
     proc.wait(timeout=30)
+
+
+def test_a_starting_run_waits_while_another_run_writes(cache_copy):
+    """A distill run's start-up reads (token shards, file tables, the source check) wait for another
+    run's short write on the same cache instead of failing."""
+    import open_clip
+
+    from dimefm_pipeline.cache_index import load_cache
+    from dimefm_pipeline.distill.data import check_image_sources, file_tables
+    from dimefm_pipeline.distill.tokens import build_token_shards
+
+    cache, _ = cache_copy
+    idx = load_cache(cache)
+    proc = _hold(cache, 2.0)
+    t0 = time.monotonic()
+    assert build_token_shards(idx, open_clip.get_tokenizer("ViT-B-32")).take([0]).shape[0] == 1
+    assert time.monotonic() - t0 > 0.5  # it waited for the writer
+    proc.wait(timeout=30)
+    proc = _hold(cache, 2.0)
+    tables = file_tables(str(cache), idx)
+    proc.wait(timeout=30)
+    proc = _hold(cache, 2.0)
+    check_image_sources(str(cache), idx, tables)
+    assert proc.wait(timeout=30) == 0
