@@ -331,7 +331,7 @@ def main() -> None:
 
     console = Console()
     out = Path(a.out)
-    recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", *a.set]
+    recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", "encode.views=1", *a.set]  # the main cache: no views
     recipe = load_recipe("world-demo", recipe_args)
     t0 = time.time()
     run_recipe(recipe, only=("world", "encode", "mine"))

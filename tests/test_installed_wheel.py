@@ -76,8 +76,10 @@ def test_quick_demo_from_any_directory_writes_the_report_the_plots_and_a_student
     assert "teacher vs distilled student" in r.stdout
     assert (out / "student" / "open_clip_config.json").is_file()
     r = _run([installed[1], "sql", "--cache", out / "manifest.duckdb", "--csv",
-              "SELECT (SELECT count(*) FROM items WHERE modality = 'image'), (SELECT count(*) FROM pseudo_pairs)"], tmp_path)
-    assert r.returncode == 0 and r.stdout.splitlines()[1] == "384,1536", r.stderr
+              "SELECT (SELECT count(*) FROM items WHERE modality = 'image' AND view = 0), "
+              "(SELECT count(*) FROM items WHERE modality = 'image'), (SELECT count(*) FROM pseudo_pairs)"], tmp_path)
+    # 384 images, 4 cached views each (the demo recipe), k = 4 mined sentences per image
+    assert r.returncode == 0 and r.stdout.splitlines()[1] == "384,1536,1536", r.stderr
 
 
 def test_paper_recipe_from_any_directory_with_a_tiny_teacher(installed, tmp_path):
