@@ -185,10 +185,7 @@ def _tar_stream_records(unit: Unit) -> Iterator[ImageRecord]:
     current, found = None, None
     try:
         with tarfile.open(path, "r|*") as tf:
-            for member in tf:
-                if not member.isfile() or "." not in os.path.basename(member.name):
-                    continue
-                key, ext = _split_member(member.name)
+            for member, key, ext in _named_members(tf):
                 if key != current:
                     if current is not None and (found is not None or current not in with_image):
                         yield _stream_record(pos, current, unit.file, found)
@@ -326,6 +323,13 @@ def _tsv_records(unit: Unit, lo: int, hi: int) -> Iterator[ImageRecord]:
 # ----------------------------------------------------------------------------------------- texts
 
 
+def _named_members(tf) -> Iterator[tuple[tarfile.TarInfo, str, str]]:
+    """A tar's regular-file members whose name has an extension, each with its (key, extension)."""
+    for member in tf:
+        if member.isfile() and "." in os.path.basename(member.name):
+            yield (member, *_split_member(member.name))
+
+
 def tar_text_records(path: str, opts: dict) -> Iterator[tuple[int, str, str | None, str | None]]:
     """Captions of a WebDataset tar as sentences: per key, its `.txt` member, else the `text_field`
     (default `caption`) of its `.json` member; keys with neither are recorded. (pos, key, text, error)."""
@@ -334,10 +338,7 @@ def tar_text_records(path: str, opts: dict) -> Iterator[tuple[int, str, str | No
     order: list[str] = []
     try:
         with tarfile.open(path, "r|*") as tf:
-            for m in tf:
-                if not m.isfile() or "." not in os.path.basename(m.name):
-                    continue
-                key, ext = _split_member(m.name)
+            for m, key, ext in _named_members(tf):
                 if key not in groups:
                     groups[key] = {}
                     order.append(key)
