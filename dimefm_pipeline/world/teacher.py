@@ -69,7 +69,7 @@ def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndar
     hard negatives for every attribute, so colour (by far the easiest cue) cannot carry the whole
     loss. The rest are independent scenes, for diversity.
     """
-    images, captions = [], []
+    images, captions, base = [], [], None  # base: the scene a group's edits start from (k % group_size == 0)
     n_grouped = int(cfg.batch_size * cfg.group_share) // cfg.group_size * cfg.group_size
     for k in range(cfg.batch_size):
         rng = scene_rng(cfg.seed, step * cfg.batch_size + k, TRAIN_STREAM)
