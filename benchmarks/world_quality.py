@@ -10,7 +10,8 @@ writes `docs/results.md` (plus JSON and a PNG under --out).
         --results docs/results-300-steps.md                                # the short-budget table
 
 Finished variants are kept in OUT/results.json, so a rerun only trains what is missing and rewrites
-the Markdown. About 46 minutes for 1,500 steps on a 2-core CPU.
+the Markdown; `--only` picks variants. A 1,500-step variant takes 13-30 minutes of a 2-core CPU with
+two trained at once (`--jobs 2`), so the whole table is an afternoon.
 """
 
 from __future__ import annotations
@@ -45,11 +46,20 @@ VARIANTS = {
     "text_filtered": ("sentences: the generic corpus filtered by the suite's vocabulary", {}, "text_filtered"),
     "text_prompts": ("sentences: prompts of the suite's class names only", {}, "text_prompts"),
     "text_both": ("sentences: filtered corpus + class-name prompts", {}, "text_both"),
+    # run-to-run spread: the same students with other seeds (student initialisation, epoch order, view draws)
+    "distilled_seed1": ("DIME-FM, both towers, seed 1", {"seed": 1}),
+    "distilled_seed2": ("DIME-FM, both towers, seed 2", {"seed": 2}),
+    "text_filtered_seed1": ("sentences: filtered corpus, seed 1", {"seed": 1}, "text_filtered"),
+    "low_none_seed1": ("1,000 images: no augmentation, seed 1", {"seed": 1}, "low"),
+    "low_views4_seed1": ("1,000 images: cached views, K=4, seed 1", {"seed": 1}, "low_views4"),
 }
 GROUPS = {
     "views": ("Augmentation and cached views", ["distilled", "aug_reference", "views4", "views8", "low_none", "low_reference",
                                                 "low_views4", "low_views8"]),
     "corpus": ("The sentence corpus", ["distilled", "text_filtered", "text_prompts", "text_both"]),
+    "seeds": ("Run-to-run spread (every other row is seed 0)", ["distilled", "distilled_seed1", "distilled_seed2", "text_filtered",
+                                                               "text_filtered_seed1", "low_none", "low_none_seed1", "low_views4",
+                                                               "low_views4_seed1"]),
 }
 
 
