@@ -86,12 +86,12 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
     """Rank 0: open the manifest, check the teacher, recover markers, plan pending units."""
     from dimefm_pipeline import models
     from dimefm_pipeline.cache import read_markers
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
     from dimefm_pipeline.sources import plan_source, resolve_sources
 
     specs = resolve_sources(cfg.sources, cfg.modality, cfg.source_options)
     created = not Path(cfg.cache).exists()
-    man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir, wait=write_wait())
+    man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir, wait=lock_wait())
     lock = None
     try:
         lock = writer_lock(man.cache_dir)
@@ -161,11 +161,6 @@ def writer_lock(cache_dir: Path):
     return f
 
 
-def write_wait() -> float:
-    """Seconds a short manifest write waits for another process's transaction."""
-    return float(os.environ.get("DIMEFM_MANIFEST_WAIT", "300"))
-
-
 class Committer:
     """Rank 0: moves durable commit markers into the manifest in short transactions."""
 
@@ -175,9 +170,9 @@ class Committer:
     def __call__(self, *, force: bool = False, then=None) -> None:
         if not force and time.time() - self.last < COMMIT_EVERY:
             return
-        from dimefm_pipeline.manifest import Manifest
+        from dimefm_pipeline.manifest import Manifest, lock_wait
 
-        with Manifest(self.cache, wait=write_wait()) as man:
+        with Manifest(self.cache, wait=lock_wait()) as man:
             _commit_pending(man, self.run_id, self.summary)
             if then is not None:
                 then(man)
@@ -266,10 +261,10 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
 
 def _end_failed(cache: str, run_id: int, summary: "EncodeSummary") -> None:
     """Commit what finished and mark the run failed (best effort: the original error is what matters)."""
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
     try:
-        with Manifest(cache, wait=write_wait()) as man:
+        with Manifest(cache, wait=lock_wait()) as man:
             _commit_pending(man, run_id, summary)
             man.end_run(run_id, "failed", metrics=_metrics(summary))
     except Exception:  # noqa: BLE001 - never hide the error that ended the run

@@ -107,6 +107,11 @@ class TeacherInfo:
     config: dict
 
 
+
+def lock_wait() -> float:
+    """Seconds a short manifest transaction waits for another process's (DIMEFM_MANIFEST_WAIT, default 300)."""
+    return float(os.environ.get("DIMEFM_MANIFEST_WAIT", "300"))
+
 class Manifest:
     """A DuckDB manifest file opened by this process (read-write: the single writer; or read-only)."""
 

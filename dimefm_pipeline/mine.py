@@ -119,9 +119,9 @@ def _device(use_gpu: bool | None) -> str:
 
 def _start(cache, k, index_type, n_images, n_texts, image_block, command, world):
     """Rank 0: resume the latest unfinished mining with the same settings, or start a new one."""
-    from dimefm_pipeline.manifest import Manifest, now
+    from dimefm_pipeline.manifest import Manifest, lock_wait, now
 
-    with Manifest(cache, wait=_wait()) as man:
+    with Manifest(cache, wait=lock_wait()) as man:
         row = man.query("SELECT mining_id, run_id FROM minings WHERE state = 'running' AND k = ? AND index_type = ? "
                         "AND images = ? AND texts = ? AND image_block = ? ORDER BY mining_id DESC LIMIT 1",
                         [k, index_type, n_images, n_texts, image_block]).fetchall()
@@ -153,12 +153,12 @@ def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: in
 
     import pyarrow as pa
 
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
     top1_sum, n = 0.0, 0
     views = idx.views
     n_blocks = -(-(len(idx.image_item_ids) // views) // image_block)
-    with Manifest(cache, wait=_wait()) as man:
+    with Manifest(cache, wait=lock_wait()) as man:
         man.con.execute("BEGIN TRANSACTION")
         man.query("DELETE FROM pseudo_pairs WHERE mining_id = ?", [mining_id])
         for b in range(n_blocks):
@@ -186,21 +186,15 @@ def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: in
     return mean_top1
 
 
-def _wait() -> float:
-    from dimefm_pipeline.encode import write_wait
-
-    return write_wait()
-
-
 def load_pairs(cache: str, idx, mining_id: int | None = None) -> tuple[np.ndarray, int]:
     """Mined neighbours as global text rows: int32 [n_images, k] (-1 where missing), and the mining id.
     Row j is image j (its views are global image rows j * views ...).
 
     `idx` is the cache's `CacheIndex`; the latest complete mining is used unless `mining_id` is given.
     """
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
-    with Manifest(cache, read_only=True, wait=_wait()) as man:
+    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
         if mining_id is None:
             row = man.query("SELECT max(mining_id) FROM minings WHERE state = 'complete'").fetchall()[0][0]
         else:

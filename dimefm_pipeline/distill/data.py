@@ -183,12 +183,11 @@ def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: i
 def file_tables(cache: str, idx) -> dict:
     """Paths of every image source's files (sources whose bytes stage two reads in place), as Arrow
     string arrays: 30 MB per million paths, against 85 MB as a Python list; forked workers share them."""
-    from dimefm_pipeline.distill.runlog import MANIFEST_WAIT
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
     packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
     out = {}
-    with Manifest(cache, read_only=True, wait=MANIFEST_WAIT) as man:
+    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
         for sid, src in idx.sources.items():
             if src.modality == "image" and sid not in packed_only:
                 out[sid] = man.source_files(sid).column("path").combine_chunks()
@@ -198,11 +197,10 @@ def file_tables(cache: str, idx) -> dict:
 def check_image_sources(cache: str, idx, tables: dict, *, sample: int = 1000) -> None:
     """Before training: the files stage two will read exist with the sizes stage one saw (all of
     them, or a seeded sample of `sample` per source), and every pack file is there."""
-    from dimefm_pipeline.distill.runlog import MANIFEST_WAIT
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
     from dimefm_pipeline.source_check import check_files
 
-    with Manifest(cache, read_only=True, wait=MANIFEST_WAIT) as man:
+    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
         for sid in tables:
             src = idx.sources[sid]
             problems, _ = check_files(src.root, man.source_files(sid), sample=sample)

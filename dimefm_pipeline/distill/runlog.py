@@ -12,15 +12,13 @@ from dimefm_pipeline import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.errors import DimefmError
 
-MANIFEST_WAIT = 300.0  # seconds a run waits for another one's short manifest transaction
-
 
 def record(cache: str, fn):
     """Run `fn(manifest)` in a short read-write transaction on the manifest."""
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
     # Runs sharing a cache (ablations, sweeps) take turns on the manifest for these short writes.
-    with Manifest(cache, wait=MANIFEST_WAIT) as man:
+    with Manifest(cache, wait=lock_wait()) as man:
         return fn(man)
 
 

@@ -28,10 +28,9 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
     """Token shards for every text shard of the cache (built on first use, reused after)."""
     import pyarrow.parquet as pq
 
-    from dimefm_pipeline.distill.runlog import MANIFEST_WAIT
-    from dimefm_pipeline.manifest import Manifest
+    from dimefm_pipeline.manifest import Manifest, lock_wait
 
-    with Manifest(idx.path, read_only=True, wait=MANIFEST_WAIT) as man:  # another run's short write: wait
+    with Manifest(idx.path, read_only=True, wait=lock_wait()) as man:  # another run's short write: wait
         files = man.shard_files("text")
         sums = [r[0] for r in man.query("SELECT parquet_checksum FROM shards WHERE modality = 'text' AND state = 'complete' "
                                         "ORDER BY shard_id").fetchall()]

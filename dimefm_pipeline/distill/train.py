@@ -11,7 +11,8 @@ import numpy as np
 
 from dimefm_pipeline import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
-from dimefm_pipeline.distill.runlog import MANIFEST_WAIT, RunLog, latest_checkpoint, load_checkpoint
+from dimefm_pipeline.distill.runlog import RunLog, latest_checkpoint, load_checkpoint
+from dimefm_pipeline.manifest import lock_wait
 from dimefm_pipeline.errors import DimefmError
 from dimefm_pipeline.losses import dimefm_losses
 
@@ -129,7 +130,7 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
 
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise DimefmError(f"--out {cfg.out} is a file, not a folder")
-    idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=MANIFEST_WAIT)
+    idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=lock_wait())
     tables = file_tables(cfg.cache, idx)
     check_image_sources(cfg.cache, idx, tables)
     student = build_student(cfg, idx.teacher, device=device)
