@@ -276,10 +276,8 @@ def write_results(results: dict, path: Path, command: str, png: Path, setup: str
         for metric, label, goal in (("zero_shot_mean", "zero-shot / teacher >= 0.95", 0.95),
                                     ("linear_probe_mean", "linear probe / teacher >= 0.97", 0.97),
                                     ("robustness_mean", "robustness / teacher >= 0.90", 0.90)):
-            cells = []
-            for v in [d[metric] / t[metric]] + ([sum(r[metric] for r in seeds) / len(seeds) / t[metric]] if len(seeds) > 1 else []):
-                cells.append(f"{v:.3f} | {'yes' if v >= goal else f'no ({v - goal:+.3f})'}")
-            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            ratios = [d[metric] / t[metric], sum(r[metric] for r in seeds) / len(seeds) / t[metric]][:1 + (len(seeds) > 1)]
+            lines.append(f"| {label} | " + " | ".join(f"{v:.3f} | {'yes' if v >= goal else f'no ({v - goal:+.3f})'}" for v in ratios) + " |")
         if base is not None:
             for metric, label in (("zero_shot_mean", "zero-shot"), ("linear_probe_mean", "linear probe"),
                                   ("robustness_mean", "robustness")):
