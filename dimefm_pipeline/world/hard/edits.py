@@ -2,7 +2,8 @@
 
 An edit changes one thing: one object's shape (often to a look-alike), shade (often to its partner),
 or fill pattern; the colours or the places of two objects swapped (attribute binding and relations,
-where a bag of words cannot tell the two pictures apart); or one object added or removed. Edits never
+where a bag of words cannot tell the two pictures apart); two objects turned a quarter about their
+midpoint (side by side becomes one above the other); or one object added or removed. Edits never
 create a held-out colour-shape combination.
 """
 
@@ -15,7 +16,7 @@ import numpy as np
 from dimefm_pipeline.world.hard.scene import HardScene, draw_attributes, lit, make_object
 from dimefm_pipeline.world.hard.vocab import COLOURS, HELD_OUT, PATTERNS, SHAPES
 
-EDITS = ("shape", "colour", "pattern", "swap_colours", "swap_places", "count")
+EDITS = ("shape", "colour", "pattern", "swap_colours", "swap_places", "turn", "count")
 LOOK_ALIKE = {
     "triangle": ("trapezoid", "arrow"), "square": ("diamond", "trapezoid"), "pentagon": ("hexagon", "octagon"),
     "hexagon": ("pentagon", "octagon"), "octagon": ("hexagon", "circle"), "circle": ("octagon", "ring"),
@@ -44,6 +45,19 @@ def _free_spot(rng: np.random.Generator, objects, r: float, size: int) -> tuple[
     return None
 
 
+def _turn(a, b, sign: float, size: int):
+    """`a` and `b` turned a quarter about their midpoint, or None if either would leave the canvas."""
+    mx, my = (a.cx + b.cx) / 2, (a.cy + b.cy) / 2
+    out = []
+    for o in (a, b):
+        dx, dy = o.cx - mx, o.cy - my
+        x, y = mx - sign * dy, my + sign * dx
+        if not (o.radius <= x <= size - o.radius and o.radius <= y <= size - o.radius):
+            return None
+        out.append(replace(o, cx=float(x), cy=float(y)))
+    return tuple(out)
+
+
 def _allowed(objects) -> bool:
     return all((o.colour, o.shape) not in HELD_OUT for o in objects)
 
@@ -64,6 +78,12 @@ def edit_scene(scene: HardScene, rng: np.random.Generator, weights: tuple[float,
             objs[i] = replace(o, colour=colour, rgb=lit(rng, colour))
         elif kind == "pattern":
             objs[i] = replace(o, pattern=_other(rng, PATTERNS, o.pattern))
+        elif kind == "turn" and len(objs) > 1:
+            j = int(rng.choice([k for k in range(len(objs)) if k != i]))
+            turned = _turn(objs[i], objs[j], 1.0 if rng.random() < 0.5 else -1.0, scene.size)
+            if turned is None:
+                continue
+            objs[i], objs[j] = turned
         elif kind in ("swap_colours", "swap_places") and len(objs) > 1:
             j = int(rng.choice([k for k in range(len(objs)) if k != i]))
             a, b = objs[i], objs[j]

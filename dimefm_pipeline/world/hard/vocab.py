@@ -47,8 +47,8 @@ COLOURS = {
     "pink": (240, 128, 190),
 }
 COLOUR_WORDS = {c: (c,) for c in COLOURS} | {"purple": ("purple", "violet"), "navy": ("navy", "navy blue")}
-BRIGHTNESS = (0.8, 1.2)  # lighting: an object's colour is scaled by a factor drawn from this range
-COLOUR_JITTER = 10.0  # +- per channel, after the lighting factor
+BRIGHTNESS = (0.65, 1.35)  # lighting: an object's colour is scaled by a factor drawn from this range
+COLOUR_JITTER = 14.0  # +- per channel, after the lighting factor
 
 PATTERNS = ("solid", "striped", "dotted", "checked")
 PATTERN_WORDS = {"solid": ("solid", "plain"), "striped": ("striped",), "dotted": ("dotted", "spotted"),
