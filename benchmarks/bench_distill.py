@@ -35,10 +35,10 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dimefm_pipeline import models
-from dimefm_pipeline.cache import EmbeddingTable
+from dimefm_pipeline.core import models
+from dimefm_pipeline.store.shards import EmbeddingTable
 from dimefm_pipeline.distill.train import param_groups
-from dimefm_pipeline.losses import LossConfig, dimefm_losses
+from dimefm_pipeline.core.losses import LossConfig, dimefm_losses
 
 TEACHER_CONFIG = models.CONFIG_DIR / "dimefm-world-teacher.json"
 STUDENT_CONFIG = models.CONFIG_DIR / "dimefm-world-student.json"

@@ -88,7 +88,7 @@ class ForwardClock:
         self.sizes: list[int] = []
 
     def __enter__(self):
-        from dimefm_pipeline import models
+        from dimefm_pipeline.core import models
 
         self._build = build = models.build
 
@@ -108,7 +108,7 @@ class ForwardClock:
         return self
 
     def __exit__(self, *exc):
-        from dimefm_pipeline import models
+        from dimefm_pipeline.core import models
 
         models.build = self._build
 
@@ -120,7 +120,7 @@ class ForwardClock:
 
 def run_encode(folder: Path, args, scratch: Path) -> tuple[float, int, float]:
     """One `encode()` call into a fresh cache: (seconds, items cached, steady items/s inside the loop)."""
-    from dimefm_pipeline.encode import EncodeConfig, encode
+    from dimefm_pipeline.encode.run import EncodeConfig, encode
 
     out = Path(tempfile.mkdtemp(dir=scratch, prefix="run-"))
     try:
@@ -141,9 +141,9 @@ def run_encode(folder: Path, args, scratch: Path) -> tuple[float, int, float]:
 def bench_encode(args) -> None:
     import torch
 
-    from dimefm_pipeline import models
-    from dimefm_pipeline.encode_data import UnitBatches
-    from dimefm_pipeline.sources import plan_source, resolve_source
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.encode.batches import UnitBatches
+    from dimefm_pipeline.formats import plan_source, resolve_source
 
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -319,11 +319,11 @@ def bench_loader(args) -> None:
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    from dimefm_pipeline.cache_index import load_cache
+    from dimefm_pipeline.store.cache import load_cache
     from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader, file_tables
-    from dimefm_pipeline.encode import EncodeConfig, encode
-    from dimefm_pipeline.encode_data import UnitBatches
-    from dimefm_pipeline.sources import plan_source, resolve_source
+    from dimefm_pipeline.encode.run import EncodeConfig, encode
+    from dimefm_pipeline.encode.batches import UnitBatches
+    from dimefm_pipeline.formats import plan_source, resolve_source
 
     scratch = Path(args.scratch)
     tars = make_tars(scratch / f"tars-{args.images}-{args.per_tar}-{args.image_size}", args.images, args.per_tar,
@@ -387,7 +387,7 @@ def bench_loader(args) -> None:
 
 def build_cache(folder: Path, rows: int, dim: int, shard_size: int, seed: int) -> list[tuple[Path, int]]:
     """Stage one's shards (via the real UnitWriter) for `rows` random unit-norm fp16 rows; reused if present."""
-    from dimefm_pipeline.cache import LOC_COLUMNS, UnitWriter, read_markers
+    from dimefm_pipeline.store.shards import LOC_COLUMNS, UnitWriter, read_markers
 
     for _, commit in read_markers(folder):
         if sum(s.rows for s in commit.shards) == rows and commit.shards[0].dim == dim:
@@ -565,7 +565,7 @@ def parquet_options(npy: Path, dim: int, rows: int = 8192) -> None:
 def bench_reads(args) -> None:
     import pyarrow
 
-    from dimefm_pipeline.cache import EmbeddingTable
+    from dimefm_pipeline.store.shards import EmbeddingTable
 
     scratch = Path(args.scratch)
     folder = scratch / f"cache-{args.rows}x{args.dim}-s{args.shard_rows}"
@@ -644,7 +644,7 @@ def bench_reads(args) -> None:
 
 
 def main() -> None:
-    from dimefm_pipeline.encode import DEFAULT_SHARD_SIZE
+    from dimefm_pipeline.encode.run import DEFAULT_SHARD_SIZE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("encode", "reads", "loader", "all"), default="all")

@@ -39,13 +39,13 @@ UNIT = 65_536
 
 def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     """A cache of n image rows and n sentences (reused if present)."""
-    from dimefm_pipeline import models
-    from dimefm_pipeline.cache import UnitWriter, read_markers
-    from dimefm_pipeline.encode import _teacher_info
-    from dimefm_pipeline.manifest import Manifest
-    from dimefm_pipeline.sources.base import FileEntry, SourceSpec, payload_hash
-    from dimefm_pipeline.sources.planner import Plan
-    from dimefm_pipeline.views import VIEW_COLUMNS, centre_box
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.store.shards import UnitWriter, read_markers
+    from dimefm_pipeline.encode.run import _teacher_info
+    from dimefm_pipeline.store.manifest import Manifest
+    from dimefm_pipeline.formats.base import FileEntry, SourceSpec, payload_hash
+    from dimefm_pipeline.formats.planner import Plan
+    from dimefm_pipeline.formats.views import VIEW_COLUMNS, centre_box
     from dimefm_pipeline.world.corpus import corpus_image, png_bytes
 
     cache = folder / "m.duckdb"
@@ -158,7 +158,7 @@ def bench_distill(args) -> None:
 
 
 def bench_dedup(args) -> None:
-    from dimefm_pipeline.sources.planner import SeenHashes
+    from dimefm_pipeline.formats.planner import SeenHashes
 
     def rss_mib() -> float:
         with open("/proc/self/statm") as f:

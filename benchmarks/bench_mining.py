@@ -24,7 +24,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dimefm_pipeline.mining import (
+from dimefm_pipeline.mine.search import (
     SentenceBlocks,
     build_text_index,
     default_nlist,

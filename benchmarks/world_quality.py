@@ -85,8 +85,8 @@ def cache_recipes(out: Path, base: list[str]) -> dict:
 
 def suite_sentences(out: Path) -> None:
     """The world suite's vocabulary filter of the generic corpus, and its class-name prompts (once)."""
-    from dimefm_pipeline.corpus import Vocabulary, filter_corpus, write_prompts
-    from dimefm_pipeline.evaluation.world_suite import _task_specs
+    from dimefm_pipeline.app.corpus import Vocabulary, filter_corpus, write_prompts
+    from dimefm_pipeline.world.suite import _task_specs
 
     specs = list(_task_specs())
     if not (out / "texts-prompts.txt").exists():
@@ -114,7 +114,7 @@ def _train_and_eval(args):
 
         return name, evaluate(load_eval_model("world", quiet=True), "world", progress=False)
     if name == "paired_baseline":
-        from dimefm_pipeline.recipes import load_recipe
+        from dimefm_pipeline.app.recipes import load_recipe
 
         recipe = load_recipe("world-demo", recipe_args)
         d = recipe.section("distill")
@@ -123,7 +123,7 @@ def _train_and_eval(args):
         return name, paired_teacher_budget(Path(out) / name, threads)
     from dimefm_pipeline.distill.train import distill
     from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
-    from dimefm_pipeline.recipes import distill_config, load_recipe
+    from dimefm_pipeline.app.recipes import distill_config, load_recipe
 
     recipe = load_recipe("world-demo", recipe_args)
     resume = any((Path(out) / name / "checkpoints").glob("step_*.pt"))  # an interrupted earlier try
@@ -150,7 +150,7 @@ def paired_baseline(recipe, out: Path, steps: int, batch: int) -> dict:
     from dimefm_pipeline.distill.config import DistillConfig
     from dimefm_pipeline.distill.train import lr_at, param_groups
     from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.models import register_configs
     from dimefm_pipeline.world.captions import caption
     from dimefm_pipeline.world.corpus import IMAGE_STREAM
     from dimefm_pipeline.world.render import render
@@ -347,8 +347,8 @@ def main() -> None:
     a = p.parse_args()
     from rich.console import Console
 
-    from dimefm_pipeline.pipeline import run_recipe
-    from dimefm_pipeline.recipes import load_recipe
+    from dimefm_pipeline.app.pipeline import run_recipe
+    from dimefm_pipeline.app.recipes import load_recipe
 
     console = Console()
     out = Path(a.out)

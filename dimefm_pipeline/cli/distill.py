@@ -9,7 +9,7 @@ import typer
 
 from dimefm_pipeline.cli import app
 from dimefm_pipeline.distill.config import DistillConfig
-from dimefm_pipeline.loss_config import LossConfig
+from dimefm_pipeline.core.loss_config import LossConfig
 
 
 @app.command("mine")
@@ -29,8 +29,8 @@ def mine(
     Under torchrun, ranks take disjoint image blocks; a killed mining resumes from its finished blocks."""
     from rich.table import Table
 
-    from dimefm_pipeline.mine import mine_cache
-    from dimefm_pipeline.progress import make_console
+    from dimefm_pipeline.mine.run import mine_cache
+    from dimefm_pipeline.core.progress import make_console
 
     s = mine_cache(cache, k, engine=engine, nprobe=nprobe, use_gpu=gpu, image_block=image_block, text_block=text_block,
                    command=" ".join(["dimefm", *sys.argv[1:]]))
@@ -118,7 +118,7 @@ def distill_cmd(
         default = D["betas"].default
         given["betas"] = (default[0] if beta1 is None else beta1, default[1] if beta2 is None else beta2)
     cfg = DistillConfig.from_dict({k: v for k, v in given.items() if v is not None})  # option mistakes: before torch loads
-    from dimefm_pipeline.distill.report import print_distill_result
+    from dimefm_pipeline.app.summaries import print_distill_result
     from dimefm_pipeline.distill.train import distill
 
     result = distill(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))

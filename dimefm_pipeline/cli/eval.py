@@ -29,13 +29,13 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
-    from dimefm_pipeline.progress import make_console
+    from dimefm_pipeline.core.progress import make_console
 
     from dimefm_pipeline.evaluation import evaluate, load_eval_model
-    from dimefm_pipeline.evaluation.report import plot_results, results_table, retrieval_table
-    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig
+    from dimefm_pipeline.app.eval_report import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.world.suite import WorldSuiteConfig
 
-    from dimefm_pipeline.errors import DimefmError
+    from dimefm_pipeline.core.errors import DimefmError
     from dimefm_pipeline.evaluation.folder_suite import folder_suite
 
     if suite == "world" and (classes or templates):

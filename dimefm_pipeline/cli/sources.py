@@ -17,7 +17,7 @@ def list_sources(cache: str = typer.Option(..., "--cache", help="Manifest file (
     """Every source with its root folder, files, items and repeated keys."""
     from rich.table import Table
 
-    from dimefm_pipeline.report import console, open_for_reading
+    from dimefm_pipeline.app.inspect import console, open_for_reading
 
     with open_for_reading(cache) as man:
         rows = man.query(
@@ -40,8 +40,8 @@ def relocate(
     items: int = typer.Option(1000, "--items", help="Cached items re-read and compared by hash (-1: all of them)."),
 ):
     """Point a source at a copy of its data, after checking every file's size and a sample of items' bytes."""
-    from dimefm_pipeline.relocate import relocate_source
-    from dimefm_pipeline.report import console
+    from dimefm_pipeline.app.relocate import relocate_source
+    from dimefm_pipeline.app.inspect import console
 
     r = relocate_source(cache, source, new_root, items=None if items < 0 else items, command=" ".join(["dimefm", *sys.argv[1:]]))
     console.print(f"source {r.source_id}: {r.old_root} -> {r.new_root} ({r.files_checked:,} files and "

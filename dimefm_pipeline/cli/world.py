@@ -16,7 +16,7 @@ app.add_typer(world_app, name="world")
 
 def _with_progress(total: int, desc: str, fn):
     """Run `fn(on_progress)` under a progress display of `total` items."""
-    from dimefm_pipeline.progress import progress_bar
+    from dimefm_pipeline.core.progress import progress_bar
 
     with progress_bar(transient=False) as bar:
         task = bar.add_task(desc, total=total)
@@ -72,7 +72,7 @@ def train_teacher(
     import dataclasses
     import shutil
 
-    from dimefm_pipeline.models import WORLD_WEIGHTS
+    from dimefm_pipeline.core.models import WORLD_WEIGHTS
     from dimefm_pipeline.world.teacher import TeacherTrainConfig
     from dimefm_pipeline.world.teacher import train_teacher as run
 

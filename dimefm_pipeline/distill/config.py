@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.loss_config import LossConfig
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.loss_config import LossConfig
 
 
 @dataclass(frozen=True)

@@ -22,12 +22,12 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
-from dimefm_pipeline.sources.base import BadItem, payload_hash
-from dimefm_pipeline.sources.decode import decode_image
-from dimefm_pipeline.sources.readers import B64, PACKED
-from dimefm_pipeline.views import apply_view, pick_views
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
+from dimefm_pipeline.formats.base import BadItem, payload_hash
+from dimefm_pipeline.formats.decode import decode_image
+from dimefm_pipeline.formats.readers import B64, PACKED
+from dimefm_pipeline.formats.views import apply_view, pick_views
 
 MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
 
@@ -95,7 +95,7 @@ class ImageReader:
 
     @staticmethod
     def _read_file(path: str, length: int) -> bytes:
-        from dimefm_pipeline.sources.readers import read_regular
+        from dimefm_pipeline.formats.readers import read_regular
 
         data = read_regular(path)
         if len(data) != length:
@@ -183,7 +183,7 @@ def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: i
 def file_tables(cache: str, idx) -> dict:
     """Paths of every image source's files (sources whose bytes stage two reads in place), as Arrow
     string arrays: 30 MB per million paths, against 85 MB as a Python list; forked workers share them."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait
 
     packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
     out = {}
@@ -197,8 +197,8 @@ def file_tables(cache: str, idx) -> dict:
 def check_image_sources(cache: str, idx, tables: dict, *, sample: int = 1000) -> None:
     """Before training: the files stage two will read exist with the sizes stage one saw (all of
     them, or a seeded sample of `sample` per source), and every pack file is there."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
-    from dimefm_pipeline.source_check import check_files
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait
+    from dimefm_pipeline.store.source_check import check_files
 
     with Manifest(cache, read_only=True, wait=lock_wait()) as man:
         for sid in tables:

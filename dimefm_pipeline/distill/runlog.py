@@ -8,14 +8,14 @@ import json
 import time
 from pathlib import Path
 
-from dimefm_pipeline import distributed as dist
+from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 
 
 def record(cache: str, fn):
     """Run `fn(manifest)` in a short read-write transaction on the manifest."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait
 
     # Runs sharing a cache (ablations, sweeps) take turns on the manifest for these short writes.
     with Manifest(cache, wait=lock_wait()) as man:
@@ -82,7 +82,7 @@ class RunLog:
 
     # ---- the run's start and end ------------------------------------------------------------------
     def __enter__(self):
-        from dimefm_pipeline.progress import progress_bar
+        from dimefm_pipeline.core.progress import progress_bar
 
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -176,7 +176,7 @@ class RunLog:
         self.failed = []
 
         def write(man):
-            from dimefm_pipeline.manifest import now
+            from dimefm_pipeline.store.manifest import now
 
             man.con.executemany("INSERT INTO errors SELECT source, key, 'distill', ?, ?, ?, file FROM items WHERE item_id = ?",
                                 [(reason, run_id, now(), item) for reason, run_id, item in data])

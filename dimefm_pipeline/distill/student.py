@@ -8,8 +8,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dimefm_pipeline import models
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core import models
+from dimefm_pipeline.core.errors import DimefmError
 
 WORLD_STUDENT = "dimefm-world-student"
 TEXT_PREFIXES = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection", "text.")
@@ -39,11 +39,6 @@ def student_config(student: str | None, teacher, text_tower: str) -> tuple[str, 
         if teacher.arch != models.WORLD_ARCH:
             raise DimefmError("--student is required (an open_clip name or a model-config .json)")
         student = WORLD_STUDENT
-    if not student.endswith(".json") and open_clip.get_model_config(student) is None:
-        from dimefm_pipeline.recipes import STAGES_DIR
-
-        if (STAGES_DIR / f"{student}.json").is_file():  # a config shipped beside the recipes (vit-b-32-768)
-            student = str(STAGES_DIR / f"{student}.json")
     if student.endswith(".json"):
         path = Path(student)
         if not path.is_file():
@@ -135,7 +130,7 @@ def save_student(student: Student, out: Path, *, logit_scale: float, about: dict
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.cache import write_durable
+    from dimefm_pipeline.store.shards import write_durable
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, weights = out / HUB_CONFIG, out / HUB_WEIGHTS

@@ -9,12 +9,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dimefm_pipeline import distributed as dist
+from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.runlog import RunLog, latest_checkpoint, load_checkpoint
-from dimefm_pipeline.manifest import lock_wait
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.losses import dimefm_losses
+from dimefm_pipeline.store.manifest import lock_wait
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.losses import dimefm_losses
 
 
 @dataclass
@@ -50,7 +50,7 @@ def param_groups(model, weight_decay: float):
 
 def _token_table(idx, student):
     """Token ids of every cached sentence for the student's tokenizer, as memory-mapped int32 shards."""
-    from dimefm_pipeline.distill.tokens import build_token_shards
+    from dimefm_pipeline.store.tokens import build_token_shards
 
     return build_token_shards(idx, student.tokenizer)
 
@@ -124,7 +124,7 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     """The cache, the student, the data plan, the optimiser, and the state of a resumed run."""
     import torch
 
-    from dimefm_pipeline.cache_index import load_cache
+    from dimefm_pipeline.store.cache import load_cache
     from dimefm_pipeline.distill.data import ImageReader, TextSampler, check_image_sources, file_tables, image_transform
     from dimefm_pipeline.distill.student import build_student
 
@@ -137,7 +137,7 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     model = student.model
     pairs = None
     if cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0:
-        from dimefm_pipeline.mine import load_pairs
+        from dimefm_pipeline.mine.run import load_pairs
 
         pairs, mining_id = load_pairs(cfg.cache, idx, cfg.mining_id)
         unmined = int((pairs[:, 0] < 0).sum())
@@ -148,7 +148,7 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
                   "they add no mined sentences to batches and their mined P-VL pseudo caption is their own teacher row; "
                   "run `dimefm mine` again to include them", file=sys.stderr)
     if cfg.text_filter == "mined":
-        from dimefm_pipeline.mining import filter_texts_by_mining
+        from dimefm_pipeline.mine.search import filter_texts_by_mining
 
         pool = filter_texts_by_mining(pairs)
     else:
@@ -199,7 +199,7 @@ def _prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     transform = image_transform(augment, student.image_size, student.mean, student.std)
     view_input = None
     if cached:
-        from dimefm_pipeline.views import view_transform
+        from dimefm_pipeline.formats.views import view_transform
 
         view_input = (student.image_size, view_transform(student.image_size, student.mean, student.std))
     return Job(idx, student, model, ddp, opt, scaler, {"dtype": amp_dtype, "enabled": use_amp}, texts, tokens, pairs,

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.evaluation.features import encode_images, encode_texts, progress_bar
 from dimefm_pipeline.evaluation.folder_suite import folder_suite
 from dimefm_pipeline.evaluation.linear_probe import ProbeConfig, linear_probe
 from dimefm_pipeline.evaluation.retrieval import recall_at_k
 from dimefm_pipeline.evaluation.suite import ImageSet, Suite
-from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
 from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
 
 
@@ -35,7 +35,7 @@ def _load_hub_folder(path: Path, pretrained: str | None, *, device: str, quiet: 
     """An open_clip hub folder (a distilled student): `open_clip_config.json` + its weights."""
     import json
 
-    from dimefm_pipeline.models import build, register_config, resolve_spec
+    from dimefm_pipeline.core.models import build, register_config, resolve_spec
 
     try:
         hub = json.loads((path / "open_clip_config.json").read_text())
@@ -52,7 +52,7 @@ def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "
     """Build the model named by `spec`: `world`, `ARCH:PRETRAINED`, `ARCH` (with `pretrained`), a
     model-config .json (with `pretrained`), or a student output folder (one model-config JSON plus
     its `.safetensors` weights)."""
-    from dimefm_pipeline.models import build, resolve_spec
+    from dimefm_pipeline.core.models import build, resolve_spec
 
     path = Path(spec)
     if spec != "world" and path.is_dir() and (path / "open_clip_config.json").is_file():

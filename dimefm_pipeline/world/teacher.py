@@ -17,8 +17,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.token_rows import KEY as TOKEN_TABLE
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.weights import KEY as TOKEN_TABLE
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
@@ -93,7 +93,7 @@ def _param_groups(model, weight_decay: float) -> list[dict]:
 def quick_zero_shot(model, preprocess, tokenizer, embed_dim: int, n_test: int = 200) -> dict[str, float]:
     """Zero-shot accuracy per world task on a small test split (a progress signal, not the benchmark)."""
     from dimefm_pipeline.evaluation.features import encode_images
-    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+    from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
     from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
 
     loaded = SimpleNamespace(model=model, preprocess=preprocess, tokenizer=tokenizer, embed_dim=embed_dim)
@@ -117,7 +117,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from dimefm_pipeline.evaluation.features import progress_bar
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.models import register_configs
 
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -232,12 +232,12 @@ def _save(model, path: Path, cfg: TeacherTrainConfig, step: int, initial_tokens)
     """fp16 weights (the shipped form; loaders cast them back to fp32), written then renamed.
 
     Token-table rows no caption ever reached are still at their initial values; they are stored in
-    the compact form of `dimefm_pipeline.token_rows` (about 19 MB less for the world teacher).
+    the compact form of `dimefm_pipeline.core.weights` (about 19 MB less for the world teacher).
     """
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.token_rows import compact
+    from dimefm_pipeline.core.weights import compact
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     state = compact(state, initial_tokens, cfg.seed)

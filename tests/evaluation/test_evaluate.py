@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.evaluation import evaluate, load_eval_model
-from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
 
 # Small enough for tests; zero-shot accuracies on 200 test images have a standard error below 0.03.
 FAST = WorldSuiteConfig(n_train=0, n_val=0, n_test=200, n_retrieval=100, shifts=())
@@ -69,7 +69,7 @@ def test_student_output_folder_loads_with_its_own_config(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.models import CONFIG_DIR, register_configs
+    from dimefm_pipeline.core.models import CONFIG_DIR, register_configs
 
     register_configs()
     folder = tmp_path / "student"

@@ -10,7 +10,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dimefm_pipeline.cli import app
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.evaluation import evaluate
 from dimefm_pipeline.evaluation.folder_suite import folder_suite
 from dimefm_pipeline.world.render import render

@@ -1,0 +1,229 @@
+"""One front door for building teacher and student models from open_clip names, config files and weights.
+
+A model is named by an open_clip architecture (`ViT-L-14`), a path to an open_clip model-config JSON
+(registered under its file stem, as open_clip itself does), or `world` for the teacher shipped with
+the package. Weights come from an open_clip pretrained tag, a local checkpoint (safetensors, or a
+torch file loaded with `weights_only=True`), or the explicit word `random`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from dimefm_pipeline.core.errors import DimefmError
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # every model config the package ships
+WORLD_ARCH = "dimefm-world-teacher"
+WORLD_WEIGHTS = PACKAGE_DIR / "world" / "assets" / "world-teacher.safetensors"
+RANDOM = "random"
+RANDOM_SEED = 0  # random teachers are seeded so every rank (and every rerun) builds the same one
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What to build: an architecture name (already registered with open_clip) and where weights come from."""
+
+    arch: str
+    pretrained: str  # open_clip tag, checkpoint path, or "random"
+    config: dict = field(default_factory=dict, compare=False)
+
+
+@dataclass
+class LoadedModel:
+    """A built model with everything needed to feed it exactly as open_clip does."""
+
+    model: Any
+    preprocess: Callable  # open_clip eval transform: PIL image -> tensor
+    tokenizer: Callable  # list[str] -> LongTensor
+    spec: ModelSpec
+    fingerprint: str  # sha256 over the state dict: identifies the weights, whatever their origin
+    embed_dim: int
+    image_size: int
+    context_length: int
+    preprocess_cfg: dict
+
+
+@contextlib.contextmanager
+def quiet_open_clip():
+    """open_clip logs a root-level warning for every model built without a tag; we warn ourselves."""
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(logging.NOTSET)
+
+
+def register_configs() -> None:
+    """Register the package's own model configs (world teacher and student) with open_clip."""
+    import open_clip
+
+    for path in sorted(CONFIG_DIR.glob("*.json")):
+        if path.stem not in open_clip.list_models():
+            open_clip.add_model_config(path)
+
+
+def register_config(arch: str, config: dict) -> None:
+    """Register an architecture from its config dict (as recorded in a manifest or a student folder)."""
+    import tempfile
+
+    import open_clip
+
+    if arch in open_clip.list_models():
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"{arch}.json"
+        path.write_text(json.dumps(config))
+        open_clip.add_model_config(path)
+
+
+def resolve_spec(model: str, pretrained: str | None, *, config: dict | None = None) -> ModelSpec:
+    """Turn CLI words into a ModelSpec, registering a config file (or a recorded config) if given."""
+    import open_clip
+
+    register_configs()
+    if config and not model.endswith(".json"):
+        register_config(model, config)
+    if pretrained not in (None, RANDOM) and Path(pretrained).exists():
+        pretrained = str(Path(pretrained).resolve())
+    if model == "world":
+        if pretrained not in (None, "world"):
+            return resolve_spec(WORLD_ARCH, pretrained)
+        if not WORLD_WEIGHTS.exists():
+            raise DimefmError(f"the shipped world teacher weights are missing: {WORLD_WEIGHTS}")
+        return ModelSpec(WORLD_ARCH, str(WORLD_WEIGHTS), _config_of(WORLD_ARCH))
+    path = Path(model)
+    if model.endswith(".json"):
+        if not path.is_file():
+            raise DimefmError(f"model config not found: {model}")
+        try:
+            json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise DimefmError(f"model config {model} is not valid JSON: {exc}") from None
+        open_clip.add_model_config(path)
+        arch = path.stem
+    else:
+        arch = model
+        if arch not in open_clip.list_models():
+            raise DimefmError(
+                f"unknown model {arch!r}: give an open_clip architecture (see `open_clip.list_models()`), "
+                "a model-config .json path, or `world`"
+            )
+    if pretrained is None:
+        raise DimefmError(
+            f"--pretrained is required for {arch}: an open_clip tag (e.g. openai), a checkpoint path, "
+            "or `random` for random weights (tests and benchmarks only)"
+        )
+    return ModelSpec(arch, pretrained, _config_of(arch))
+
+
+def _config_of(arch: str) -> dict:
+    import open_clip
+
+    cfg = open_clip.get_model_config(arch)
+    if cfg is None:
+        raise DimefmError(f"open_clip has no config for {arch!r}")
+    return cfg
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Load a checkpoint safely: safetensors, or torch with weights_only=True (no pickled code)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        from dimefm_pipeline.core.weights import expand
+
+        return expand(load_file(str(path)))
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt file or one that needs pickled code
+        raise DimefmError(f"cannot load checkpoint {path}: {exc}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise DimefmError(f"checkpoint {path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def state_fingerprint(state: dict) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes: the same weights give the same id."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> LoadedModel:
+    """Build the model of `spec` in eval mode with its open_clip eval transform and tokenizer."""
+    import open_clip
+    import torch
+
+    register_configs()
+    if spec.config:
+        register_config(spec.arch, spec.config)
+    tag = None
+    if spec.pretrained == RANDOM:
+        if not quiet:
+            warnings.warn(
+                f"building {spec.arch} with RANDOM weights: embeddings are meaningless "
+                "(use only for tests and benchmarks)",
+                stacklevel=2,
+            )
+    elif not Path(spec.pretrained).exists():
+        tag = spec.pretrained
+        available = {t for a, t in open_clip.list_pretrained() if a == spec.arch}
+        if tag not in available:
+            raise DimefmError(
+                f"--pretrained {tag!r} is neither a file nor an open_clip tag of {spec.arch} "
+                f"(known tags: {', '.join(sorted(available)) or 'none'})"
+            )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        try:
+            with quiet_open_clip():
+                model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
+        except RuntimeError as exc:  # offline machines fail the download here
+            raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag}: {exc}") from None
+    if tag is None and spec.pretrained != RANDOM:
+        state = load_state_dict(spec.pretrained)
+        try:
+            model.load_state_dict(state, strict=True)
+        except RuntimeError as exc:
+            raise DimefmError(f"checkpoint {spec.pretrained} does not fit {spec.arch}: {exc}") from None
+    model.eval().requires_grad_(False).to(device)
+    cfg = dict(spec.config or _config_of(spec.arch))
+    if any(type(m).__name__ == "QuickGELU" for m in model.modules()):
+        cfg["quick_gelu"] = True  # set by some pretrained tags (openai), not by the architecture's config
+    spec = ModelSpec(spec.arch, spec.pretrained, cfg)
+    vision = cfg.get("vision_cfg", {})
+    image_size = vision.get("image_size", 224)
+    image_size = image_size[0] if isinstance(image_size, (list, tuple)) else int(image_size)
+    pp = getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}
+    return LoadedModel(
+        model=model,
+        preprocess=preprocess,
+        tokenizer=open_clip.get_tokenizer(spec.arch),
+        spec=spec,
+        fingerprint=state_fingerprint(model.state_dict()),
+        embed_dim=int(cfg["embed_dim"]),
+        image_size=int(image_size),
+        context_length=int(cfg.get("text_cfg", {}).get("context_length", 77)),
+        preprocess_cfg={k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(pp).items()},
+    )

@@ -1,0 +1,223 @@
+"""`dimefm mine`: top-k cached sentences of every cached image by teacher cosine similarity.
+
+Exact by default, at any size, with no index: images in blocks of `image_block` rows, each searched
+against every sentence block (`mining.exact_topk`). Under torchrun, rank r takes image blocks
+r, r + world, ...; each finished block is written to `CACHE/minings/ID/block-BBBBBB.npz` before the
+next starts, so a killed mining resumes where it stopped (`dimefm mine` again with the same k and
+engine). Rank 0 moves the blocks into the manifest's `pseudo_pairs` table when every block is done.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dimefm_pipeline.core import distributed as dist
+from dimefm_pipeline.core.errors import DimefmError
+
+IMAGE_BLOCK = 65_536  # images per block: the grain of work, resume and distribution
+ENGINES = ("exact", "ivf")
+
+
+@dataclass
+class MineSummary:
+    mining_id: int
+    images: int
+    texts: int
+    k: int
+    index_type: str
+    seconds: float
+    mean_top1: float
+    blocks_resumed: int = 0
+
+
+def mine_cache(cache: str, k: int = 8, *, engine: str = "exact", nprobe: int | None = None, use_gpu: bool | None = None,
+               image_block: int = IMAGE_BLOCK, text_block: int | None = None, command: str = "",
+               progress: bool = True) -> MineSummary | None:
+    """Mine pseudo pairs over a whole cache into the manifest's `pseudo_pairs` (returns on rank 0)."""
+    if engine not in ENGINES:
+        raise DimefmError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
+    if k < 1 or image_block < 1 or (text_block is not None and text_block < 1):
+        raise DimefmError("--k, --image-block and --text-block must be at least 1")
+    rank, world, _, _ = dist.init_distributed()
+    try:
+        return _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, progress, rank, world)
+    finally:
+        dist.destroy()
+
+
+def _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, progress, rank, world):
+    from dimefm_pipeline.store.cache import load_cache
+    from dimefm_pipeline.core.progress import progress_bar
+
+    idx = load_cache(cache, need_images=True, need_texts=True)
+    views = idx.views  # pairs are mined for each image's view 0 (global row j * views)
+    n, k = len(idx.images) // views, min(k, len(idx.texts))
+    search, index_type = _search(idx, k, engine, nprobe, use_gpu, text_block)
+    started = None
+    if rank == 0:
+        started = _start(cache, k, index_type, n, len(idx.texts), image_block, command, world)
+    mining_id, run_id, folder = dist.broadcast_object(started)
+    folder = Path(folder)
+    blocks = list(range(rank, -(-n // image_block), world))
+    resumed = sum((folder / f"block-{b:06d}.npz").exists() for b in blocks)
+    t0 = time.time()
+    with progress_bar(progress and rank == 0) as bar:
+        task = bar.add_task("mine pseudo pairs (images)", total=n // world, items=0, rate=0.0)
+        done = 0
+        for b in blocks:
+            path = folder / f"block-{b:06d}.npz"
+            lo, hi = b * image_block, min((b + 1) * image_block, n)
+            if not path.exists():
+                scores, found = search(idx.images.take(np.arange(lo, hi) * views))
+                _write_block(path, scores, found)
+            done += hi - lo
+            bar.update(task, completed=done, items=done, rate=done / max(time.time() - t0, 1e-9))
+    dist.barrier()
+    if rank != 0:
+        return None
+    top1 = _finish(cache, idx, mining_id, run_id, folder, image_block, k, time.time() - t0)
+    return MineSummary(mining_id, n, len(idx.texts), k, index_type, time.time() - t0, top1, resumed)
+
+
+def _search(idx, k: int, engine: str, nprobe, use_gpu, text_block):
+    """A function image rows -> (scores [b, k], sentence rows [b, k]), and its name."""
+    from dimefm_pipeline.mine import search as mining
+
+    if engine == "ivf":
+        index = mining.build_text_index(idx.texts, exact_threshold=0, nprobe=nprobe, use_gpu=use_gpu)
+
+        def ivf(queries):
+            _, scores, found = next(mining.iter_mine_topk(queries, index, k, batch_size=len(queries)))
+            return scores, found
+
+        return ivf, type(index).__name__
+    device = _device(use_gpu)
+    import torch
+
+    if device == "cpu":  # float32 products: 2.6-3.4x faster than faiss.knn on one core (docs/benchmarks.md)
+        blocks = mining.SentenceBlocks(idx.texts, block=text_block or mining.TEXT_BLOCK, dtype=torch.float32)
+        return (lambda queries: mining.exact_topk(queries, blocks, k)), "exact (torch fp32, cpu)"
+
+    free, _ = torch.cuda.mem_get_info()
+    # the sentences stay on the GPU in fp16 when they fit (43.6 GB at 28.4M x 768 fits one 80 GB GPU)
+    blocks = mining.SentenceBlocks(idx.texts, block=text_block or 4 * mining.TEXT_BLOCK, device=device,
+                                   dtype=torch.float16, resident_bytes=int(0.7 * free))
+    return (lambda queries: mining.exact_topk(queries, blocks, k)), "exact (torch fp16 + fp32 re-scoring, cuda)"
+
+
+def _device(use_gpu: bool | None) -> str:
+    import torch
+
+    if use_gpu and not torch.cuda.is_available():
+        raise DimefmError("--gpu was requested but torch sees no CUDA device")
+    return "cuda" if (use_gpu is not False and torch.cuda.is_available()) else "cpu"
+
+
+def _start(cache, k, index_type, n_images, n_texts, image_block, command, world):
+    """Rank 0: resume the latest unfinished mining with the same settings, or start a new one."""
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait, now
+
+    with Manifest(cache, wait=lock_wait()) as man:
+        row = man.query("SELECT mining_id, run_id FROM minings WHERE state = 'running' AND k = ? AND index_type = ? "
+                        "AND images = ? AND texts = ? AND image_block = ? ORDER BY mining_id DESC LIMIT 1",
+                        [k, index_type, n_images, n_texts, image_block]).fetchall()
+        if row:
+            mining_id, run_id = row[0]
+        else:
+            run_id = man.start_run("mine", command, {"k": k, "index": index_type, "image_block": image_block}, world)
+            mining_id = man.query("SELECT coalesce(max(mining_id), 0) + 1 FROM minings").fetchall()[0][0]
+            man.query("INSERT INTO minings VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
+                      [mining_id, run_id, k, index_type, n_images, n_texts, now(), image_block])
+        folder = man.cache_dir / "minings" / str(mining_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    return mining_id, run_id, str(folder)
+
+
+def _write_block(path: Path, scores: np.ndarray, found: np.ndarray) -> None:
+    import io
+
+    from dimefm_pipeline.store.shards import write_durable
+
+    buf = io.BytesIO()
+    np.savez(buf, scores=scores.astype(np.float32), texts=found.astype(np.int32))
+    write_durable(path, buf.getvalue())
+
+
+def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: int, seconds: float) -> float:
+    """Rank 0: every block into `pseudo_pairs` in one transaction, the mining marked complete."""
+    import shutil
+
+    import pyarrow as pa
+
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait
+
+    top1_sum, n = 0.0, 0
+    views = idx.views
+    n_blocks = -(-(len(idx.image_item_ids) // views) // image_block)
+    with Manifest(cache, wait=lock_wait()) as man:
+        man.con.execute("BEGIN TRANSACTION")
+        man.query("DELETE FROM pseudo_pairs WHERE mining_id = ?", [mining_id])
+        for b in range(n_blocks):
+            with np.load(folder / f"block-{b:06d}.npz") as z:
+                scores, found = z["scores"], z["texts"].astype(np.int64)
+            rows = np.arange(b * image_block, b * image_block + len(scores))
+            ok = found >= 0
+            man.con.register("_pairs", pa.table({
+                "mining_id": np.full(int(ok.sum()), mining_id, np.int32),
+                "image_item": np.repeat(idx.image_item_ids[rows * views], k)[ok.ravel()],
+                "rank": np.tile(np.arange(k, dtype=np.int32), len(rows))[ok.ravel()],
+                "text_item": idx.text_item_ids[found[ok]],
+                "score": scores[ok].astype(np.float32),
+            }))
+            man.query("INSERT INTO pseudo_pairs SELECT * FROM _pairs")
+            man.con.unregister("_pairs")
+            top1_sum += float(scores[:, 0].sum())
+            n += len(scores)
+        mean_top1 = top1_sum / max(n, 1)
+        man.query("UPDATE minings SET state = 'complete' WHERE mining_id = ?", [mining_id])
+        man.end_run(run_id, "complete", metrics={"mining_id": mining_id, "images": n, "k": k, "seconds": seconds,
+                                                 "mean_top1": mean_top1})
+        man.con.execute("COMMIT")
+    shutil.rmtree(folder, ignore_errors=True)
+    return mean_top1
+
+
+def load_pairs(cache: str, idx, mining_id: int | None = None) -> tuple[np.ndarray, int]:
+    """Mined neighbours as global text rows: int32 [n_images, k] (-1 where missing), and the mining id.
+    Row j is image j (its views are global image rows j * views ...).
+
+    `idx` is the cache's `CacheIndex`; the latest complete mining is used unless `mining_id` is given.
+    """
+    from dimefm_pipeline.store.manifest import Manifest, lock_wait
+
+    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
+        if mining_id is None:
+            row = man.query("SELECT max(mining_id) FROM minings WHERE state = 'complete'").fetchall()[0][0]
+        else:
+            row = mining_id
+        if row is None:
+            raise DimefmError(f"{cache} has no mined pseudo pairs: run `dimefm mine --cache {cache}` first")
+        k = man.query("SELECT k FROM minings WHERE mining_id = ? AND state = 'complete'", [row]).fetchall()
+        if not k:
+            raise DimefmError(f"{cache} has no complete mining {row}")
+        pairs = man.query("SELECT image_item, rank, text_item FROM pseudo_pairs WHERE mining_id = ?", [row]).fetchnumpy()
+    k = k[0][0]
+    img_row = _rows_of(idx.image_item_ids, pairs["image_item"])
+    txt_row = _rows_of(idx.text_item_ids, pairs["text_item"])
+    out = np.full((len(idx.image_item_ids) // idx.views, k), -1, dtype=np.int32)  # int32: 40M images x k=8 is 1.3 GB
+    ok = (img_row >= 0) & (txt_row >= 0)
+    out[img_row[ok] // idx.views, pairs["rank"][ok]] = txt_row[ok]
+    return out, row
+
+
+def _rows_of(item_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """Global row of each wanted item id (-1 if the item is not in the cache)."""
+    order = np.argsort(item_ids)
+    pos = np.searchsorted(item_ids[order], wanted)
+    pos = np.clip(pos, 0, len(order) - 1)
+    found = item_ids[order][pos] == wanted
+    return np.where(found, order[pos], -1)
