@@ -36,7 +36,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dimefm_pipeline.core import models
-from dimefm_pipeline.store.shards import EmbeddingTable
+from dimefm_pipeline.store.tables import EmbeddingTable
 from dimefm_pipeline.distill.train import param_groups
 from dimefm_pipeline.core.losses import LossConfig, dimefm_losses
 

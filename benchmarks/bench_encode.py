@@ -387,7 +387,8 @@ def bench_loader(args) -> None:
 
 def build_cache(folder: Path, rows: int, dim: int, shard_size: int, seed: int) -> list[tuple[Path, int]]:
     """Stage one's shards (via the real UnitWriter) for `rows` random unit-norm fp16 rows; reused if present."""
-    from dimefm_pipeline.store.shards import LOC_COLUMNS, UnitWriter, read_markers
+    from dimefm_pipeline.store.shards import UnitWriter, read_markers
+    from dimefm_pipeline.store.tables import LOC_COLUMNS
 
     for _, commit in read_markers(folder):
         if sum(s.rows for s in commit.shards) == rows and commit.shards[0].dim == dim:
@@ -565,7 +566,7 @@ def parquet_options(npy: Path, dim: int, rows: int = 8192) -> None:
 def bench_reads(args) -> None:
     import pyarrow
 
-    from dimefm_pipeline.store.shards import EmbeddingTable
+    from dimefm_pipeline.store.tables import EmbeddingTable
 
     scratch = Path(args.scratch)
     folder = scratch / f"cache-{args.rows}x{args.dim}-s{args.shard_rows}"

@@ -43,9 +43,9 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     from dimefm_pipeline.store.shards import UnitWriter, read_markers
     from dimefm_pipeline.encode.run import _teacher_info
     from dimefm_pipeline.store.manifest import Manifest
-    from dimefm_pipeline.formats.base import FileEntry, SourceSpec, payload_hash
-    from dimefm_pipeline.formats.planner import Plan
-    from dimefm_pipeline.formats.views import VIEW_COLUMNS, centre_box
+    from dimefm_pipeline.formats.base import Plan, SourceSpec
+    from dimefm_pipeline.formats.files import FileEntry, payload_hash
+    from dimefm_pipeline.formats.views import centre_box
     from dimefm_pipeline.world.corpus import corpus_image, png_bytes
 
     cache = folder / "m.duckdb"
@@ -70,7 +70,7 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
                 emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
                 w = UnitWriter(man.cache_dir, sid, u, modality, loaded.embed_dim, UNIT)
                 pos = list(range(rows))
-                view0 = dict(zip(VIEW_COLUMNS, ([v] * rows for v in (0, *centre_box(side, side)))))
+                view0 = dict(zip(("view", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flip"), ([v] * rows for v in (0, *centre_box(side, side)))))
                 if modality == "image":
                     offsets = [w.add_packed(p) for p in pngs]
                     pick = [i % len(pngs) for i in pos]

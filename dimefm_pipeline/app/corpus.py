@@ -143,25 +143,15 @@ class Vocabulary:
 
 
 def iter_sentences(sources: list[str], options: dict | None = None):
-    """Every valid sentence of the sources, in order, streamed (txt, JSONL, TSV, Parquet)."""
+    """Every valid sentence of the sources, in order, streamed (any sentence format)."""
     import os
 
-    from dimefm_pipeline.formats import resolve_sources
-    from dimefm_pipeline.formats.readers import parquet_rows, parquet_text, text_lines
+    from dimefm_pipeline.formats import format_named, resolve_sources
 
     for spec in resolve_sources(sources, "text", options):
+        fmt = format_named(spec.fmt)
         for rel in spec.files:
-            path = os.path.join(spec.root, rel)
-            if spec.fmt == "parquet":
-                import pyarrow.parquet as pq
-
-                pf = pq.ParquetFile(path)
-                for _, _, value, err in parquet_rows(pf, 0, pf.metadata.num_rows, spec.options["text_column"], None):
-                    text = parquet_text(value)[0] if err is None else None
-                    if text is not None:
-                        yield text
-                continue
-            for _, _, records in text_lines(path, spec.fmt, spec.options):
+            for _, _, records in fmt.scan_texts(os.path.join(spec.root, rel), spec.options):
                 for _, text, _ in records:
                     if text is not None:
                         yield text

@@ -24,10 +24,11 @@ from torch.utils.data import Dataset
 
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
-from dimefm_pipeline.formats.base import BadItem, payload_hash
+from dimefm_pipeline.formats import format_named
 from dimefm_pipeline.formats.decode import decode_image
-from dimefm_pipeline.formats.readers import B64, PACKED
+from dimefm_pipeline.formats.files import BadItem, payload_hash
 from dimefm_pipeline.formats.views import apply_view, pick_views
+from dimefm_pipeline.store.tables import Locator
 
 MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
 
@@ -77,30 +78,20 @@ class ImageReader:
         self._open: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
-    def read(self, row: int, loc=None):
-        """Bytes of `row` (or (B64, text) for a TSV source); BadItem if they are gone or changed.
-        `loc`: the row's locator when the caller has it already."""
-        loc = self.locs.take(np.array([row]))[0] if loc is None else loc
-        loc_file, offset, length, want = (int(x) for x in loc[:4])
+    def read(self, row: int, loc: Locator | None = None):
+        """What `decode_image` takes for `row` (its format's payload of the bytes); BadItem if they are
+        gone or changed. `loc`: the row's locator when the caller has it already."""
+        loc = Locator.rows(self.locs.take(np.array([row])))[0] if loc is None else loc
         shard = self.shards[int(np.searchsorted(self.first_rows, row, side="right")) - 1]
-        src = self.sources[shard.source_id]
-        if loc_file == PACKED:
-            data = self._pread(shard.pack, offset, length)
+        fmt = format_named(self.sources[shard.source_id].fmt)
+        if loc.packed:
+            data = self._pread(shard.pack, loc.offset, loc.length)
         else:
-            path = os.path.join(src.root, self.files[shard.source_id][loc_file].as_py())
-            data = self._read_file(path, length) if src.fmt == "folder" else self._pread(path, offset, length)
-        if payload_hash(data) != want:
+            path = os.path.join(self.sources[shard.source_id].root, self.files[shard.source_id][loc.loc_file].as_py())
+            data = fmt.read_at(path, loc.offset, loc.length, pread=self._pread)
+        if payload_hash(data) != loc.payload_hash:
             raise BadItem("bytes differ from what stage one encoded: the source changed since")
-        return (B64, data.decode("ascii")) if src.fmt == "tsv" else data
-
-    @staticmethod
-    def _read_file(path: str, length: int) -> bytes:
-        from dimefm_pipeline.formats.readers import read_regular
-
-        data = read_regular(path)
-        if len(data) != length:
-            raise BadItem(f"{len(data)} bytes, cached from {length}: the source changed since stage one")
-        return data
+        return fmt.payload(data)
 
     def _pread(self, path: str, offset: int, length: int) -> bytes:
         if os.getpid() != self._pid:  # a forked worker: open its own descriptors
@@ -145,16 +136,15 @@ class ImageBatches(Dataset):
         pixels, rows, failed = [], [], []
         images = self.plan.rows(step, self.rank)
         wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if self.cached else 0)
-        locs = self.reader.locs.take(wanted)
-        for row, loc in zip(wanted, locs):
+        for row, loc in zip(wanted, Locator.rows(self.reader.locs.take(wanted))):
             try:
                 with time_limit(self.item_timeout):
                     img = decode_image(self.reader.read(row, loc))
-                    if loc[4] == 0:  # view 0: the un-augmented image (with --augment's draws, if any)
+                    if loc.view == 0:  # the un-augmented image (with --augment's draws, if any)
                         pixels.append(self.transform(img))
                     else:  # a cached view: exactly the crop and flip its teacher row was encoded from
                         size, norm = self.view_input
-                        pixels.append(norm(apply_view(img, loc[5:9], int(loc[9]), size)))
+                        pixels.append(norm(apply_view(img, loc.box, loc.flip, size)))
                 rows.append(row)
             except BadItem as exc:
                 failed.append((int(row), str(exc)))

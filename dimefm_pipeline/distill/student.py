@@ -130,7 +130,7 @@ def save_student(student: Student, out: Path, *, logit_scale: float, about: dict
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.store.shards import write_durable
+    from dimefm_pipeline.store.files import write_durable
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, weights = out / HUB_CONFIG, out / HUB_WEIGHTS

@@ -1,6 +1,6 @@
 """DataLoader side of stage one: units -> read blocks -> decoded, transformed, tokenised batches.
 
-Each unit is cut into read blocks (`sources.readers.image_blocks`; a text unit is one block), the
+Each unit is cut into read blocks (its format's `blocks`; a text unit is one block), the
 blocks of all of this rank's units are numbered in order, and block j is read by worker
 j % num_workers alone, so every record is read from storage once whatever the number of workers.
 A block yields one or more batches (at least one, possibly empty); each batch says which block of
@@ -17,10 +17,10 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, time_limit
-from dimefm_pipeline.formats.base import Unit, payload_hash, unpack_mask
-from dimefm_pipeline.formats.decode import BadItem, decode_image
-from dimefm_pipeline.formats.planner import text_hash
-from dimefm_pipeline.formats.readers import image_block_records, image_blocks, is_packed, text_records
+from dimefm_pipeline.formats import format_named
+from dimefm_pipeline.formats.base import Unit, text_hash, unpack_mask
+from dimefm_pipeline.formats.decode import decode_image
+from dimefm_pipeline.formats.files import BadItem, payload_hash
 
 
 @dataclass
@@ -69,7 +69,7 @@ def _chunks(records, size):
 
 def unit_blocks(unit: Unit, batch_size: int) -> list:
     """Read blocks of a unit (a text unit is one block)."""
-    return image_blocks(unit, batch_size) if unit.modality == "image" else [None]
+    return format_named(unit.fmt).blocks(unit, batch_size) if unit.modality == "image" else [None]
 
 
 class UnitBatches(IterableDataset):
@@ -96,7 +96,7 @@ class UnitBatches(IterableDataset):
 
     def _block_batches(self, unit: Unit, block, n_blocks: int):
         if unit.modality == "image":
-            records, dups = image_block_records(unit, block), (lambda: 0)
+            records, dups = format_named(unit.fmt).image_records(unit, block), (lambda: 0)
         else:
             records, dups = self._text(unit)
         for chunk, last in _lookahead(_chunks(records, self.batch_size)):
@@ -109,7 +109,7 @@ class UnitBatches(IterableDataset):
         stats = {"dups": 0}
 
         def kept():
-            recs = text_records(unit)
+            recs = format_named(unit.fmt).text_records(unit)
             if unit.keep is None:
                 yield from recs
                 return
@@ -125,7 +125,7 @@ class UnitBatches(IterableDataset):
     def _packed(self, unit: Unit) -> bool:
         key = (unit.source_id, unit.index)
         if getattr(self, "_packed_unit", (None,))[0] != key:
-            self._packed_unit = (key, is_packed(unit))
+            self._packed_unit = (key, format_named(unit.fmt).packed(unit))
         return self._packed_unit[1]
 
     def _fill(self, batch: Batch, chunk) -> None:

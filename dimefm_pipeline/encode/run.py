@@ -275,11 +275,10 @@ def _check_early(cfg: EncodeConfig) -> None:
     """The cheap checks of a command (sources resolve to readable files, the manifest's folder can be
     made), before anything heavy is imported: a typo costs a fraction of a second."""
     from dimefm_pipeline.formats import resolve_sources
-    from dimefm_pipeline.formats.base import file_entries
+    from dimefm_pipeline.formats.files import file_entries
 
     for spec in resolve_sources(cfg.sources, cfg.modality, cfg.source_options):
-        if spec.fmt != "folder":
-            file_entries(spec.root, spec.files)
+        file_entries(spec.root, spec.files)  # the files of a pattern (a folder is listed by planning)
     path = Path(cfg.cache)
     if not path.exists():
         if path.suffix != ".duckdb":
@@ -317,10 +316,10 @@ class RankProgress:
     EVERY = 5.0  # seconds between writes (and reads)
 
     def __init__(self, cache_dir: Path, rank: int, world: int, pending: list):
-        from dimefm_pipeline.formats.planner import planned_records
+        from dimefm_pipeline.formats import format_named
 
         self.folder, self.rank, self.world = cache_dir / "_progress", rank, world
-        counts = [planned_records(u) for u in pending]
+        counts = [format_named(u.fmt).planned_records(u) for u in pending]
         self.by_records = all(c is not None for c in counts)
         self.total = sum(counts) if self.by_records else len(pending)
         self.mine = {"records": 0, "items": 0, "units": 0}
@@ -385,7 +384,7 @@ def _encode_units(units, loaded, cfg, cache_dir, rank, device, committer, summar
     from dimefm_pipeline.store.shards import UnitWriter
     from dimefm_pipeline.encode.batches import UnitBatches
     from dimefm_pipeline.core.progress import progress_bar
-    from dimefm_pipeline.formats.readers import PACKED
+    from dimefm_pipeline.formats.base import PACKED
 
     views = None
     if cfg.modality == "image" and cfg.views > 1:

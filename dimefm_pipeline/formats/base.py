@@ -1,26 +1,25 @@
-"""The small data contract shared by source readers: a source, its file table, and its units of work.
+"""The contract between the planner, stage one, stage two and the source formats (one file each).
 
-Every file a source reads is listed once, relative to the source's root folder, in its *file table*
-(`source_files` in the manifest). Items point into that table by number, so a source can move (a
-copy on a node's local disk) by changing its root alone.
+A source is one CLI argument (a folder, a file, or a brace/glob pattern of files) of one format. The
+planner splits it into deterministic *units* (a chunk of files, one tar, a row range, a line range):
+the unit of work, of resume and of distribution across ranks. Stage one cuts a unit into *read
+blocks*, each read by one loader worker, into records; stage two reads an image again where its
+record said its bytes lie (its locator: file-table number, byte offset, length).
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
-import re
-import stat
 from dataclasses import dataclass, field
+from typing import Iterator, NamedTuple
 
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.formats.files import FileEntry, file_entries, fingerprint_files, read_regular
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
-
-
-class BadItem(Exception):
-    """An item that cannot be encoded; its message is the reason recorded in the manifest."""
+B64 = "b64"  # payload tag: base64 text still to decode
+PACKED = -1  # locator file number of bytes copied into the cache's pack file of the unit
+TEXT_FIELDS = ("text", "caption", "sentence")  # sentence column/field names, guessed in this order
 
 
 @dataclass(frozen=True)
@@ -33,15 +32,6 @@ class SourceSpec:
     root: str  # absolute folder that every path of the file table is relative to
     files: tuple[str, ...]  # the files the uri resolves to, relative to root, sorted (folders: listed by planning)
     options: dict = field(default_factory=dict, hash=False)  # column/field names chosen by the user
-
-
-@dataclass(frozen=True)
-class FileEntry:
-    """One row of a source's file table."""
-
-    path: str  # relative to the source root
-    size: int
-    mtime_ns: int
 
 
 @dataclass(frozen=True)
@@ -67,150 +57,127 @@ class Unit:
         return os.path.join(self.root, self.path)
 
 
-def expand_braces(pattern: str) -> list[str]:
-    """Expand `{000..099}` ranges (zero padding kept) and `{a,b}` alternatives, as WebDataset does."""
-    m = re.search(r"\{([^{}]*)\}", pattern)
-    if not m:
-        return [pattern]
-    head, body, tail = pattern[: m.start()], m.group(1), pattern[m.end() :]
-    rng = re.fullmatch(r"(\d+)\.\.(\d+)", body)
-    if rng:
-        lo, hi = rng.group(1), rng.group(2)
-        width = len(lo) if lo.startswith("0") else 0
-        choices = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
-    else:
-        choices = body.split(",")
-    return [p for c in choices for p in expand_braces(head + c + tail)]
+@dataclass
+class Plan:
+    """A planned source: its units, its file table and what planning learned about it."""
 
-
-def expand_pattern(arg: str) -> list[str]:
-    """A source argument's files: braces and globs expanded, sorted, each checked to exist.
-
-    A path that exists as typed is taken literally, so real names with `[`, `*` or `{` work.
-    """
-    if os.path.exists(arg):
-        return [os.path.abspath(arg)]
-    out: list[str] = []
-    for part in expand_braces(arg):
-        if os.path.exists(part):
-            out.append(part)
-        elif any(ch in part for ch in "*?["):
-            hits = sorted(glob.glob(part))
-            if not hits:
-                raise DimefmError(f"no file matches {part}")
-            out.extend(hits)
-        else:
-            raise DimefmError(f"no such file or folder: {part}")
-    return [os.path.abspath(p) for p in out]
-
-
-def common_root(paths: list[str]) -> str:
-    """The deepest folder holding every path (a folder source is its own root)."""
-    if len(paths) == 1 and os.path.isdir(paths[0]):
-        return paths[0]
-    return os.path.commonpath([os.path.dirname(p) for p in paths])
-
-
-def fingerprint_files(entries) -> str:
-    """sha256 over (relative name, size) of each file: what defines the source's units and items.
-
-    Timestamps are left out on purpose: copying or touching data changes them, not the bytes; a file
-    whose timestamp moved is checked by content instead (`manifest.Manifest.register_source`).
-    """
-    h = hashlib.sha256()
-    for e in entries:
-        h.update(f"{e.path}\0{e.size}\n".encode("utf-8", "surrogateescape"))
-    return h.hexdigest()
-
-
-def printable(name: str) -> str:
-    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) shown as escapes."""
-    return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def is_utf8(name: str) -> bool:
-    try:
-        name.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
-
-
-def file_entries(root: str, rel_paths) -> list[FileEntry]:
-    """File-table rows for files of a source; an unreadable or non-regular file is a user error."""
-    out = []
-    for rel in rel_paths:
-        p = os.path.join(root, rel)
-        if not is_utf8(p):
-            raise DimefmError(f"{printable(p)}: the file name is not valid UTF-8; rename it")
-        try:
-            st = os.stat(p)
-        except OSError as exc:
-            raise DimefmError(f"cannot read {p}: {exc.strerror}") from None
-        if not stat.S_ISREG(st.st_mode):
-            raise DimefmError(f"{p} is not a regular file")
-        out.append(FileEntry(rel, st.st_size, st.st_mtime_ns))
-    return out
+    units: list[Unit]
+    files: list[FileEntry]
+    fingerprint: str
+    duplicates: int = 0  # exact-duplicate sentences skipped (text only)
+    problems: list = field(default_factory=list)  # (key, reason) found while listing: recorded as errors
+    other_files: dict = field(default_factory=dict)  # extension -> files of a folder that are not images
 
 
 @dataclass
-class FolderListing:
-    """What listing an image folder found: images, and what it skipped and why."""
+class ImageRecord:
+    """One image item as stage one reads it: its bytes and where they lie (its locator)."""
 
-    entries: list[FileEntry]
-    problems: list[tuple[str, str]]  # (relative path, reason): recorded in the manifest's errors
-    other_files: dict[str, int]  # extension -> files that are not images (sidecars: .json, .txt...)
-
-
-def list_image_folder(root: str) -> FolderListing:
-    """All images below `root`, recursively and following symlinks, as file-table rows sorted by path.
-
-    Each folder is listed once (a symlink loop or a second link to a folder is recorded, not
-    followed again); folders that cannot be listed and file names that are not UTF-8 are recorded;
-    files that cannot be stat'ed are kept (size -1) so that reading them records the reason.
-    """
-    entries: list[FileEntry] = []
-    problems: list[tuple[str, str]] = []
-    other: dict[str, int] = {}
-    seen: dict[tuple[int, int], str] = {}
-
-    def unlistable(exc: OSError) -> None:
-        problems.append((printable(os.path.relpath(exc.filename, root)), f"cannot list folder: {exc.strerror}"))
-
-    for dirpath, dirnames, filenames in os.walk(root, onerror=unlistable, followlinks=True):
-        rel_dir = os.path.relpath(dirpath, root)
-        try:
-            st = os.stat(dirpath)
-        except OSError:
-            dirnames[:] = []
-            continue
-        first = seen.setdefault((st.st_dev, st.st_ino), rel_dir)
-        if first != rel_dir:
-            problems.append((printable(rel_dir), f"folder already listed as {printable(first)} (a symlink loop or a second link): not listed again"))
-            dirnames[:] = []
-            continue
-        dirnames.sort()
-        for fn in sorted(filenames):
-            rel = os.path.normpath(os.path.join(rel_dir, fn))
-            ext = os.path.splitext(fn)[1].lower()
-            if ext not in IMAGE_EXTS:
-                other[ext or "(none)"] = other.get(ext or "(none)", 0) + 1
-            elif not is_utf8(rel):
-                problems.append((printable(rel), "file name is not valid UTF-8: rename it to encode it"))
-            else:
-                try:
-                    st = os.stat(os.path.join(dirpath, fn))
-                    size, mtime = st.st_size, st.st_mtime_ns
-                except OSError:
-                    size, mtime = -1, 0
-                entries.append(FileEntry(rel, size, mtime))
-    entries.sort(key=lambda e: e.path)
-    return FolderListing(entries, problems, dict(sorted(other.items())))
+    pos: int  # position within the unit: rows of a unit are stored in this order
+    key: str  # the source's own key
+    file: int  # file-table number of the file the item came from
+    offset: int = 0  # byte offset of the bytes in that file
+    length: int = 0  # number of bytes
+    data: object = None  # bytes, or (B64, text) for base64 payloads; None when `error` is set
+    error: str | None = None
 
 
-def payload_hash(data: bytes) -> int:
-    """64-bit content hash of an item's bytes as stage one read them: stage two checks every read."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little", signed=True)
+class TextRecord(NamedTuple):
+    """One sentence item: exactly one of `text` and `error` is set (validation is part of reading,
+    so planning and encoding agree on every record)."""
+
+    pos: int
+    key: str | None
+    text: str | None
+    error: str | None
+
+
+def unit_of(spec: SourceSpec, source_id: int, index: int, path: str, file: int, **kw) -> Unit:
+    """Unit `index` of a source, reading file `path` (number `file` of its file table)."""
+    return Unit(source_id, index, spec.modality, spec.fmt, spec.root, path, file, options=spec.options, **kw)
+
+
+class SourceFormat:
+    """A source format: how a source is planned into units, how stage one reads a unit's records and
+    how stage two reads an image again at its locator. Each format is one module of this package
+    holding `FORMATS`, its instances; the defaults here suit formats that read files as they are."""
+
+    name = ""  # as the manifest records it (`sources.format`)
+    suffixes: dict[str, tuple[str, ...]] = {}  # modality -> file-name endings of this format
+    splits_texts = True  # a sentence file is cut into units of --shard-size records (else one unit per file)
+    text_option = ""  # the CLI option naming where its sentences are, for the hint when none is found
+
+    def options(self, path: str, modality: str, options: dict) -> dict:
+        """The source's options, completed from its first file (guessed column or field names)."""
+        return options
+
+    # ---- planning ------------------------------------------------------------------------------
+    def plan_images(self, spec: SourceSpec, source_id: int, shard_size: int) -> Plan:
+        """One or more units per file (`image_ranges`)."""
+        entries = file_entries(spec.root, spec.files)
+        units: list[Unit] = []
+        for file, rel in enumerate(spec.files):
+            for start, stop in self.image_ranges(os.path.join(spec.root, rel), entries[file].size, shard_size):
+                units.append(unit_of(spec, source_id, len(units), rel, file, start=start, stop=stop))
+        return Plan(units, entries, fingerprint_files(entries))
+
+    def image_ranges(self, path: str, size: int, shard_size: int) -> list[tuple[int, int]]:
+        """(start, stop) of the image units of one file."""
+        raise NotImplementedError(f"{self.name} holds no images")
+
+    def scan_texts(self, path: str, options: dict) -> Iterator[tuple[int, int, list]]:
+        """The whole file for planning: (position, byte offset, its (key, text, error) records)."""
+        raise NotImplementedError(f"{self.name} holds no sentences")
+
+    def planned_records(self, unit: Unit) -> int | None:
+        """Records a unit will yield when that is known before reading it."""
+        return unit.stop - unit.start if unit.modality == "text" else None
+
+    # ---- stage one ----------------------------------------------------------------------------
+    def blocks(self, unit: Unit, batch_size: int) -> list:
+        """The unit's read blocks, in order (each read by one worker); by default the whole unit."""
+        return [None]
+
+    def image_records(self, unit: Unit, block) -> Iterator[ImageRecord]:
+        """The records of one read block, bytes included (errors as records with `error` set)."""
+        raise NotImplementedError(f"{self.name} holds no images")
+
+    def text_records(self, unit: Unit) -> Iterator[TextRecord]:
+        """Every record of a text unit, in order."""
+        raise NotImplementedError(f"{self.name} holds no sentences")
+
+    def packed(self, unit: Unit) -> bool:
+        """True when a unit's items cannot be read alone later: their bytes are copied into the cache."""
+        return False
+
+    # ---- stage two ----------------------------------------------------------------------------
+    def read_at(self, path: str, offset: int, length: int, pread=read_regular) -> bytes:
+        """An item's bytes again, at its locator (`pread(path, offset, length)`: a reader may keep
+        files open)."""
+        return pread(path, offset, length)
+
+    def payload(self, data: bytes):
+        """What `decode.decode_image` takes for these bytes."""
+        return data
+
+
+def check_text(text: str) -> tuple[str | None, str | None]:
+    """(sentence, None) of a valid sentence, else (None, why it is skipped)."""
+    text = text.strip()
+    if not text:
+        return None, "empty or whitespace-only sentence"
+    if "\x00" in text:
+        return None, "NUL byte in sentence"
+    return text, None
+
+
+def text_hash(text: str) -> int:
+    """64-bit content hash used for exact-duplicate detection (stored in the manifest)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little", signed=True)
+
+
+def one_line(exc: Exception) -> str:
+    return " ".join(str(exc).split())[:200]
 
 
 def pack_mask(mask) -> bytes:

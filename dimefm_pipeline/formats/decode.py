@@ -7,8 +7,8 @@ import binascii
 import io
 import warnings
 
-from dimefm_pipeline.formats.base import BadItem
-from dimefm_pipeline.formats.readers import B64
+from dimefm_pipeline.formats.base import B64
+from dimefm_pipeline.formats.files import BadItem
 
 MAX_IMAGE_PIXELS = 16_000 * 16_000  # above this a file is treated as a decompression bomb
 # Resizing the short side to the model's size would blow a 10,000 x 1 strip up to 2.24M x 224 pixels.

@@ -14,7 +14,7 @@ import signal
 import threading
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.formats.base import BadItem
+from dimefm_pipeline.formats.files import BadItem
 
 ITEM_TIMEOUT = 60.0  # seconds to read and decode one item before it is recorded as timed out and skipped
 LOADER_TIMEOUT = 1800.0  # seconds the training or encoding loop waits for one batch from a loader worker

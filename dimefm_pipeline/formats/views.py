@@ -20,8 +20,6 @@ import numpy as np
 
 from dimefm_pipeline.core.errors import DimefmError
 
-VIEW_COLUMNS = ("view", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flip")  # per image row, after its locator
-
 
 @dataclass(frozen=True)
 class ViewAugment:

@@ -140,7 +140,7 @@ def _start(cache, k, index_type, n_images, n_texts, image_block, command, world)
 def _write_block(path: Path, scores: np.ndarray, found: np.ndarray) -> None:
     import io
 
-    from dimefm_pipeline.store.shards import write_durable
+    from dimefm_pipeline.store.files import write_durable
 
     buf = io.BytesIO()
     np.savez(buf, scores=scores.astype(np.float32), texts=found.astype(np.int32))

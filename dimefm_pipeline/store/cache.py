@@ -13,7 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dimefm_pipeline.store.shards import EmbeddingTable, check_file
+from dimefm_pipeline.store.files import check_file
+from dimefm_pipeline.store.tables import EmbeddingTable
 from dimefm_pipeline.core.errors import DimefmError
 
 

@@ -17,7 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.files import fsync_dir, npy_bytes, sample_digest, write_durable
+from dimefm_pipeline.store.tables import LOC_COLUMNS
 
 COMMITS_DIR = "_commits"
 
@@ -58,33 +59,6 @@ class UnitCommit:
     pack_sample: str = ""
 
 
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_durable(path: Path, data: bytes) -> None:
-    """Write bytes to `path` atomically: temporary name, fsync, rename, fsync the folder."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def npy_bytes(arr: np.ndarray) -> bytes:
-    import io
-
-    buf = io.BytesIO()
-    np.lib.format.write_array(buf, np.ascontiguousarray(arr), allow_pickle=False)
-    return buf.getvalue()
-
-
 def parquet_bytes(columns: dict, emb: np.ndarray) -> bytes:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -100,12 +74,6 @@ def parquet_bytes(columns: dict, emb: np.ndarray) -> bytes:
     return sink.getvalue().to_pybytes()
 
 
-# One int64 row per image row: where stage two reads its bytes (file-table number, or -1 for the unit's
-# pack file), how many, their hash, and which view of the image the row is (views.VIEW_COLUMNS: the
-# view number, its crop box in source pixels and its flip).
-LOC_COLUMNS = ("loc_file", "offset", "length", "payload_hash", "view", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flip")
-
-
 def unit_stem(source_id: int, unit: int) -> str:
     return f"{source_id:05d}-{unit:07d}"
 
@@ -115,7 +83,7 @@ class UnitWriter:
 
     Loader workers finish a unit's read blocks in any order; rows carry their position in the unit
     and are written sorted by it, so a unit's shards are the same whatever the number of workers or
-    ranks. Image rows also carry their locator (`LOC_COLUMNS`), written beside the embeddings as
+    ranks. Image rows also carry their locator (`tables.Locator`), written beside the embeddings as
     `NAME.loc.npy`; bytes of packed formats are appended to the unit's pack file as they arrive.
     """
 
@@ -238,123 +206,3 @@ def remove_partial_files(cache_dir: Path, source_id: int, unit: int) -> None:
             p.unlink(missing_ok=True)
 
 
-SAMPLE_BLOCKS, SAMPLE_BLOCK = 16, 64 << 10  # 1 MiB read per file, whatever its size
-
-
-def sample_digest(source) -> str:
-    """sha256 of a file's size and 16 blocks of 64 KiB spread evenly over it (first and last
-    included): the check every distill start can afford. `source`: a path, or the file's bytes."""
-    if isinstance(source, (bytes, bytearray)):
-        size = len(source)
-
-        def read(off, n):
-            return source[off : off + n]
-    else:
-        size = os.path.getsize(source)
-        f = open(source, "rb")
-
-        def read(off, n):
-            f.seek(off)
-            return f.read(n)
-    try:
-        h = hashlib.sha256(str(size).encode())
-        last = max(size - SAMPLE_BLOCK, 0)
-        for i in range(SAMPLE_BLOCKS):
-            h.update(read(last * i // (SAMPLE_BLOCKS - 1), SAMPLE_BLOCK))
-        return h.hexdigest()
-    finally:
-        if not isinstance(source, (bytes, bytearray)):
-            f.close()
-
-
-VERIFY_MODES = ("sample", "full", "off")
-
-
-def check_file(path: Path, checksum: str | None, sample: str | None, verify: str) -> str | None:
-    """What is wrong with a cache file (None when nothing is): missing, or not matching its sampled
-    digest (`verify="sample"`) or its full sha256 (`verify="full"`)."""
-    if not Path(path).is_file():
-        return f"cache file missing: {path}"
-    if verify == "full" and checksum and sha256_file(path) != checksum:
-        return f"cache file {path} no longer matches its checksum: the cache is damaged"
-    if verify == "sample" and sample and sample_digest(path) != sample:
-        return f"cache file {path} no longer matches its sampled checksum: the cache is damaged"
-    return None
-
-
-def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-class EmbeddingTable:
-    """Random row access over many `.npy` shards by memory mapping.
-
-    Rows are numbered globally in shard order. Reading a batch groups the requested rows by shard
-    and fancy-indexes each memmap: the OS page cache, not this process, holds the data, so memory
-    does not grow with the size of the cache.
-    """
-
-    def __init__(self, paths: list[Path], rows: list[int], checksums: list[str] | None = None, *, verify: str = "off",
-                 samples: list[str] | None = None, dtype=np.float16):
-        self.dtype = np.dtype(dtype)
-        self.paths = [Path(p) for p in paths]
-        self.offsets = np.concatenate([[0], np.cumsum(rows, dtype=np.int64)])
-        self.arrays = []
-        for i, p in enumerate(self.paths):
-            problem = check_file(p, checksums[i] if checksums else None, samples[i] if samples else None, verify)
-            if problem:
-                raise DimefmError(problem)
-            try:
-                arr = np.load(p, mmap_mode="r")
-            except (ValueError, OSError) as exc:
-                raise DimefmError(f"cache shard {p} cannot be read ({exc}): the cache is damaged") from None
-            if arr.shape[0] != rows[i] or arr.dtype != self.dtype:
-                raise DimefmError(f"cache shard {p} has shape {arr.shape} {arr.dtype}, expected {rows[i]} {self.dtype} rows")
-            self.arrays.append(arr)
-        self.dim = self.arrays[0].shape[1] if self.arrays else 0
-
-    def __len__(self) -> int:
-        return int(self.offsets[-1])
-
-    # Enough of the ndarray interface (shape, dtype, slicing, fancy indexing) for code written
-    # against arrays, such as index building, to stream over the shards instead of a loaded copy.
-    ndim = 2
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (len(self), self.dim)
-
-    def __getitem__(self, key) -> np.ndarray:
-        if isinstance(key, slice):
-            return self.take(np.arange(*key.indices(len(self))))
-        return self.take(np.asarray(key))
-
-    def take(self, idx: np.ndarray) -> np.ndarray:
-        """Rows `idx` (global row numbers) as a [len(idx), dim] array, in the order given.
-
-        The rows are read in sorted order, one gather per shard they fall in, so each memory map is
-        walked forwards. Ascending `idx` (what stage two asks for: a batch is a set) is gathered
-        straight into the result; any other order is gathered sorted, then placed where the caller
-        asked for it, which costs about as much again (docs/benchmarks.md, "Cache reads")."""
-        idx = np.asarray(idx, dtype=np.int64)
-        out = np.empty((len(idx), self.dim), dtype=self.dtype)
-        if not len(idx):
-            return out
-        ascending = bool(np.all(idx[1:] >= idx[:-1]))
-        order = None if ascending else np.argsort(idx, kind="stable")
-        sidx = idx if ascending else idx[order]
-        if sidx[0] < 0 or sidx[-1] >= len(self):
-            bad = sidx[0] if sidx[0] < 0 else sidx[-1]
-            raise IndexError(f"row {bad} is outside the table of {len(self)} rows")
-        cut = np.searchsorted(sidx, self.offsets)  # sidx[cut[s]:cut[s + 1]] fall in shard s
-        for s in np.flatnonzero(np.diff(cut)):
-            a, b = cut[s], cut[s + 1]
-            if ascending:
-                np.take(self.arrays[s], sidx[a:b] - self.offsets[s], axis=0, out=out[a:b], mode="clip")  # bounds checked above
-            else:
-                out[order[a:b]] = self.arrays[s][sidx[a:b] - self.offsets[s]]
-        return out

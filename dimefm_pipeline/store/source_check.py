@@ -12,7 +12,9 @@ import os
 
 import numpy as np
 
-from dimefm_pipeline.formats.base import BadItem, payload_hash
+from dimefm_pipeline.formats import format_named
+from dimefm_pipeline.formats.base import text_hash
+from dimefm_pipeline.formats.files import BadItem, payload_hash
 
 MAX_REPORTED = 20
 
@@ -69,7 +71,7 @@ def check_items(man, source_id: int, root: str, *, files: list[int] | None = Non
     for key, file, offset, length, want in rows:
         path = os.path.join(root, paths[file])
         try:
-            data = read_item(fmt, path, offset, length)
+            data = format_named(fmt).read_at(path, offset, length)
         except BadItem as exc:
             bad.append(f"{path} ({key}): {exc}")
         else:
@@ -80,23 +82,8 @@ def check_items(man, source_id: int, root: str, *, files: list[int] | None = Non
     return bad
 
 
-def read_item(fmt: str, path: str, offset: int, length: int) -> bytes:
-    """The bytes of one cached, unpacked item (a folder's whole file; a tar member; a TSV field)."""
-    from dimefm_pipeline.formats.readers import read_regular
-
-    if fmt == "folder":
-        data = read_regular(path)
-        if len(data) != length:
-            raise BadItem(f"{len(data)} bytes, cached from {length}")
-        return data
-    return read_regular(path, offset, length)
-
-
 def _check_texts(man, source_id: int, root: str, files, units) -> list[str]:
     from dataclasses import replace
-
-    from dimefm_pipeline.formats.planner import text_hash
-    from dimefm_pipeline.formats.readers import text_records
 
     done = {r[0] for r in man.query("SELECT unit FROM units WHERE source = ? AND state = 'complete'", [source_id]).fetchall()}
     bad = []
@@ -106,7 +93,7 @@ def _check_texts(man, source_id: int, root: str, files, units) -> list[str]:
         cached = dict(man.query(
             "SELECT i.pos, i.text_hash FROM items i JOIN shards s ON i.shard = s.shard_id WHERE s.source = ? AND s.unit = ?",
             [source_id, unit.index]).fetchall())
-        now = {pos: text_hash(text) for pos, _, text, err in text_records(replace(unit, root=root)) if err is None}
+        now = {pos: text_hash(text) for pos, _, text, err in format_named(unit.fmt).text_records(replace(unit, root=root)) if err is None}
         changed = [pos for pos, h in cached.items() if now.get(pos) != h]
         if changed:
             bad.append(f"{os.path.join(root, unit.path)}: {len(changed)} sentence(s) differ from the cached ones")

@@ -14,7 +14,8 @@ import hashlib
 
 import numpy as np
 
-from dimefm_pipeline.store.shards import EmbeddingTable, npy_bytes, write_durable
+from dimefm_pipeline.store.files import npy_bytes, write_durable
+from dimefm_pipeline.store.tables import EmbeddingTable
 
 
 def tokenizer_key(tokenizer) -> str:

@@ -16,7 +16,8 @@ UNION ALL SELECT 'token ids', path, checksum FROM token_files
 
 def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
     """Findings (one line each), files checked and bytes hashed. `man`: a read-only Manifest."""
-    from dimefm_pipeline.store.shards import COMMITS_DIR, sha256_file
+    from dimefm_pipeline.store.files import sha256_file
+    from dimefm_pipeline.store.shards import COMMITS_DIR
     from dimefm_pipeline.core.progress import progress_bar
 
     cache_dir = man.cache_dir

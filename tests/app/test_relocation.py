@@ -9,7 +9,7 @@ import duckdb
 import numpy as np
 import pytest
 
-from dimefm_pipeline.store.shards import EmbeddingTable
+from dimefm_pipeline.store.tables import EmbeddingTable
 from dimefm_pipeline.distill.train import distill
 from dimefm_pipeline.encode.run import EncodeConfig, encode
 from dimefm_pipeline.core.errors import DimefmError

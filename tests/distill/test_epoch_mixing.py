@@ -21,7 +21,7 @@ import pytest
 from dimefm_pipeline.store.cache import load_cache
 from dimefm_pipeline.distill.data import ImageReader, file_tables, image_loader, image_transform
 from dimefm_pipeline.encode.run import EncodeConfig, encode
-from dimefm_pipeline.formats import readers
+from dimefm_pipeline.formats import files, folder, parquet, webdataset
 from dimefm_pipeline.world.corpus import png_bytes
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import Scene, sample_background, sample_object
@@ -136,7 +136,7 @@ def test_the_same_epoch_from_any_number_of_workers_and_from_a_resume(sorted_cach
 def read_log(tmp_path, monkeypatch):
     """Every payload read, by any process (loader workers fork from this one), as (path, offset, length)."""
     log = tmp_path / "reads.log"
-    real_read, real_pread = readers.read_regular, os.pread
+    real_read, real_pread = files.read_regular, os.pread
     fd_paths = {}
     real_open = os.open
 
@@ -159,7 +159,8 @@ def read_log(tmp_path, monkeypatch):
         note(fd_paths.get(fd, f"fd{fd}"), offset, len(data))
         return data
 
-    monkeypatch.setattr(readers, "read_regular", read_regular)
+    for module in (folder, parquet, webdataset):  # the formats that read whole files or members
+        monkeypatch.setattr(module, "read_regular", read_regular)
     monkeypatch.setattr(os, "pread", pread)
     monkeypatch.setattr(os, "open", tracking_open)
 

@@ -17,7 +17,7 @@ from PIL import Image
 from dimefm_pipeline.encode.run import EncodeConfig, encode
 from tests.conftest import plain_duckdb
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.formats.base import expand_braces
+from dimefm_pipeline.formats.files import expand_braces
 from dimefm_pipeline.formats.decode import BadItem, decode_image
 
 
