@@ -37,7 +37,7 @@ from rich.table import Table
 
 from dimefm_pipeline.core import models
 from dimefm_pipeline.store.tables import EmbeddingTable
-from dimefm_pipeline.distill.train import param_groups
+from dimefm_pipeline.core.optim import param_groups
 from dimefm_pipeline.core.losses import LossConfig, dimefm_losses
 
 TEACHER_CONFIG = models.CONFIG_DIR / "dimefm-world-teacher.json"

@@ -120,7 +120,8 @@ class ForwardClock:
 
 def run_encode(folder: Path, args, scratch: Path) -> tuple[float, int, float]:
     """One `encode()` call into a fresh cache: (seconds, items cached, steady items/s inside the loop)."""
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
 
     out = Path(tempfile.mkdtemp(dir=scratch, prefix="run-"))
     try:
@@ -320,8 +321,9 @@ def bench_loader(args) -> None:
     from torchvision import transforms as T
 
     from dimefm_pipeline.store.cache import load_cache
-    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader, file_tables
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
+    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
     from dimefm_pipeline.encode.batches import UnitBatches
     from dimefm_pipeline.formats import plan_source, resolve_source
 
@@ -345,8 +347,7 @@ def bench_loader(args) -> None:
         encode(EncodeConfig("image", (pattern,), str(cache), teacher=str(cfg_path), pretrained="random", workers=args.workers,
                             batch_size=args.batch_size), progress=False)
         (folder / ".complete").write_text("")
-    idx = load_cache(cache, verify=False, need_texts=False)
-    tables = file_tables(str(cache), idx)
+    idx = load_cache(cache, verify=False, need_texts=False, sources=True)
     units = plan_source(resolve_source(pattern, "image"), 0, args.shard_size).units
     table = Table(title=f"Loader throughput and bytes read ({args.images} images, {total_bytes / 2**20:.1f} MiB of tars)")
     for col in ("stage", "workers", "images", "images/s", "per worker", "bytes read / tar bytes"):
@@ -361,7 +362,7 @@ def bench_loader(args) -> None:
     for workers in range(0, args.workers + 1):
         def two(w, init):
             plan = EpochPlan(len(idx.images), args.batch_size, 1, 0, 0)
-            ds = ImageBatches(plan, 0, ImageReader(idx, tables), tf, seed=0, epoch=0)
+            ds = ImageBatches(plan, 0, ImageReader(idx), tf, seed=0, epoch=0)
             return DataLoader(ds, batch_size=None, sampler=range(plan.steps), num_workers=w, worker_init_fn=init)
 
         rate, n, read = _loader_rate(two, workers, log, lambda b: len(b[1]))
@@ -645,7 +646,7 @@ def bench_reads(args) -> None:
 
 
 def main() -> None:
-    from dimefm_pipeline.encode.run import DEFAULT_SHARD_SIZE
+    from dimefm_pipeline.encode.config import DEFAULT_SHARD_SIZE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("encode", "reads", "loader", "all"), default="all")

@@ -41,8 +41,7 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     """A cache of n image rows and n sentences (reused if present)."""
     from dimefm_pipeline.core import models
     from dimefm_pipeline.store.shards import UnitWriter, read_markers
-    from dimefm_pipeline.encode.run import _teacher_info
-    from dimefm_pipeline.store.manifest import Manifest
+    from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, catalog, commits, sources
     from dimefm_pipeline.formats.base import Plan, SourceSpec
     from dimefm_pipeline.formats.files import FileEntry, payload_hash
     from dimefm_pipeline.formats.views import centre_box
@@ -57,13 +56,13 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     side = corpus_image(seed, 0).shape[0]  # world images are square: view 0 keeps all of it
     rng = np.random.default_rng(seed)
     with Manifest(cache, create=True) as man:
-        man.check_teacher(_teacher_info(loaded))
-        run = man.start_run("bench", "bench_memory", {}, 1)
+        catalog.check_teacher(man, TeacherInfo.of_model(loaded))
+        run = catalog.start_run(man, "bench", "bench_memory", {}, 1)
         for sid, modality in ((1, "image"), (2, "text")):
             spec = SourceSpec(f"/synthetic/{modality}", modality, "parquet" if modality == "image" else "txt", "/synthetic",
                               ("data",), {})
             units = -(-n // UNIT)
-            man.register_source(spec, Plan([None] * units, [FileEntry("data", 0, 0)], f"synthetic-{modality}-{n}"), UNIT, run)
+            sources.register_source(man, spec, Plan([None] * units, [FileEntry("data", 0, 0)], f"synthetic-{modality}-{n}"), UNIT, run)
             for u in range(units):
                 rows = min(UNIT, n - u * UNIT)
                 emb = rng.standard_normal((rows, loaded.embed_dim), dtype=np.float32)
@@ -83,10 +82,10 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
                           truncated=[False] * rows, text_hash=rng.integers(-2**62, 2**62, rows))
                 w.finish()
         for path, commit in read_markers(man.cache_dir):
-            man.ingest(commit, run)
+            commits.ingest(man, commit, run)
             path.unlink()
-        man.refresh_views()
-        man.end_run(run, "complete")
+        catalog.refresh_relations(man)
+        catalog.end_run(man, run, "complete")
     (folder / ".complete").write_text("")
     return cache
 

@@ -59,7 +59,8 @@ def _write_tar(job) -> None:
 
 
 def part_encode(args, scratch: Path) -> dict:
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
 
     pattern = make_tars(scratch / "tars", args.images, 1000, 256)
     sentences = scratch / "s.txt"

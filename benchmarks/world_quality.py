@@ -148,7 +148,8 @@ def paired_baseline(recipe, out: Path, steps: int, batch: int) -> dict:
     from open_clip.loss import ClipLoss
 
     from dimefm_pipeline.distill.config import DistillConfig
-    from dimefm_pipeline.distill.train import lr_at, param_groups
+    from dimefm_pipeline.core.optim import param_groups
+    from dimefm_pipeline.distill.train import lr_at
     from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
     from dimefm_pipeline.core.models import register_configs
     from dimefm_pipeline.world.captions import caption

@@ -98,7 +98,8 @@ WORDS = ["red", "blue", "green", "small", "large", "circle", "square", "cat", "d
 @pytest.fixture(scope="session")
 def tiny_cache(teacher, tmp_path_factory):
     """(manifest path, student config path) of a cache with 64 images, 60 sentences and k=3 pairs."""
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
     from dimefm_pipeline.mine.run import mine_cache
 
     root = tmp_path_factory.mktemp("stage2")

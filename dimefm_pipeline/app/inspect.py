@@ -1,15 +1,20 @@
-"""Rich tables for stage-one results and manifest inspection."""
+"""`dimefm info`, `dimefm sql` and `dimefm sources list`: a cache shown as rich tables (the queries
+are `store.manifest.inspect`'s)."""
 
 from __future__ import annotations
-
-import contextlib
-import os
 
 from rich.table import Table
 
 from dimefm_pipeline.core.progress import make_console
+from dimefm_pipeline.store.manifest import catalog
+from dimefm_pipeline.store.manifest.inspect import info, open_for_reading, run_sql, source_list
 
 console = make_console()
+TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise (CSV prints every row)
+
+
+class CacheFindings(Exception):
+    """`info --verify` found damaged, missing or unknown files (the CLI exits 1)."""
 
 
 def _size(n: float) -> str:
@@ -20,83 +25,13 @@ def _size(n: float) -> str:
     return str(n)
 
 
-def print_encode_summary(cfg, s) -> None:
-    t = Table(title=f"encode {cfg.modality}s -> {cfg.cache}")
-    # short headers: the table must fit an 80-column terminal
-    for col in ("units", "cached before", "items", "errors", "duplicates", "truncated", "seconds", "items/s"):
-        t.add_column(col, justify="right")
-    rate = s.items / s.seconds if s.seconds else 0.0
-    t.add_row(str(s.units_done), str(s.units_skipped), f"{s.items:,}", f"{s.errors:,}", f"{s.duplicates:,}",
-              f"{s.truncated:,}", f"{s.seconds:.1f}", f"{rate:,.1f}")
-    console.print(t)
-    if s.errors:
-        console.print(f"[yellow]{s.errors} item(s) skipped; see: dimefm sql --cache {cfg.cache} \"SELECT * FROM errors\"")
-    if s.other_files:
-        kinds = ", ".join(f"{n:,} {ext}" for ext, n in s.other_files.items())
-        console.print(f"not images, left out of the image folders: {kinds}")
-
-
-READ_WAIT = 30.0  # seconds a reader waits for a writer's short transaction before giving up
-
-
-def open_for_reading(cache: str):
-    """Open a manifest read-only: nothing is written; a writer's transaction is waited for."""
-    from dimefm_pipeline.store.manifest import Manifest
-
-    return Manifest(cache, read_only=True, wait=READ_WAIT)
-
-
 def print_info(cache: str, *, verify: bool = False) -> None:
+    """The teacher, sources, shards, commonest errors and latest runs of a cache; `verify`: also every
+    cache file against its checksum (CacheFindings when one does not match)."""
     with open_for_reading(cache) as man:
-        teacher = man.teacher()
-        t = Table(title=f"teacher of {cache}")
-        for c in ("arch", "pretrained", "weights sha256", "dim", "image size", "context"):
-            t.add_column(c)
-        if teacher:
-            t.add_row(teacher.arch, teacher.pretrained, teacher.fingerprint[:16], str(teacher.embed_dim), str(teacher.image_size), str(teacher.context_length))
-        console.print(t)
-
-        t = Table(title="sources")
-        numeric = ("id", "items", "errors", "duplicates", "truncated", "repeated keys")
-        for c in ("id", "modality", "format", "uri", "units done", *numeric[1:]):
-            t.add_column(c, justify="right" if c in numeric else "left")
-        rows = man.query(
-            """SELECT s.source_id, s.modality, s.format, s.uri,
-                      count(u.unit), s.units, coalesce(sum(u.items), 0), coalesce(sum(u.errors), 0),
-                      s.duplicates, coalesce(sum(u.truncated), 0), coalesce(s.repeated_keys, 0)
-               FROM sources s LEFT JOIN units u ON u.source = s.source_id AND u.state = 'complete'
-               GROUP BY s.source_id, s.modality, s.format, s.uri, s.units, s.duplicates, s.repeated_keys
-               ORDER BY s.source_id"""
-        ).fetchall()
-        for r in rows:
-            t.add_row(str(r[0]), r[1], r[2], r[3], f"{r[4]}/{r[5]}", f"{r[6]:,}", f"{r[7]:,}", f"{r[8]:,}", f"{r[9]:,}",
-                      f"{r[10]:,}")
-        console.print(t)
-
-        t = Table(title="shards and disk use")
-        for c in ("modality", "shards", "rows", "dim", "bytes on disk"):
-            t.add_column(c, justify="right")
-        for r in man.query("SELECT modality, count(*), sum(rows), max(dim), sum(bytes) FROM shards GROUP BY ALL ORDER BY 1").fetchall():
-            t.add_row(r[0], str(r[1]), f"{r[2]:,}", str(r[3]), _size(r[4]))
-        console.print(t)
-
-        errs = man.query("SELECT stage, reason, count(*) FROM errors GROUP BY ALL ORDER BY 3 DESC LIMIT 10").fetchall()
-        if errs:
-            t = Table(title="most common errors")
-            for c in ("stage", "reason", "count"):
-                t.add_column(c)
-            for r in errs:
-                t.add_row(r[0], r[1][:90], str(r[2]))
-            console.print(t)
-
-        runs = man.query("SELECT run_id, kind, status, started_at, ended_at FROM runs ORDER BY run_id DESC LIMIT 5").fetchall()
-        t = Table(title="latest runs")
-        for c in ("run", "kind", "status", "started", "ended"):
-            t.add_column(c)
-        for r in runs:
-            t.add_row(str(r[0]), r[1], r[2], str(r[3])[:19], str(r[4])[:19] if r[4] else "")
-        console.print(t)
-
+        console.print(_teacher_table(cache, catalog.teacher(man)))
+        for table in _info_tables(info(man)):
+            console.print(table)
         if verify:
             from dimefm_pipeline.store.verify import verify_cache
 
@@ -109,61 +44,55 @@ def print_info(cache: str, *, verify: bool = False) -> None:
                           "and the cache folder holds no file the manifest does not know")
 
 
-class CacheFindings(Exception):
-    """`info --verify` found damaged, missing or unknown files (the CLI exits 1)."""
+def _teacher_table(cache: str, teacher) -> Table:
+    t = Table(title=f"teacher of {cache}")
+    for c in ("arch", "pretrained", "weights sha256", "dim", "image size", "context"):
+        t.add_column(c)
+    if teacher:
+        t.add_row(teacher.arch, teacher.pretrained, teacher.fingerprint[:16], str(teacher.embed_dim), str(teacher.image_size), str(teacher.context_length))
+    return t
 
 
-READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT
-TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise (CSV prints every row)
+def _info_tables(rows: dict):
+    t = Table(title="sources")
+    numeric = ("id", "items", "errors", "duplicates", "truncated", "repeated keys")
+    for c in ("id", "modality", "format", "uri", "units done", *numeric[1:]):
+        t.add_column(c, justify="right" if c in numeric else "left")
+    for r in rows["sources"]:
+        t.add_row(str(r[0]), r[1], r[2], r[3], f"{r[4]}/{r[5]}", f"{r[6]:,}", f"{r[7]:,}", f"{r[8]:,}", f"{r[9]:,}",
+                  f"{r[10]:,}")
+    yield t
+    t = Table(title="shards and disk use")
+    for c in ("modality", "shards", "rows", "dim", "bytes on disk"):
+        t.add_column(c, justify="right")
+    for r in rows["shards"]:
+        t.add_row(r[0], str(r[1]), f"{r[2]:,}", str(r[3]), _size(r[4]))
+    yield t
+    if rows["errors"]:
+        t = Table(title="most common errors")
+        for c in ("stage", "reason", "count"):
+            t.add_column(c)
+        for r in rows["errors"]:
+            t.add_row(r[0], r[1][:90], str(r[2]))
+        yield t
+    t = Table(title="latest runs")
+    for c in ("run", "kind", "status", "started", "ended"):
+        t.add_column(c)
+    for r in rows["runs"]:
+        t.add_row(str(r[0]), r[1], r[2], str(r[3])[:19], str(r[4])[:19] if r[4] else "")
+    yield t
 
 
-def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[str], list[tuple], int | None]:
-    """Run one read-only statement: (columns, rows, total rows when `limit` cut them, else None).
-
-    The connection is read-only and locked down before the query runs: it can read the manifest
-    and the cache's own files and nothing else, and only SELECT-like statements are accepted, so no
-    query can write a file, attach a database or change a setting.
-    """
-    import duckdb
-
-    from dimefm_pipeline.core.errors import DimefmError
-
-    def fail(exc):
-        return DimefmError(f"SQL error: {str(exc).splitlines()[0]}")
-
-    with open_for_reading(cache) as man, _working_dir(man.path.parent):
-        man.lock_down()
-        try:
-            statements = man.con.extract_statements(query)
-        except duckdb.Error as exc:
-            raise fail(exc) from None
-        if len(statements) != 1:
-            raise DimefmError(f"dimefm sql runs one statement at a time (got {len(statements)})")
-        kind = statements[0].type.name
-        if kind not in READ_ONLY_STATEMENTS:
-            raise DimefmError(f"dimefm sql is read-only: a {kind} statement is refused (use the duckdb CLI on a copy "
-                              "to change or export a cache)")
-        try:
-            rel = man.con.sql(query)
-            cols = rel.columns
-            rows = rel.fetchall() if limit is None else rel.limit(limit + 1).fetchall()
-            total = None
-            if limit is not None and len(rows) > limit:
-                total = man.con.sql(f"SELECT count(*) FROM ({query.rstrip().rstrip(';')})").fetchall()[0][0]
-                rows = rows[:limit]
-        except duckdb.Error as exc:
-            raise fail(exc) from None
-    return cols, rows, total
-
-
-@contextlib.contextmanager
-def _working_dir(path):
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
+def print_sources(cache: str) -> None:
+    """Every source with its root folder, files, items and repeated keys."""
+    with open_for_reading(cache) as man:
+        rows = source_list(man)
+    t = Table(title=f"sources of {cache}")
+    for c in ("id", "modality", "format", "root", "uri", "files", "items", "repeated keys"):
+        t.add_column(c, justify="right" if c in ("id", "files", "items", "repeated keys") else "left", overflow="fold")
+    for r in rows:
+        t.add_row(str(r[0]), r[1], r[2], r[3], r[4], f"{r[5]:,}", f"{r[6]:,}", f"{r[7] or 0:,}")
+    console.print(t)
 
 
 def print_sql(cache: str, query: str, *, limit: int | None = None, csv: bool = False) -> None:

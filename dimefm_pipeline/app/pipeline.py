@@ -49,8 +49,9 @@ def world_corpora(recipe: Recipe) -> tuple[list[str], list[str]]:
 
 
 def encode_stage(recipe: Recipe, images: list[str], texts: list[str]) -> list:
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
-    from dimefm_pipeline.app.inspect import print_encode_summary
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
+    from dimefm_pipeline.app.summaries import print_encode_summary
 
     enc = recipe.section("encode") or {}
     data = recipe.section("data") or {}
@@ -90,7 +91,7 @@ def distill_stage(recipe: Recipe):
 
 
 def eval_stage(recipe: Recipe, student_dir: Path) -> dict:
-    from dimefm_pipeline.app.eval_report import results_table
+    from dimefm_pipeline.app.summaries import results_table
     from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
 
     ev = recipe.section("eval") or {}

@@ -27,20 +27,13 @@ def mine(
     """Pseudo-pair mining: the top-k cached sentences of every cached image, stored in the manifest.
 
     Under torchrun, ranks take disjoint image blocks; a killed mining resumes from its finished blocks."""
-    from rich.table import Table
-
+    from dimefm_pipeline.app.summaries import print_mine_summary
     from dimefm_pipeline.mine.run import mine_cache
-    from dimefm_pipeline.core.progress import make_console
 
     s = mine_cache(cache, k, engine=engine, nprobe=nprobe, use_gpu=gpu, image_block=image_block, text_block=text_block,
                    command=" ".join(["dimefm", *sys.argv[1:]]))
-    if s is None:
-        return
-    t = Table(title=f"pseudo pairs (mining {s.mining_id})")
-    for c in ("images", "sentences", "k", "search", "mean top-1 cosine", "seconds", "blocks resumed"):
-        t.add_column(c, justify="right")
-    t.add_row(f"{s.images:,}", f"{s.texts:,}", str(s.k), s.index_type, f"{s.mean_top1:.3f}", f"{s.seconds:.1f}", str(s.blocks_resumed))
-    make_console().print(t)
+    if s is not None:
+        print_mine_summary(s)
 
 
 D = DistillConfig.__dataclass_fields__  # defaults shown in --help come from the config itself

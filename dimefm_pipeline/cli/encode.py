@@ -25,8 +25,9 @@ TimeoutOpt = typer.Option(60.0, "--item-timeout", help="Seconds to read and deco
 
 def _run(modality: str, sources, cache, cache_dir, teacher, pretrained, batch_size, workers, shard_size, precision, options,
          item_timeout, views=1, view_augment="reference", view_seed=0):
-    from dimefm_pipeline.encode.run import EncodeConfig, encode
-    from dimefm_pipeline.app.inspect import print_encode_summary
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
+    from dimefm_pipeline.app.summaries import print_encode_summary
 
     cfg = EncodeConfig(modality, tuple(sources), cache, cache_dir, teacher, pretrained, batch_size, workers,
                        shard_size, precision, {k: v for k, v in options.items() if v is not None}, item_timeout, views,

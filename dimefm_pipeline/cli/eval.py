@@ -32,7 +32,7 @@ def eval_command(
     from dimefm_pipeline.core.progress import make_console
 
     from dimefm_pipeline.evaluation import evaluate, load_eval_model
-    from dimefm_pipeline.app.eval_report import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.app.summaries import plot_results, results_table, retrieval_table
     from dimefm_pipeline.world.suite import WorldSuiteConfig
 
     from dimefm_pipeline.core.errors import DimefmError

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -69,12 +70,13 @@ class ImageReader:
     DataLoader forks stay correct in every worker; each process keeps its own bounded set open.
     """
 
-    def __init__(self, idx, file_tables: dict):
+    def __init__(self, idx):
+        """`idx`: the cache, loaded with `sources=True` (the file paths of the sources read in place)."""
         self.locs = idx.image_locs
         self.first_rows = np.array([s.first_row for s in idx.image_shards], dtype=np.int64)
         self.shards = idx.image_shards
         self.sources = idx.sources
-        self.files = file_tables  # source id -> Arrow array of paths relative to its root (unpacked sources)
+        self.files = idx.file_paths  # source id -> Arrow array of paths relative to its root (unpacked sources)
         self._open: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
@@ -113,19 +115,28 @@ class ImageReader:
         return data
 
 
+@dataclass(frozen=True)
+class ViewInput:
+    """How the student's input is built from a cached view 1..K-1: cropped and flipped as recorded,
+    resized to the student's side, then normalised."""
+
+    size: int  # the student's image side
+    normalise: object  # PIL image -> tensor
+
+
 class ImageBatches(Dataset):
     """Map-style: item k is this rank's decoded batch at step k of the epoch, as
     `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read.
 
-    The plan draws images; `views` = (K, cached): each image's row is its view 0, or with `cached` the
-    view `views.pick_views` chooses for this epoch, whose recorded crop and flip build the input."""
+    The plan draws images; of an image's `views_per_image` rows, the batch takes view 0, or with a
+    `view_input` the view `views.pick_views` chooses for this epoch, whose recorded crop and flip
+    build the input."""
 
     def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int,
-                 item_timeout: float | None = ITEM_TIMEOUT, views: tuple[int, bool] = (1, False), view_input=None):
+                 item_timeout: float | None = ITEM_TIMEOUT, views_per_image: int = 1, view_input: ViewInput | None = None):
         self.plan, self.rank, self.reader, self.transform = plan, rank, reader, transform
         self.seed, self.epoch, self.item_timeout = seed, epoch, item_timeout
-        self.k, self.cached = views
-        self.view_input = view_input  # (size, normalising transform) of views 1..K-1
+        self.k, self.view_input = views_per_image, view_input
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -135,7 +146,8 @@ class ImageBatches(Dataset):
         torch.manual_seed(_seed(self.seed, self.epoch, self.rank, step, 1))
         pixels, rows, failed = [], [], []
         images = self.plan.rows(step, self.rank)
-        wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if self.cached else 0)
+        cached = self.view_input is not None
+        wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if cached else 0)
         for row, loc in zip(wanted, Locator.rows(self.reader.locs.take(wanted))):
             try:
                 with time_limit(self.item_timeout):
@@ -143,7 +155,7 @@ class ImageBatches(Dataset):
                     if loc.view == 0:  # the un-augmented image (with --augment's draws, if any)
                         pixels.append(self.transform(img))
                     else:  # a cached view: exactly the crop and flip its teacher row was encoded from
-                        size, norm = self.view_input
+                        size, norm = self.view_input.size, self.view_input.normalise
                         pixels.append(norm(apply_view(img, loc.box, loc.flip, size)))
                 rows.append(row)
             except BadItem as exc:
@@ -156,51 +168,18 @@ class ImageBatches(Dataset):
 
 def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
                  seed: int, epoch: int, start: int = 0, pin_memory: bool = False, item_timeout: float | None = ITEM_TIMEOUT,
-                 views: tuple[int, bool] = (1, False), view_input=None):
+                 views_per_image: int = 1, view_input: ViewInput | None = None):
     """This rank's (pixels, rows, failed) batches of `epoch` from step `start` on. Batch k goes to one
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
     plan = EpochPlan(n_images, batch_size, world, seed, epoch)
-    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout, views=views,
-                           view_input=view_input)
+    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout,
+                           views_per_image=views_per_image, view_input=view_input)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                         timeout=LOADER_TIMEOUT if workers else 0)
     return guarded(loader, "training")
-
-
-def file_tables(cache: str, idx) -> dict:
-    """Paths of every image source's files (sources whose bytes stage two reads in place), as Arrow
-    string arrays: 30 MB per million paths, against 85 MB as a Python list; forked workers share them."""
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait
-
-    packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
-    out = {}
-    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
-        for sid, src in idx.sources.items():
-            if src.modality == "image" and sid not in packed_only:
-                out[sid] = man.source_files(sid).column("path").combine_chunks()
-    return out
-
-
-def check_image_sources(cache: str, idx, tables: dict, *, sample: int = 1000) -> None:
-    """Before training: the files stage two will read exist with the sizes stage one saw (all of
-    them, or a seeded sample of `sample` per source), and every pack file is there."""
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait
-    from dimefm_pipeline.store.source_check import check_files
-
-    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
-        for sid in tables:
-            src = idx.sources[sid]
-            problems, _ = check_files(src.root, man.source_files(sid), sample=sample)
-            if problems:
-                raise DimefmError(f"image source {src.uri} no longer matches the cache: {problems[0]}"
-                                  f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; if the data "
-                                  f"moved: dimefm sources relocate --cache {cache} {sid} NEW_FOLDER")
-    for pack in {s.pack for s in idx.image_shards if s.pack}:
-        if not os.path.isfile(pack):
-            raise DimefmError(f"pack file missing from the cache: {pack}")
 
 
 def image_transform(kind: str, size: int, mean, std):
@@ -257,3 +236,10 @@ def mix_mined(rows: np.ndarray, image_rows: np.ndarray, pairs: np.ndarray, share
     mined = mined[:n]
     rest = rows[~np.isin(rows, mined)][: len(rows) - len(mined)]
     return np.concatenate([mined, rest])
+
+
+def mined_text_pool(pairs: np.ndarray) -> np.ndarray:
+    """Sorted unique sentence rows that are a mined neighbour of at least one image (int64); padding
+    entries (-1) are ignored: the sentences `--text-filter mined` trains on."""
+    flat = np.asarray(pairs).reshape(-1)
+    return np.unique(flat[flat >= 0]).astype(np.int64, copy=False)

@@ -47,6 +47,18 @@ class Batch:
     duplicates: int = 0
 
 
+@dataclass(frozen=True)
+class CachedViews:
+    """How stage one draws the cached views 1..count-1 of every image (view 0 is the image itself)."""
+
+    count: int  # views per image
+    augment: object  # views.ViewAugment
+    seed: int
+    size: int  # the teacher's input side
+    mean: tuple
+    std: tuple
+
+
 def _lookahead(it):
     """Yield (item, is_last), and a single (None, True) for an empty iterator."""
     it = iter(it)
@@ -76,8 +88,8 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT, views=None):
-        """`views`: (K, ViewAugment, seed, image size, mean, std) to cache K views of every image, or None (one)."""
+                 item_timeout: float | None = ITEM_TIMEOUT, views: CachedViews | None = None):
+        """`views`: how to draw the cached views of every image, or None (one view: the image)."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
@@ -173,11 +185,11 @@ class UnitBatches(IterableDataset):
         out = [(self.preprocess(img), centre_box(*img.size))]
         if self.views is None:
             return out
-        k, aug, seed, size, mean, std = self.views
-        norm = view_transform(size, mean, std)
-        for v in range(1, k):
-            *box, flip = sample_view(view_rng(seed, unit.source_id, unit.index, pos, v), *img.size, aug)
-            out.append((norm(apply_view(img, box, flip, size)), (*box, flip)))
+        cv = self.views
+        norm = view_transform(cv.size, cv.mean, cv.std)
+        for v in range(1, cv.count):
+            *box, flip = sample_view(view_rng(cv.seed, unit.source_id, unit.index, pos, v), *img.size, cv.augment)
+            out.append((norm(apply_view(img, box, flip, cv.size)), (*box, flip)))
         return out
 
     def _fill_texts(self, batch: Batch, chunk) -> None:

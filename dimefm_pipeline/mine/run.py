@@ -9,6 +9,7 @@ engine). Rank 0 moves the blocks into the manifest's `pseudo_pairs` table when e
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.manifest import Manifest, lock_wait
+from dimefm_pipeline.store.manifest.mining import complete_mining, start_mining
 
 IMAGE_BLOCK = 65_536  # images per block: the grain of work, resume and distribution
 ENGINES = ("exact", "ivf")
@@ -119,19 +122,8 @@ def _device(use_gpu: bool | None) -> str:
 
 def _start(cache, k, index_type, n_images, n_texts, image_block, command, world):
     """Rank 0: resume the latest unfinished mining with the same settings, or start a new one."""
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait, now
-
     with Manifest(cache, wait=lock_wait()) as man:
-        row = man.query("SELECT mining_id, run_id FROM minings WHERE state = 'running' AND k = ? AND index_type = ? "
-                        "AND images = ? AND texts = ? AND image_block = ? ORDER BY mining_id DESC LIMIT 1",
-                        [k, index_type, n_images, n_texts, image_block]).fetchall()
-        if row:
-            mining_id, run_id = row[0]
-        else:
-            run_id = man.start_run("mine", command, {"k": k, "index": index_type, "image_block": image_block}, world)
-            mining_id = man.query("SELECT coalesce(max(mining_id), 0) + 1 FROM minings").fetchall()[0][0]
-            man.query("INSERT INTO minings VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",
-                      [mining_id, run_id, k, index_type, n_images, n_texts, now(), image_block])
+        mining_id, run_id = start_mining(man, k, index_type, n_images, n_texts, image_block, command, world)
         folder = man.cache_dir / "minings" / str(mining_id)
     folder.mkdir(parents=True, exist_ok=True)
     return mining_id, run_id, str(folder)
@@ -149,75 +141,33 @@ def _write_block(path: Path, scores: np.ndarray, found: np.ndarray) -> None:
 
 def _finish(cache, idx, mining_id, run_id, folder: Path, image_block: int, k: int, seconds: float) -> float:
     """Rank 0: every block into `pseudo_pairs` in one transaction, the mining marked complete."""
-    import shutil
-
     import pyarrow as pa
 
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait
-
-    top1_sum, n = 0.0, 0
     views = idx.views
     n_blocks = -(-(len(idx.image_item_ids) // views) // image_block)
-    with Manifest(cache, wait=lock_wait()) as man:
-        man.con.execute("BEGIN TRANSACTION")
-        man.query("DELETE FROM pseudo_pairs WHERE mining_id = ?", [mining_id])
+    top1 = {"sum": 0.0, "n": 0}
+
+    def tables():
         for b in range(n_blocks):
             with np.load(folder / f"block-{b:06d}.npz") as z:
                 scores, found = z["scores"], z["texts"].astype(np.int64)
             rows = np.arange(b * image_block, b * image_block + len(scores))
             ok = found >= 0
-            man.con.register("_pairs", pa.table({
+            top1["sum"] += float(scores[:, 0].sum())
+            top1["n"] += len(scores)
+            yield pa.table({
                 "mining_id": np.full(int(ok.sum()), mining_id, np.int32),
                 "image_item": np.repeat(idx.image_item_ids[rows * views], k)[ok.ravel()],
                 "rank": np.tile(np.arange(k, dtype=np.int32), len(rows))[ok.ravel()],
                 "text_item": idx.text_item_ids[found[ok]],
                 "score": scores[ok].astype(np.float32),
-            }))
-            man.query("INSERT INTO pseudo_pairs SELECT * FROM _pairs")
-            man.con.unregister("_pairs")
-            top1_sum += float(scores[:, 0].sum())
-            n += len(scores)
-        mean_top1 = top1_sum / max(n, 1)
-        man.query("UPDATE minings SET state = 'complete' WHERE mining_id = ?", [mining_id])
-        man.end_run(run_id, "complete", metrics={"mining_id": mining_id, "images": n, "k": k, "seconds": seconds,
-                                                 "mean_top1": mean_top1})
-        man.con.execute("COMMIT")
+            })
+
+    def metrics():
+        return {"mining_id": mining_id, "images": top1["n"], "k": k, "seconds": seconds,
+                "mean_top1": top1["sum"] / max(top1["n"], 1)}
+
+    with Manifest(cache, wait=lock_wait()) as man:
+        complete_mining(man, mining_id, run_id, tables(), metrics)
     shutil.rmtree(folder, ignore_errors=True)
-    return mean_top1
-
-
-def load_pairs(cache: str, idx, mining_id: int | None = None) -> tuple[np.ndarray, int]:
-    """Mined neighbours as global text rows: int32 [n_images, k] (-1 where missing), and the mining id.
-    Row j is image j (its views are global image rows j * views ...).
-
-    `idx` is the cache's `CacheIndex`; the latest complete mining is used unless `mining_id` is given.
-    """
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait
-
-    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
-        if mining_id is None:
-            row = man.query("SELECT max(mining_id) FROM minings WHERE state = 'complete'").fetchall()[0][0]
-        else:
-            row = mining_id
-        if row is None:
-            raise DimefmError(f"{cache} has no mined pseudo pairs: run `dimefm mine --cache {cache}` first")
-        k = man.query("SELECT k FROM minings WHERE mining_id = ? AND state = 'complete'", [row]).fetchall()
-        if not k:
-            raise DimefmError(f"{cache} has no complete mining {row}")
-        pairs = man.query("SELECT image_item, rank, text_item FROM pseudo_pairs WHERE mining_id = ?", [row]).fetchnumpy()
-    k = k[0][0]
-    img_row = _rows_of(idx.image_item_ids, pairs["image_item"])
-    txt_row = _rows_of(idx.text_item_ids, pairs["text_item"])
-    out = np.full((len(idx.image_item_ids) // idx.views, k), -1, dtype=np.int32)  # int32: 40M images x k=8 is 1.3 GB
-    ok = (img_row >= 0) & (txt_row >= 0)
-    out[img_row[ok] // idx.views, pairs["rank"][ok]] = txt_row[ok]
-    return out, row
-
-
-def _rows_of(item_ids: np.ndarray, wanted: np.ndarray) -> np.ndarray:
-    """Global row of each wanted item id (-1 if the item is not in the cache)."""
-    order = np.argsort(item_ids)
-    pos = np.searchsorted(item_ids[order], wanted)
-    pos = np.clip(pos, 0, len(order) - 1)
-    found = item_ids[order][pos] == wanted
-    return np.where(found, order[pos], -1)
+    return top1["sum"] / max(top1["n"], 1)

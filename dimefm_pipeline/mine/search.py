@@ -298,9 +298,3 @@ def _torch_topk(q32: np.ndarray, blocks: SentenceBlocks, k: int) -> tuple[np.nda
             found[lo : lo + len(q)] = best_i.cpu().numpy()
     return scores, found
 
-
-def filter_texts_by_mining(indices: np.ndarray) -> np.ndarray:
-    """Sorted unique sentence indices that are a top-k neighbour of at least one image (int64);
-    padding entries (-1) are ignored."""
-    flat = np.asarray(indices).reshape(-1)
-    return np.unique(flat[flat >= 0]).astype(np.int64, copy=False)

@@ -12,9 +12,11 @@ import os
 
 import numpy as np
 
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats import format_named
 from dimefm_pipeline.formats.base import text_hash
 from dimefm_pipeline.formats.files import BadItem, payload_hash
+from dimefm_pipeline.store.manifest import sources
 
 MAX_REPORTED = 20
 
@@ -49,24 +51,16 @@ def check_items(man, source_id: int, root: str, *, files: list[int] | None = Non
     `files`: only items of these file-table numbers; `sample`: at most this many items (seeded).
     Text sources need their planned `units` (sentences are found by re-reading whole units).
     """
-    modality = man.query("SELECT modality FROM sources WHERE source_id = ?", [source_id]).fetchall()[0][0]
+    modality, fmt, _, _ = sources.source_settings(man, source_id)
     if modality == "text":
         return _check_texts(man, source_id, root, files, units or [])
-    shards = [str(man.cache_dir / r[0]) for r in man.query(
-        "SELECT parquet_path FROM shards WHERE source = ? AND modality = 'image' ORDER BY shard_id", [source_id]).fetchall()]
-    if not shards:
+    rows = sources.cached_image_items(man, source_id, files)
+    if not rows:
         return []
-    sql = "SELECT key, file, \"offset\", length, payload_hash FROM read_parquet(?) WHERE NOT packed"
-    params: list = [shards]
-    if files is not None:
-        sql += " AND list_contains(?, file)"
-        params.append([int(f) for f in files])
-    rows = man.query(sql, params).fetchall()
     if sample is not None and sample < len(rows):
         pick = np.sort(np.random.default_rng(seed).choice(len(rows), sample, replace=False))
         rows = [rows[i] for i in pick]
-    paths = man.source_files(source_id).column("path").to_pylist()
-    fmt = man.query("SELECT format FROM sources WHERE source_id = ?", [source_id]).fetchall()[0][0]
+    paths = sources.source_files(man, source_id).column("path").to_pylist()
     bad = []
     for key, file, offset, length, want in rows:
         path = os.path.join(root, paths[file])
@@ -82,18 +76,29 @@ def check_items(man, source_id: int, root: str, *, files: list[int] | None = Non
     return bad
 
 
+def accept_touched(man, source_id: int, spec, plan, touched: list[int]) -> None:
+    """Files of a known source with a new timestamp but the same name and size: what was cached from
+    them is compared with their bytes now; the same content is accepted (and the new timestamp
+    recorded), other content is a user error."""
+    if not touched:
+        return
+    bad = check_items(man, source_id, spec.root, files=touched, units=plan.units)
+    if bad:
+        raise DimefmError(f"source {spec.uri}: {bad[0]} ({len(bad)} item(s) differ from what was cached): use a new --cache")
+    sources.record_mtimes(man, source_id, plan, touched)
+
+
 def _check_texts(man, source_id: int, root: str, files, units) -> list[str]:
     from dataclasses import replace
 
-    done = {r[0] for r in man.query("SELECT unit FROM units WHERE source = ? AND state = 'complete'", [source_id]).fetchall()}
+    done = sources.completed_units(man, source_id)
     bad = []
     for unit in units:
         if unit.index not in done or (files is not None and unit.file not in files):
             continue
-        cached = dict(man.query(
-            "SELECT i.pos, i.text_hash FROM items i JOIN shards s ON i.shard = s.shard_id WHERE s.source = ? AND s.unit = ?",
-            [source_id, unit.index]).fetchall())
-        now = {pos: text_hash(text) for pos, _, text, err in format_named(unit.fmt).text_records(replace(unit, root=root)) if err is None}
+        cached = sources.cached_text_hashes(man, source_id, unit.index)
+        records = format_named(unit.fmt).text_records(replace(unit, root=root))
+        now = {pos: text_hash(text) for pos, _, text, err in records if err is None}
         changed = [pos for pos, h in cached.items() if now.get(pos) != h]
         if changed:
             bad.append(f"{os.path.join(root, unit.path)}: {len(changed)} sentence(s) differ from the cached ones")

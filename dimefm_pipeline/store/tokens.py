@@ -15,6 +15,7 @@ import hashlib
 import numpy as np
 
 from dimefm_pipeline.store.files import npy_bytes, write_durable
+from dimefm_pipeline.store.manifest import catalog, record
 from dimefm_pipeline.store.tables import EmbeddingTable
 
 
@@ -26,19 +27,13 @@ def tokenizer_key(tokenizer) -> str:
 
 
 def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
-    """Token shards for every text shard of the cache (built on first use, reused after)."""
+    """Token shards for every text shard of the cache `idx` (built on first use, reused after)."""
     import pyarrow.parquet as pq
 
-    from dimefm_pipeline.store.manifest import Manifest, lock_wait
-
-    with Manifest(idx.path, read_only=True, wait=lock_wait()) as man:  # another run's short write: wait
-        files = man.shard_files("text")
-        sums = [r[0] for r in man.query("SELECT parquet_checksum FROM shards WHERE modality = 'text' AND state = 'complete' "
-                                        "ORDER BY shard_id").fetchall()]
-        folder = man.cache_dir / "tokens" / tokenizer_key(tokenizer)
+    folder = idx.cache_dir / "tokens" / tokenizer_key(tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     paths, built = [], []
-    for (npy, parquet, rows, *_), checksum in zip(files, sums):
+    for (npy, parquet, rows, *_), checksum in zip(idx.text_shards, idx.text_checksums):
         path = folder / f"{checksum[:32]}.npy"
         if not path.exists():
             texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
@@ -49,9 +44,5 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
                           hashlib.sha256(data).hexdigest()))
         paths.append(path)
     if built:  # recorded so that `dimefm info --verify` checks them like every other cache file
-        from dimefm_pipeline.distill.runlog import record
-        from dimefm_pipeline.store.manifest import now
-
-        record(str(idx.path), lambda man: man.con.executemany("INSERT INTO token_files VALUES (?, ?, ?, ?, ?, ?)",
-                                                               [(*b, now()) for b in built]))
-    return EmbeddingTable(paths, [f[2] for f in files], dtype=np.int32)
+        record(str(idx.path), lambda man: catalog.add_token_files(man, built))
+    return EmbeddingTable(paths, [f[2] for f in idx.text_shards], dtype=np.int32)

@@ -5,23 +5,16 @@ from __future__ import annotations
 
 import time
 
-FILES_SQL = """
-SELECT 'embeddings', path, checksum FROM shards
-UNION ALL SELECT 'Parquet', parquet_path, parquet_checksum FROM shards
-UNION ALL SELECT 'locators', loc_path, loc_checksum FROM shards WHERE loc_path IS NOT NULL
-UNION ALL SELECT 'pack', pack_path, pack_checksum FROM units WHERE pack_path IS NOT NULL
-UNION ALL SELECT 'token ids', path, checksum FROM token_files
-"""
+from dimefm_pipeline.core.progress import progress_bar
+from dimefm_pipeline.store.files import sha256_file
+from dimefm_pipeline.store.manifest.inspect import cache_files
+from dimefm_pipeline.store.shards import COMMITS_DIR
 
 
 def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
     """Findings (one line each), files checked and bytes hashed. `man`: a read-only Manifest."""
-    from dimefm_pipeline.store.files import sha256_file
-    from dimefm_pipeline.store.shards import COMMITS_DIR
-    from dimefm_pipeline.core.progress import progress_bar
-
     cache_dir = man.cache_dir
-    files = [(kind, cache_dir / rel, checksum) for kind, rel, checksum in man.query(FILES_SQL).fetchall()]
+    files = [(kind, cache_dir / rel, checksum) for kind, rel, checksum in cache_files(man)]
     findings, known, total = [], set(), 0
     sizes = {p: p.stat().st_size for _, p, _ in files if p.is_file()}
     t0 = time.time()

@@ -15,7 +15,8 @@ def test_paper_recipe_holds_the_reference_defaults():
     from torchvision import transforms as T
 
     from dimefm_pipeline.distill.data import image_transform
-    from dimefm_pipeline.distill.train import lr_at, param_groups
+    from dimefm_pipeline.core.optim import param_groups
+    from dimefm_pipeline.distill.train import lr_at
 
     r = load_recipe("vitl14-to-vitb32")
     cfg = distill_config(r)

@@ -11,7 +11,8 @@ import pytest
 
 from dimefm_pipeline.store.tables import EmbeddingTable
 from dimefm_pipeline.distill.train import distill
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.app.relocate import relocate_source
 from tests.conftest import plain_duckdb, run_cli, write_images
@@ -188,14 +189,13 @@ def test_images_encoded_after_mining_train_without_mined_pairs(cache_copy, tmp_p
     from dimefm_pipeline.store.cache import load_cache
     from dimefm_pipeline.distill.config import DistillConfig
     from dimefm_pipeline.distill.train import _mined_captions
-    from dimefm_pipeline.mine.run import load_pairs
 
     cache, student = cache_copy
     write_images(tmp_path / "late", 8, size=(32, 32), seed=9)
     encode(EncodeConfig("image", (str(tmp_path / "late"),), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
                         workers=0, batch_size=4), progress=False)
-    idx = load_cache(cache)
-    pairs, _ = load_pairs(str(cache), idx)
+    idx = load_cache(cache, pairs=True)
+    pairs = idx.pairs
     late = np.flatnonzero(pairs[:, 0] < 0)
     assert len(late) == 8 and len(pairs) == 72
     rows = np.array([0, late[0], 1, late[1]])

@@ -10,7 +10,8 @@ import pytest
 
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.train import distill
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
 from tests.conftest import plain_duckdb, write_images
 

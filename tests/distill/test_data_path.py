@@ -25,7 +25,8 @@ from PIL import Image
 
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.train import distill
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from tests.conftest import run_cli, write_images
 
 PVL_MAX = 1e-4  # P-VL of a batch whose every image meets its own row (fp16 cache rounding only)

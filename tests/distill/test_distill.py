@@ -32,11 +32,11 @@ def _student_features(folder, idx, n=32):
     import open_clip
     from PIL import Image
 
-    from dimefm_pipeline.distill.data import ImageReader, file_tables
+    from dimefm_pipeline.distill.data import ImageReader
 
     model, _, pre = open_clip.create_model_and_transforms(f"local-dir:{folder}")
     model.eval()
-    reader = ImageReader(idx, file_tables(str(idx.path), idx))
+    reader = ImageReader(load_cache(idx.path, sources=True))
     pix = [pre(Image.open(io.BytesIO(reader.read(row)))) for row in range(n)]
     with torch.no_grad():
         return model.encode_image(torch.stack(pix))
@@ -175,20 +175,19 @@ def test_mined_sentences_take_their_share_of_each_batch(tiny_cache):
     from types import SimpleNamespace
 
     from dimefm_pipeline.distill.data import TextSampler
-    from dimefm_pipeline.distill.train import _step_inputs
-    from dimefm_pipeline.mine.run import load_pairs
-    from dimefm_pipeline.mine.search import filter_texts_by_mining
+    from dimefm_pipeline.distill.data import mined_text_pool
+    from dimefm_pipeline.distill.train import step_inputs
 
     cache, student = tiny_cache
-    idx = load_cache(cache)
-    pairs, _ = load_pairs(str(cache), idx)
-    pool = filter_texts_by_mining(pairs)
+    idx = load_cache(cache, pairs=True)
+    pairs = idx.pairs
+    pool = mined_text_pool(pairs)
     assert set(pool.tolist()) == set(pairs[pairs >= 0].tolist())  # --text-filter mined: exactly the mined sentences
     cfg = _cfg(cache, student, "unused", mined_share=0.5, w_pvl_mined=0.2, pvl_mined_k=2)
     job = SimpleNamespace(idx=idx, pairs=pairs, tokens=None, step=5,
                           texts=TextSampler(np.arange(len(idx.texts)), 8, rank=0, world=1, seed=0))
     img_rows = np.arange(8, 16)
-    targets, _ = _step_inputs(cfg, job, img_rows, torch.device("cpu"))
+    targets, _ = step_inputs(cfg, job, img_rows, torch.device("cpu"))
     def key(row):  # a teacher row by its fp16 bytes
         return np.asarray(row, np.float16).tobytes()
 

@@ -19,8 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from dimefm_pipeline.store.cache import load_cache
-from dimefm_pipeline.distill.data import ImageReader, file_tables, image_loader, image_transform
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.distill.data import ImageReader, image_loader, image_transform
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.formats import files, folder, parquet, webdataset
 from dimefm_pipeline.world.corpus import png_bytes
 from dimefm_pipeline.world.render import render
@@ -76,8 +77,8 @@ def sorted_caches(teacher, tmp_path_factory):
 
 def _epoch_rows(cache, *, world: int, workers: int, epoch: int = 0, start: int = 0) -> list[list[np.ndarray]]:
     """Rows of every batch of one epoch, per rank, as stage two's loader delivers them."""
-    idx = load_cache(cache, verify=False, need_texts=False)
-    reader = ImageReader(idx, file_tables(str(cache), idx))
+    idx = load_cache(cache, verify=False, need_texts=False, sources=True)
+    reader = ImageReader(idx)
     tf = image_transform("none", 32, (0.5,) * 3, (0.5,) * 3)
     return [[rows.numpy() for _, rows, _ in image_loader(len(idx.images), reader, tf, batch_size=BATCH, rank=r, world=world,
                                                            workers=workers, seed=0, epoch=epoch, start=start)]

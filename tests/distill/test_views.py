@@ -8,10 +8,12 @@ import torch
 
 from dimefm_pipeline.core import models
 from dimefm_pipeline.store.cache import load_cache
-from dimefm_pipeline.distill.data import ImageReader, file_tables, image_loader, image_transform
+from dimefm_pipeline.distill.data import ImageReader, ViewInput, image_loader, image_transform
 from dimefm_pipeline.distill.train import distill
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.tables import Locator
 from dimefm_pipeline.formats.views import ViewAugment, apply_view, pick_views, sample_view, view_transform
 from tests.conftest import plain_duckdb, write_images
 from tests.distill.test_data_path import _png, assert_every_batch_on_target, metric_rows, self_distill_config, write_tar
@@ -49,14 +51,14 @@ def test_every_image_has_k_recorded_views_queryable_in_sql(view_cache):
 
 
 def test_the_student_input_is_the_crop_the_teacher_encoded(view_cache, teacher):
-    idx = load_cache(view_cache)
+    idx = load_cache(view_cache, sources=True)
     assert idx.views == K and len(idx.images) == 19 * K
     loaded = models.build(models.resolve_spec(str(teacher[0]), str(teacher[1])), quiet=True)
     pp = loaded.preprocess_cfg
-    reader = ImageReader(idx, file_tables(str(view_cache), idx))
+    reader = ImageReader(idx)
     loader = image_loader(19, reader, image_transform("none", loaded.image_size, pp["mean"], pp["std"]), batch_size=6,
-                          rank=0, world=1, workers=0, seed=3, epoch=0, views=(K, True),
-                          view_input=(loaded.image_size, view_transform(loaded.image_size, pp["mean"], pp["std"])))
+                          rank=0, world=1, workers=0, seed=3, epoch=0, views_per_image=K,
+                          view_input=ViewInput(loaded.image_size, view_transform(loaded.image_size, pp["mean"], pp["std"])))
     cosines, views_seen = [], []
     with torch.no_grad():
         for pixels, rows, _ in loader:
@@ -93,20 +95,20 @@ def test_self_distillation_on_cached_views_stays_on_target(view_cache, teacher, 
 
 def test_a_flip_that_is_not_replayed_leaves_the_target(view_cache, teacher):
     """What the exact replay buys: the same crop without its flip no longer matches the cached row."""
-    idx = load_cache(view_cache)
+    idx = load_cache(view_cache, sources=True)
     loaded = models.build(models.resolve_spec(str(teacher[0]), str(teacher[1])), quiet=True)
     pp = loaded.preprocess_cfg
     norm = view_transform(loaded.image_size, pp["mean"], pp["std"])
-    reader = ImageReader(idx, file_tables(str(view_cache), idx))
-    locs = idx.image_locs.take(np.arange(len(idx.images)))
-    flipped = [r for r in range(len(locs)) if locs[r][4] and locs[r][9]][:3]
+    reader = ImageReader(idx)
+    locs = Locator.rows(idx.image_locs.take(np.arange(len(idx.images))))
+    flipped = [r for r, loc in enumerate(locs) if loc.view and loc.flip][:3]
     from dimefm_pipeline.formats.decode import decode_image
 
     with torch.no_grad():
         for r in flipped:
             img = decode_image(reader.read(r))
-            same = norm(apply_view(img, locs[r][5:9], 1, loaded.image_size))[None]
-            unflipped = norm(apply_view(img, locs[r][5:9], 0, loaded.image_size))[None]
+            same = norm(apply_view(img, locs[r].box, 1, loaded.image_size))[None]
+            unflipped = norm(apply_view(img, locs[r].box, 0, loaded.image_size))[None]
             cached = torch.from_numpy(idx.images.take([r])).float()
             cos = [float((torch.nn.functional.normalize(loaded.model.encode_image(x), dim=-1) * cached).sum()) for x in (same, unflipped)]
             assert cos[0] >= 0.999 and cos[1] < cos[0]

@@ -7,9 +7,10 @@ import pytest
 import torch
 
 from dimefm_pipeline.core import models
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.store.manifest import Manifest
+from dimefm_pipeline.store.manifest import Manifest, catalog
 from tests.conftest import run_cli, write_images, write_tiny_teacher, plain_duckdb
 
 
@@ -50,7 +51,7 @@ def test_cached_embeddings_equal_open_clip_encode(teacher, images, tmp_path):
         np.testing.assert_allclose(texts[str(i + 1)], ref[i], atol=2e-3)
     # the memory-mapped hot path holds the same numbers as the SQL view
     with Manifest(cache, read_only=True) as man:
-        npys = [np.load(f[0]) for f in man.shard_files("image")]
+        npys = [np.load(f[0]) for f in catalog.shard_files(man, "image")]
         assert all(a.dtype == np.float16 for a in npys)
         assert sum(len(a) for a in npys) == 24 and max(len(a) for a in npys) <= 7
         tag = man.query("SELECT tags['storage_version'] FROM duckdb_databases() WHERE NOT internal").fetchall()[0][0]

@@ -14,7 +14,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+
+from dimefm_pipeline.encode.run import encode
 from tests.conftest import plain_duckdb
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats.files import expand_braces

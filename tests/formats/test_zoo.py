@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.encode.run import EncodeConfig, encode
+from dimefm_pipeline.encode.config import EncodeConfig
+
+from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
 from tests.conftest import plain_duckdb, run_cli, write_images
 

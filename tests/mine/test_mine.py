@@ -14,7 +14,7 @@ import torch
 
 from dimefm_pipeline.mine import run as mine_module
 from dimefm_pipeline.store.cache import load_cache
-from dimefm_pipeline.mine.run import load_pairs, mine_cache
+from dimefm_pipeline.mine.run import mine_cache
 from dimefm_pipeline.mine.search import SentenceBlocks, exact_topk
 
 
@@ -48,11 +48,11 @@ def test_blocked_exact_mining_equals_brute_force_and_faiss_flat(cache_copy):
     s = mine_cache(str(cache), 5, image_block=16, text_block=23, progress=False)  # 4 image blocks x 3 sentence blocks
     assert s.index_type.startswith("exact") and s.images == 64
     _assert_exact_up_to_ties(cache, s.mining_id, 5)
-    idx = load_cache(cache)
+    idx = load_cache(cache, pairs=True, mining_id=s.mining_id)
     flat = faiss.IndexFlatIP(idx.texts.dim)
     flat.add(idx.texts.take(np.arange(len(idx.texts))).astype(np.float32))
     _, ref = flat.search(idx.images.take(np.arange(len(idx.images))).astype(np.float32), 5)
-    pairs, _ = load_pairs(str(cache), idx, s.mining_id)
+    pairs = idx.pairs
     assert (np.sort(pairs, axis=1) == np.sort(ref, axis=1)).mean() == 1.0  # the same neighbour sets (no ties here)
 
 

@@ -8,7 +8,6 @@ from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.mine.search import (
     build_text_index,
     default_nlist,
-    filter_texts_by_mining,
     iter_mine_topk,
     mine_topk,
     mine_topk_torch,
@@ -84,13 +83,6 @@ def test_memory_mapped_cache_is_searched_in_streamed_batches(corpus, tmp_path):
     np.testing.assert_array_equal(np.concatenate([i for _, _, i in batches]), ref_indices)
 
 
-def test_filter_keeps_each_neighbour_once_and_ignores_padding():
-    indices = np.array([[7, 2, 2], [9, 7, -1]], dtype=np.int64)
-    kept = filter_texts_by_mining(indices)
-    assert kept.dtype == np.int64
-    assert kept.tolist() == [2, 7, 9]
-
-
 def test_mined_sentences_are_the_true_neighbours_of_planted_pairs():
     rng = np.random.default_rng(1)
     texts = _unit_rows(rng, 500, 16, np.float32)
@@ -100,7 +92,6 @@ def test_mined_sentences_are_the_true_neighbours_of_planted_pairs():
     images = (noisy / np.linalg.norm(noisy, axis=1, keepdims=True)).astype(np.float32)
     _, indices = mine_topk(images, texts, 2)
     assert indices[:, 0].tolist() == planted.tolist()
-    assert set(filter_texts_by_mining(indices[:, :1]).tolist()) == set(planted.tolist())
 
 
 def test_bad_inputs_get_clear_errors(corpus):

@@ -9,11 +9,11 @@ import time
 import pytest
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.store.manifest import Manifest
+from dimefm_pipeline.store.manifest import Manifest, lock_wait
 
 HOLD = """
 import sys, time
-from dimefm_pipeline.store.manifest import Manifest
+from dimefm_pipeline.store.manifest import Manifest, lock_wait
 with Manifest(sys.argv[1], create=True) as man:
     print("locked", flush=True)
     time.sleep(float(sys.argv[2]))
@@ -49,24 +49,21 @@ def test_a_wait_has_a_limit(tmp_path):
 
 
 def test_a_starting_run_waits_while_another_run_writes(cache_copy):
-    """A distill run's start-up reads (token shards, file tables, the source check) wait for another
-    run's short write on the same cache instead of failing."""
+    """A distill run's one start-up read of the manifest (with the file tables and the mined pairs), and
+    its token files' record, wait for another run's short write on the same cache instead of failing."""
     import open_clip
 
     from dimefm_pipeline.store.cache import load_cache
-    from dimefm_pipeline.distill.data import check_image_sources, file_tables
     from dimefm_pipeline.store.tokens import build_token_shards
 
     cache, _ = cache_copy
-    idx = load_cache(cache)
+    proc = _hold(cache, 2.0)
+    t0 = time.monotonic()
+    idx = load_cache(cache, sources=True, pairs=True, wait=lock_wait())
+    assert time.monotonic() - t0 > 0.5 and idx.file_paths and idx.pairs is not None  # it waited for the writer
+    proc.wait(timeout=30)
     proc = _hold(cache, 2.0)
     t0 = time.monotonic()
     assert build_token_shards(idx, open_clip.get_tokenizer("ViT-B-32")).take([0]).shape[0] == 1
-    assert time.monotonic() - t0 > 0.5  # it waited for the writer
-    proc.wait(timeout=30)
-    proc = _hold(cache, 2.0)
-    tables = file_tables(str(cache), idx)
-    proc.wait(timeout=30)
-    proc = _hold(cache, 2.0)
-    check_image_sources(str(cache), idx, tables)
+    assert time.monotonic() - t0 > 0.5
     assert proc.wait(timeout=30) == 0
