@@ -22,8 +22,9 @@ QUICK = ("world.images=384", "world.texts=512", "world.per_shard=128", "encode.s
 
 def run_demo(out: str | Path, *, quick: bool = False, overrides: tuple[str, ...] = ()) -> dict:
     """Run the world-demo recipe into `out` and write report.json, summary.md and plots there."""
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
-    from dimefm_pipeline.world.suite import WorldSuiteConfig
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
 
     out = Path(out)
     recipe = load_recipe("world-demo", [*(QUICK if quick else ()), f"run.out={out}", *overrides])
@@ -36,9 +37,9 @@ def run_demo(out: str | Path, *, quick: bool = False, overrides: tuple[str, ...]
     console.rule("evaluation: teacher and student")
     evals = {}
     enc = recipe.section("encode")
-    models = {"teacher": (enc.get("teacher", "world"), enc.get("pretrained")), "student": (str(student_dir), None)}
-    for name, (spec, pretrained) in models.items():
-        evals[name] = evaluate(load_eval_model(spec, pretrained, quiet=True), "world", world_config=suite_cfg)
+    named = {"teacher": (enc.get("teacher", "world"), enc.get("pretrained")), "student": (str(student_dir), None)}
+    for name, (spec, pretrained) in named.items():
+        evals[name] = evaluate(models.load(spec, pretrained, quiet=True), world_suite(suite_cfg))
     report = {
         "teacher": evals["teacher"],
         "student": evals["student"],

@@ -92,10 +92,12 @@ def distill_stage(recipe: Recipe):
 
 def eval_stage(recipe: Recipe, student_dir: Path) -> dict:
     from dimefm_pipeline.app.summaries import results_table
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.world.suite import resolve_suite
 
     ev = recipe.section("eval") or {}
-    result = evaluate(load_eval_model(str(student_dir), quiet=True), ev.get("suite", "world"))
+    result = evaluate(models.load(str(student_dir), quiet=True), resolve_suite(ev.get("suite", "world")))
     console.print(results_table(result))
     (recipe.out / "eval.json").write_text(json.dumps(result, indent=2))
     return result

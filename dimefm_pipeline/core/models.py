@@ -1,15 +1,19 @@
-"""One front door for building teacher and student models from open_clip names, config files and weights.
+"""The one model factory: teachers, students, world models and models under evaluation, from open_clip
+names, config files and weights.
 
-A model is named by an open_clip architecture (`ViT-L-14`), a path to an open_clip model-config JSON
-(registered under its file stem, as open_clip itself does), or `world` for the teacher shipped with
-the package. Weights come from an open_clip pretrained tag, a local checkpoint (safetensors, or a
-torch file loaded with `weights_only=True`), or the explicit word `random`.
+A model is named by an open_clip architecture (`ViT-L-14`), a model config the package ships
+(`core/model_configs/`, registered with open_clip by its file stem: the world teacher and student,
+`vit-b-32-768`), a path to an open_clip model-config JSON (registered under its file stem, as
+open_clip itself does), or `world` for the teacher shipped with the package. Weights come from an
+open_clip pretrained tag, a local checkpoint (safetensors, or a torch file loaded with
+`weights_only=True`), or the explicit word `random`. `build` gives a frozen model with its eval
+transform and tokenizer; `create` a freshly initialised one to train; `load` whatever `dimefm eval
+--model` names, a distilled student's folder included.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import warnings
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.weights import load_state_dict, state_fingerprint
 
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # every model config the package ships
@@ -133,41 +138,46 @@ def _config_of(arch: str) -> dict:
     return cfg
 
 
-def load_state_dict(path: str | Path) -> dict:
-    """Load a checkpoint safely: safetensors, or torch with weights_only=True (no pickled code)."""
+def model_config(name: str) -> tuple[str, dict]:
+    """(architecture name, a copy of its open_clip config) of an open_clip or shipped name, or of a
+    model-config .json file (named after its stem)."""
+    import copy
+
+    import open_clip
+
+    register_configs()
+    if name.endswith(".json"):
+        path = Path(name)
+        if not path.is_file():
+            raise DimefmError(f"model config not found: {name}")
+        try:
+            return path.stem, json.loads(path.read_text())
+        except json.JSONDecodeError as exc:
+            raise DimefmError(f"model config {name} is not valid JSON: {exc}") from None
+    cfg = open_clip.get_model_config(name)
+    if cfg is None:
+        raise DimefmError(f"unknown architecture {name!r} (see open_clip.list_models())")
+    return name, copy.deepcopy(cfg)
+
+
+def image_size(config: dict) -> int:
+    """The input side of a model config's image tower."""
+    size = config.get("vision_cfg", {}).get("image_size", 224)
+    return size[0] if isinstance(size, (list, tuple)) else int(size)
+
+
+def create(arch: str, *, seed: int):
+    """A freshly initialised `arch` (a registered name) with its eval transform and tokenizer, to be
+    trained: students and the world teacher. Its parameters are drawn from `seed` alone; the
+    caller's random state is left as it was."""
+    import open_clip
     import torch
 
-    path = Path(path)
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        from dimefm_pipeline.core.weights import expand
-
-        return expand(load_file(str(path)))
-    try:
-        sd = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # a corrupt file or one that needs pickled code
-        raise DimefmError(f"cannot load checkpoint {path}: {exc}") from None
-    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict):
-        raise DimefmError(f"checkpoint {path} does not hold a state dict")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
-
-
-def state_fingerprint(state: dict) -> str:
-    """sha256 over parameter names, shapes, dtypes and bytes: the same weights give the same id."""
-    import torch
-
-    h = hashlib.sha256()
-    for name in sorted(state):
-        t = state[name]
-        if not isinstance(t, torch.Tensor):
-            continue
-        t = t.detach().cpu().contiguous()
-        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
+    register_configs()
+    with torch.random.fork_rng(devices=[]), quiet_open_clip():
+        torch.manual_seed(seed)
+        model, _, preprocess = open_clip.create_model_and_transforms(arch)
+    return model, preprocess, open_clip.get_tokenizer(arch)
 
 
 def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> LoadedModel:
@@ -212,9 +222,6 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
     if any(type(m).__name__ == "QuickGELU" for m in model.modules()):
         cfg["quick_gelu"] = True  # set by some pretrained tags (openai), not by the architecture's config
     spec = ModelSpec(spec.arch, spec.pretrained, cfg)
-    vision = cfg.get("vision_cfg", {})
-    image_size = vision.get("image_size", 224)
-    image_size = image_size[0] if isinstance(image_size, (list, tuple)) else int(image_size)
     pp = getattr(getattr(model, "visual", None), "preprocess_cfg", None) or {}
     return LoadedModel(
         model=model,
@@ -223,7 +230,58 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
         spec=spec,
         fingerprint=state_fingerprint(model.state_dict()),
         embed_dim=int(cfg["embed_dim"]),
-        image_size=int(image_size),
+        image_size=image_size(cfg),
         context_length=int(cfg.get("text_cfg", {}).get("context_length", 77)),
         preprocess_cfg={k: (list(v) if isinstance(v, tuple) else v) for k, v in dict(pp).items()},
     )
+
+
+def _is_model_config(path: Path) -> bool:
+    try:
+        cfg = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(cfg, dict) and "embed_dim" in cfg and "vision_cfg" in cfg
+
+
+def _load_hub_folder(path: Path, pretrained: str | None, *, device: str, quiet: bool):
+    """An open_clip hub folder (a distilled student): `open_clip_config.json` + its weights."""
+    try:
+        hub = json.loads((path / "open_clip_config.json").read_text())
+        model_cfg = hub["model_cfg"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise DimefmError(f"{path}/open_clip_config.json is not an open_clip model config: {exc}") from None
+    arch = (hub.get("dimefm") or {}).get("arch") or f"local-{path.resolve().name}"
+    register_config(arch, model_cfg)
+    weights = pretrained or str(path / "open_clip_model.safetensors")
+    return build(resolve_spec(arch, weights), device=device, quiet=quiet)
+
+
+def load(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet: bool = False) -> LoadedModel:
+    """Build the frozen model named by `spec` (`dimefm eval --model`): `world`, `ARCH:PRETRAINED`,
+    `ARCH` (with `pretrained`), a model-config .json (with `pretrained`), a distilled student's folder
+    (`open_clip_config.json`), or a folder with one model-config JSON and its `.safetensors` weights."""
+    path = Path(spec)
+    if spec != "world" and path.is_dir() and (path / "open_clip_config.json").is_file():
+        return _load_hub_folder(path, pretrained, device=device, quiet=quiet)
+    if spec != "world" and path.is_dir():
+        configs = [p for p in sorted(path.glob("*.json")) if _is_model_config(p)]
+        if len(configs) != 1:
+            raise DimefmError(f"{spec}: a model folder needs exactly one open_clip model-config JSON, "
+                              f"found {len(configs)}")
+        if pretrained is None:
+            weights = sorted(path.glob("*.safetensors"))
+            if len(weights) != 1:
+                found = ", ".join(p.name for p in weights) or "none"
+                raise DimefmError(f"{spec}: expected one .safetensors weights file (found: {found}); "
+                                  "name one with --pretrained")
+            pretrained = str(weights[0])
+        model_spec = resolve_spec(str(configs[0]), pretrained)
+    elif spec != "world" and not spec.endswith(".json") and ":" in spec:
+        if pretrained is not None:
+            raise DimefmError(f"--model {spec} already names its weights; drop --pretrained")
+        arch, _, tag = spec.partition(":")
+        model_spec = resolve_spec(arch, tag)
+    else:
+        model_spec = resolve_spec(spec, pretrained)
+    return build(model_spec, device=device, quiet=quiet)

@@ -1,10 +1,15 @@
-"""A compact form for token-embedding tables whose rows were mostly never trained.
+"""Model weights: checkpoints loaded safely, fingerprinted, and stored compactly.
 
-A CLIP text tower carries a 49,408-row token table. A model trained on a small vocabulary (the
-world teacher sees about a hundred distinct tokens) leaves every other row exactly at its random
-initial value: no gradient ever reaches it. Storing those rows wastes most of the file. The compact
-form keeps the trained rows as they are and replaces the untouched ones by rows drawn from a seeded
-NumPy generator, so a loader rebuilds the full table bit for bit:
+Loading never unpickles code: safetensors, or torch files with `weights_only=True`. A fingerprint
+is a sha256 over parameter names, shapes, dtypes and bytes, so the same weights have the same id
+whatever file they came from.
+
+Token tables whose rows were mostly never trained have a compact form. A CLIP text tower carries a
+49,408-row token table. A model trained on a small vocabulary (the world teacher sees about a
+hundred distinct tokens) leaves every other row exactly at its random initial value: no gradient
+ever reaches it. Storing those rows wastes most of the file. The compact form keeps the trained rows
+as they are and replaces the untouched ones by rows drawn from a seeded NumPy generator, so a loader
+rebuilds the full table bit for bit:
 
     KEY.rows    int64 ids of the kept rows
     KEY.values  those rows
@@ -12,12 +17,17 @@ NumPy generator, so a loader rebuilds the full table bit for bit:
                 numpy.random.default_rng(seed).standard_normal((rows, width)) * FILLER_STD,
                 cast to the dtype of KEY.values
 
-`expand` is applied by `models.load_state_dict`, so every loader of the package sees a plain table.
+`load_state_dict` expands it, so every loader of the package sees a plain table.
 """
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
+
+from dimefm_pipeline.core.errors import DimefmError
 
 KEY = "token_embedding.weight"
 FILLER_STD = 0.02  # open_clip's initial std for the token table
@@ -54,3 +64,38 @@ def expand(state: dict) -> dict:
     table[rows] = values
     state[KEY] = table
     return state
+
+
+def load_state_dict(path: str | Path) -> dict:
+    """Load a checkpoint safely: safetensors, or torch with weights_only=True (no pickled code)."""
+    import torch
+
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return expand(load_file(str(path)))
+    try:
+        sd = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # a corrupt file or one that needs pickled code
+        raise DimefmError(f"cannot load checkpoint {path}: {exc}") from None
+    if isinstance(sd, dict) and "state_dict" in sd and isinstance(sd["state_dict"], dict):
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict):
+        raise DimefmError(f"checkpoint {path} does not hold a state dict")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def state_fingerprint(state: dict) -> str:
+    """sha256 over parameter names, shapes, dtypes and bytes: the same weights give the same id."""
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name]
+        if not isinstance(t, torch.Tensor):
+            continue
+        t = t.detach().cpu().contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()

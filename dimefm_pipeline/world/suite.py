@@ -7,9 +7,12 @@ that training corpora use, so the suite is the same on every machine and never s
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.evaluation.folder_suite import folder_suite
 from dimefm_pipeline.evaluation.suite import ImageSet, LabelledSet, RetrievalSet, Suite, Task
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import STANDARD, RenderStyle, render
@@ -133,3 +136,15 @@ def _retrieval_set(config: WorldSuiteConfig) -> RetrievalSet:
             owner.append(i)
     images = _image_set(f"world/retrieval/{config.n_retrieval}/{config.image_size}", scenes)
     return RetrievalSet(images, tuple(captions), np.array(owner, dtype=np.int64))
+
+
+def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
+    """A Suite from `world`, a folder-per-class dataset (`evaluation.folder_suite`), or a Suite."""
+    if isinstance(suite, Suite):
+        return suite
+    if str(suite) == "world":
+        return world_suite(world_config or WorldSuiteConfig())
+    path = Path(suite)
+    if not path.is_dir():
+        raise DimefmError(f"--suite must be `world` or a dataset folder; {suite} is neither")
+    return folder_suite(path)

@@ -7,7 +7,8 @@ import json
 import pyarrow.parquet as pq
 import pytest
 
-from dimefm_pipeline.app.corpus import Vocabulary, filter_corpus, load_classes, load_templates, plural, write_prompts
+from dimefm_pipeline.app.corpus import Vocabulary, filter_corpus, plural, write_prompts
+from dimefm_pipeline.evaluation.classnames import load_classes, load_templates
 from dimefm_pipeline.core.errors import DimefmError
 from tests.conftest import run_cli
 
