@@ -100,6 +100,7 @@ def tiny_cache(teacher, tmp_path_factory):
     """(manifest path, student config path) of a cache with 64 images, 60 sentences and k=3 pairs."""
     from dimefm_pipeline.encode.config import EncodeConfig
     from dimefm_pipeline.encode.run import encode
+    from dimefm_pipeline.mine.config import MineConfig
     from dimefm_pipeline.mine.run import mine_cache
 
     root = tmp_path_factory.mktemp("stage2")
@@ -110,7 +111,7 @@ def tiny_cache(teacher, tmp_path_factory):
     common = dict(teacher=str(teacher[0]), pretrained=str(teacher[1]), workers=0, batch_size=16, shard_size=16)
     encode(EncodeConfig("image", (str(root / "images"),), str(cache), **common), progress=False)
     encode(EncodeConfig("text", (str(root / "s.txt"),), str(cache), **common), progress=False)
-    mine_cache(str(cache), 3, progress=False)
+    mine_cache(MineConfig(str(cache), 3), progress=False)
     student = root / "tiny-student.json"
     student.write_text(json.dumps(TINY_STUDENT))
     return cache, student

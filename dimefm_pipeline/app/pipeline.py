@@ -59,12 +59,7 @@ def encode_stage(recipe: Recipe, images: list[str], texts: list[str]) -> list:
     for modality, sources, opts in (("image", images, data.get("image_options", {})), ("text", texts, data.get("text_options", {}))):
         if not sources:
             continue
-        views = {"views": enc.get("views", 1), "view_augment": enc.get("view_augment", "reference"),
-                 "view_seed": enc.get("view_seed", 0)} if modality == "image" else {}
-        cfg = EncodeConfig(modality, tuple(sources), str(recipe.cache), teacher=enc.get("teacher"),
-                           pretrained=enc.get("pretrained"), batch_size=enc.get("batch_size", 256),
-                           workers=enc.get("workers", 4), shard_size=enc.get("shard_size", 65536),
-                           precision=enc.get("precision", "auto"), source_options=opts, **views)
+        cfg = EncodeConfig.from_dict(modality, sources, str(recipe.cache), {**enc, "source_options": opts})
         s = encode(cfg, command=f"dimefm run {recipe.path}")
         if s is not None:
             print_encode_summary(cfg, s)
@@ -73,11 +68,11 @@ def encode_stage(recipe: Recipe, images: list[str], texts: list[str]) -> list:
 
 
 def mine_stage(recipe: Recipe):
+    from dimefm_pipeline.mine.config import MineConfig
     from dimefm_pipeline.mine.run import mine_cache
 
-    m = recipe.section("mine")
-    return mine_cache(str(recipe.cache), m.get("k", 8), engine=m.get("engine", "exact"), nprobe=m.get("nprobe"),
-                      command=f"dimefm run {recipe.path}")
+    cfg = MineConfig.from_dict({"cache": str(recipe.cache), **recipe.section("mine")})
+    return mine_cache(cfg, command=f"dimefm run {recipe.path}")
 
 
 def distill_stage(recipe: Recipe):

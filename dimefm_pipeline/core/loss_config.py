@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from dimefm_pipeline.core.options import option
+
 
 @dataclass(frozen=True)
 class LossConfig:
@@ -11,18 +13,19 @@ class LossConfig:
     Whether the mirrored text-tower terms are trained follows from the text tower (a student's own
     tower trains them; the teacher's cannot), so it is not an option here."""
 
-    logit_scale: float = 100.0  # fixed similarity scale s; the reference does not learn it
-    tau_vl: float = 1.0  # temperature of the image-text terms
-    tau_pvl: float = 3.0  # temperature of the pseudo-caption terms (also the mined variant)
-    tau_udist: float = 7.0  # temperature of the uni-modal terms
-    w_vl: float = 0.7  # weight of VL in total
-    w_pvl: float = 0.3  # weight of P-VL in total
-    w_udist: float = 0.0  # weight of UDist in total (off in the reference's published run)
-    w_vl_text: float | None = None  # None: same as w_vl (the text-tower terms are on with a student text tower)
-    w_pvl_text: float | None = None  # None: same as w_pvl
-    w_udist_text: float | None = None  # None: same as w_udist
-    w_pvl_mined: float = 0.0  # weight of P-VL with mined sentences as pseudo captions
-    local_loss: bool = False  # rows: local batch only, columns: global batch (under DDP)
+    logit_scale: float = option(100.0, "Fixed similarity scale s (the reference does not learn it).")
+    tau_vl: float = option(1.0, "Temperature of the image-text terms.")
+    tau_pvl: float = option(3.0, "Temperature of the pseudo-caption terms (also the mined variant).")
+    tau_udist: float = option(7.0, "Temperature of the uni-modal terms.")
+    w_vl: float = option(0.7, "Weight of VL in the total loss.")
+    w_pvl: float = option(0.3, "Weight of P-VL in the total loss.")
+    w_udist: float = option(0.0, "Weight of UDist in the total loss (off in the reference's published run).")
+    w_vl_text: float | None = option(None, "Weight of the text tower's VL term (default: --w-vl); the text-tower terms "
+                                           "are trained with a student text tower.")
+    w_pvl_text: float | None = option(None, "Weight of the text tower's P-VL term (default: --w-pvl).")
+    w_udist_text: float | None = option(None, "Weight of the text tower's UDist term (default: --w-udist).")
+    w_pvl_mined: float = option(0.0, "Weight of P-VL with mined sentences as pseudo captions.")
+    local_loss: bool = option(False, "Under DDP: rows of the local batch only (columns stay global).")
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of `dimefm_losses`."""

@@ -1,7 +1,7 @@
 """`dimefm mine`: top-k cached sentences of every cached image by teacher cosine similarity.
 
 Exact by default, at any size, with no index: images in blocks of `image_block` rows, each searched
-against every sentence block (`mining.exact_topk`). Under torchrun, rank r takes image blocks
+against every sentence block (`search.exact_topk`). Under torchrun, rank r takes image blocks
 r, r + world, ...; each finished block is written to `CACHE/minings/ID/block-BBBBBB.npz` before the
 next starts, so a killed mining resumes where it stopped (`dimefm mine` again with the same k and
 engine). Rank 0 moves the blocks into the manifest's `pseudo_pairs` table when every block is done.
@@ -18,11 +18,10 @@ import numpy as np
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.mine.config import MineConfig
 from dimefm_pipeline.store.manifest import Manifest, lock_wait
 from dimefm_pipeline.store.manifest.mining import complete_mining, start_mining
 
-IMAGE_BLOCK = 65_536  # images per block: the grain of work, resume and distribution
-ENGINES = ("exact", "ivf")
 
 
 @dataclass
@@ -37,17 +36,12 @@ class MineSummary:
     blocks_resumed: int = 0
 
 
-def mine_cache(cache: str, k: int = 8, *, engine: str = "exact", nprobe: int | None = None, use_gpu: bool | None = None,
-               image_block: int = IMAGE_BLOCK, text_block: int | None = None, command: str = "",
-               progress: bool = True) -> MineSummary | None:
+def mine_cache(cfg: MineConfig, *, command: str = "", progress: bool = True) -> MineSummary | None:
     """Mine pseudo pairs over a whole cache into the manifest's `pseudo_pairs` (returns on rank 0)."""
-    if engine not in ENGINES:
-        raise DimefmError(f"--engine must be one of {', '.join(ENGINES)}, not {engine!r}")
-    if k < 1 or image_block < 1 or (text_block is not None and text_block < 1):
-        raise DimefmError("--k, --image-block and --text-block must be at least 1")
     rank, world, _, _ = dist.init_distributed()
     try:
-        return _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, progress, rank, world)
+        return _mine(cfg.cache, cfg.k, cfg.engine, cfg.nprobe, cfg.use_gpu, cfg.image_block, cfg.text_block, command,
+                     progress, rank, world)
     finally:
         dist.destroy()
 

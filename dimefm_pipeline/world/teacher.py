@@ -20,6 +20,7 @@ import numpy as np
 from dimefm_pipeline.core import models
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.core.optim import cosine, param_groups
+from dimefm_pipeline.core.options import option
 from dimefm_pipeline.core.weights import KEY as TOKEN_TABLE
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
@@ -33,12 +34,14 @@ GROUP_CAPTIONS = CaptionStyle(p_colour=0.8, p_size=0.7, p_position=0.7, p_shape=
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    """Hyper-parameters of the teacher run; saved next to the weights."""
+    """Hyper-parameters of the teacher run; saved next to the weights. The defaults are the shipped
+    teacher's recipe; the fields with help texts are options of `dimefm world train-teacher`."""
 
     arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
-    steps: int = 3000  # optimiser steps
-    batch_size: int = 128  # image-caption pairs per step (all in-batch negatives); more steps beat bigger batches here
-    lr: float = 5e-4  # peak learning rate (AdamW); 1e-3 was behind on shape and position at every check
+    steps: int = option(3000, "Optimiser steps.")
+    # all in-batch negatives; more steps beat bigger batches here
+    batch_size: int = option(128, "Image-caption pairs per step.")
+    lr: float = option(5e-4, "Peak learning rate.")  # (AdamW); 1e-3 was behind on shape and position at every check
     min_lr: float = 1e-5  # end of the cosine schedule
     warmup: int = 100  # linear warm-up steps
     group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
@@ -49,11 +52,12 @@ class TeacherTrainConfig:
     edit_weights: tuple[float, ...] | None = (3.0, 1.0, 1.0, 2.0, 1.0)
     init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
-    seed: int = 0  # data stream and initialisation
+    seed: int = option(0, "Seed of the data stream and initialisation.")
     bf16: bool = True  # CPU autocast: bfloat16 matmuls run on AMX/AVX-512 units where present
     checkpoint_every: int = 50  # steps between resumable checkpoints (weights + optimiser state)
     eval_every: int = 250  # steps between quick zero-shot checks on the world suite (0: never)
-    threads: int = 1  # torch intra-op threads; one avoids spin-wait losses on a shared CPU (0: torch's default)
+    # one avoids spin-wait losses on a shared CPU
+    threads: int = option(1, "torch threads (0: torch's default).")
 
 
 def lr_at(step: int, cfg: TeacherTrainConfig) -> float:

@@ -14,6 +14,7 @@ import torch
 
 from dimefm_pipeline.mine import run as mine_module
 from dimefm_pipeline.store.cache import load_cache
+from dimefm_pipeline.mine.config import MineConfig
 from dimefm_pipeline.mine.run import mine_cache
 from dimefm_pipeline.mine.search import SentenceBlocks, exact_topk
 
@@ -45,7 +46,7 @@ def test_blocked_exact_mining_equals_brute_force_and_faiss_flat(cache_copy):
     import faiss
 
     cache, _ = cache_copy
-    s = mine_cache(str(cache), 5, image_block=16, text_block=23, progress=False)  # 4 image blocks x 3 sentence blocks
+    s = mine_cache(MineConfig(str(cache), 5, image_block=16, text_block=23), progress=False)  # 4 image blocks x 3 sentence blocks
     assert s.index_type.startswith("exact") and s.images == 64
     _assert_exact_up_to_ties(cache, s.mining_id, 5)
     idx = load_cache(cache, pairs=True, mining_id=s.mining_id)
@@ -86,9 +87,9 @@ def test_a_killed_mining_resumes_from_its_finished_blocks(cache_copy, monkeypatc
 
     monkeypatch.setattr(mine_module, "_write_block", dying)
     with pytest.raises(KeyboardInterrupt):
-        mine_cache(str(cache), 4, image_block=10, progress=False)
+        mine_cache(MineConfig(str(cache), 4, image_block=10), progress=False)
     monkeypatch.setattr(mine_module, "_write_block", real)
-    s = mine_cache(str(cache), 4, image_block=10, progress=False)
+    s = mine_cache(MineConfig(str(cache), 4, image_block=10), progress=False)
     assert s.blocks_resumed == 2
     _assert_exact_up_to_ties(cache, s.mining_id, 4)
     con = duckdb.connect(str(cache), read_only=True)
@@ -99,14 +100,15 @@ def test_a_killed_mining_resumes_from_its_finished_blocks(cache_copy, monkeypatc
 
 LAUNCH = """
 import sys
+from dimefm_pipeline.mine.config import MineConfig
 from dimefm_pipeline.mine.run import mine_cache
-mine_cache(sys.argv[1], 3, image_block=8, progress=False)
+mine_cache(MineConfig(sys.argv[1], 3, image_block=8), progress=False)
 """
 
 
 def test_two_torchrun_ranks_mine_the_same_pairs_as_one_process(cache_copy, tmp_path):
     cache, _ = cache_copy
-    one = mine_cache(str(cache), 3, image_block=8, progress=False)
+    one = mine_cache(MineConfig(str(cache), 3, image_block=8), progress=False)
     script = tmp_path / "launch.py"
     script.write_text(LAUNCH)
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
@@ -124,6 +126,6 @@ def test_two_torchrun_ranks_mine_the_same_pairs_as_one_process(cache_copy, tmp_p
 
 def test_ivf_engine_stays_available(cache_copy):
     cache, _ = cache_copy
-    s = mine_cache(str(cache), 2, engine="ivf", nprobe=1, progress=False)
+    s = mine_cache(MineConfig(str(cache), 2, engine="ivf", nprobe=1), progress=False)
     assert s.index_type == "IndexIVFFlat" and len(_pairs(cache, s.mining_id)) > 0
     json.dumps(s.__dict__)
