@@ -285,11 +285,11 @@ def _drop_cached(paths) -> None:
         os.close(fd)
 
 
-def tar_reads(tar_paths: list[Path], locs: np.ndarray, files: list[str], root: Path, repeats: int) -> list[tuple]:
+def tar_reads(tar_paths: list[Path], locs: list, files: list[str], root: Path, repeats: int) -> list[tuple]:
     """Cold-cache reads of the same tars: front to back (how a WebDataset stream reads them) against
     every cached member by its offset in a random global order (how stage two reads them)."""
     seq, rnd = [], []
-    member_bytes = int(locs[:, 2].sum())
+    member_bytes = sum(loc.length for loc in locs)
     for _ in range(repeats):
         _drop_cached(tar_paths)
         t0 = time.perf_counter()
@@ -304,8 +304,7 @@ def tar_reads(tar_paths: list[Path], locs: np.ndarray, files: list[str], root: P
         order = np.random.default_rng(len(rnd)).permutation(len(locs))
         t0 = time.perf_counter()
         for i in order:
-            f, off, length = int(locs[i, 0]), int(locs[i, 1]), int(locs[i, 2])
-            os.pread(fds[f], length, off)
+            os.pread(fds[locs[i].loc_file], locs[i].length, locs[i].offset)
         rnd.append((member_bytes, time.perf_counter() - t0))
         for fd in fds.values():
             os.close(fd)
@@ -326,6 +325,7 @@ def bench_loader(args) -> None:
     from dimefm_pipeline.encode.run import encode
     from dimefm_pipeline.encode.batches import UnitBatches
     from dimefm_pipeline.formats import plan_source, resolve_source
+    from dimefm_pipeline.store.tables import Locator
 
     scratch = Path(args.scratch)
     tars = make_tars(scratch / f"tars-{args.images}-{args.per_tar}-{args.image_size}", args.images, args.per_tar,
@@ -370,12 +370,12 @@ def bench_loader(args) -> None:
                       f"{read / total_bytes:.2f}")
     console.print(table)
 
-    sid = next(iter(tables))
-    locs = idx.image_locs.take(np.arange(len(idx.images)))
+    sid = next(iter(idx.file_paths))
+    locs = Locator.rows(idx.image_locs.take(np.arange(len(idx.images))))
     table = Table(title=f"Cold-cache reads of the same tars ({args.repeats} repeat(s), medians)")
     for col in ("read", "MiB", "seconds", "MiB/s", "images/s"):
         table.add_column(col, justify="left" if col == "read" else "right")
-    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, tables[sid].to_pylist(), Path(idx.sources[sid].root),
+    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, idx.file_paths[sid].to_pylist(), Path(idx.sources[sid].root),
                                            args.repeats):
         table.add_row(name, f"{nbytes / 2**20:.1f}", f"{secs:.3f}", f"{nbytes / 2**20 / secs:,.1f}", f"{n / secs:,.0f}")
     console.print(table)
