@@ -38,7 +38,7 @@ def world_corpora(recipe: Recipe) -> tuple[list[str], list[str]]:
         if root.exists():
             import shutil
 
-            shutil.rmtree(root)  # an older or interrupted corpus: regenerate it whole
+            shutil.rmtree(root)  # a corpus of other settings, or an interrupted one: regenerate it whole
         with progress_bar() as bar:
             task = bar.add_task("world corpora", total=img_cfg.n + txt_cfg.n, items=0, rate=0.0)
             write_images(images, img_cfg, on_progress=lambda k: bar.advance(task, k))

@@ -98,6 +98,28 @@ def dimefm_losses(
     when `train_text`, and `pvl_mined` when `mined_text` is given. `total` is the weighted sum; a term
     whose weight is 0 is still reported but computed without autograd and left out of `total`.
     """
+    reference_mode = _check_inputs(teacher_image, teacher_text, student_image, student_text, mined_text,
+                                   train_text=train_text, w_pvl_mined=w_pvl_mined)
+
+    def batch(x: Tensor) -> _Batch:
+        return _Batch(*gather_features(x, local_loss=local_loss)) if gather else _Batch(x, x)
+
+    it = batch(_normalise(teacher_image.detach()))
+    tt = batch(_normalise(teacher_text.detach()))
+    is_ = batch(_normalise(student_image))
+    ts = tt if reference_mode else batch(_normalise(student_text))
+    mt = batch(_mined_pseudo_captions(mined_text.detach())) if mined_text is not None else None
+    text_weights = None if not train_text else (w_vl if w_vl_text is None else w_vl_text,
+                                                 w_pvl if w_pvl_text is None else w_pvl_text,
+                                                 w_udist if w_udist_text is None else w_udist_text)
+    terms = _terms(it, tt, is_, ts, mt, logit_scale=logit_scale, taus=(tau_vl, tau_pvl, tau_udist),
+                   weights=(w_vl, w_pvl, w_udist), text_weights=text_weights, w_pvl_mined=w_pvl_mined)
+    return _weighted(terms, student_image)
+
+
+def _check_inputs(teacher_image, teacher_text, student_image, student_text, mined_text, *, train_text: bool,
+                  w_pvl_mined: float) -> bool:
+    """Refuse inputs that do not fit together; True in the reference mode (the teacher's text tower)."""
     reference_mode = student_text is teacher_text
     if train_text and reference_mode:
         raise ValueError("train_text=True needs student text features; student_text is the teacher's")
@@ -113,14 +135,15 @@ def dimefm_losses(
         _check_features("mined_text", mined_text, dim, ndim=(2, 3))
         if mined_text.shape[0] != teacher_image.shape[0]:
             raise ValueError("mined_text needs one entry per image")
+    return reference_mode
 
-    def batch(x: Tensor) -> _Batch:
-        return _Batch(*gather_features(x, local_loss=local_loss)) if gather else _Batch(x, x)
 
-    it = batch(_normalise(teacher_image.detach()))
-    tt = batch(_normalise(teacher_text.detach()))
-    is_ = batch(_normalise(student_image))
-    ts = tt if reference_mode else batch(_normalise(student_text))
+def _terms(it: _Batch, tt: _Batch, is_: _Batch, ts: _Batch, mt: _Batch | None, *, logit_scale: float,
+           taus: tuple[float, float, float], weights: tuple[float, float, float],
+           text_weights: tuple[float, float, float] | None, w_pvl_mined: float) -> dict:
+    """name -> (weight, term builder) of every term asked for; builders run with or without autograd
+    depending on the weight. `it`, `tt`: teacher images and sentences; `is_`, `ts`: the student's."""
+    tau_vl, tau_pvl, tau_udist = taus
 
     def kl(x_t: Tensor, y_t: Tensor, x_s: Tensor, y_s: Tensor, tau: float) -> Tensor:
         return kl_rows(
@@ -129,30 +152,26 @@ def dimefm_losses(
             tau=tau,
         )
 
-    # name -> (weight, term builder); builders run with or without autograd depending on the weight
     terms = {
-        "vl": (w_vl, lambda: kl(it.rows, tt.cols, is_.rows, ts.cols, tau_vl) + kl(tt.rows, it.cols, ts.rows, is_.cols, tau_vl)),
-        "pvl": (w_pvl, lambda: 2 * kl(it.rows, it.cols, is_.rows, it.cols, tau_pvl)),
-        "udist": (w_udist, lambda: 2 * kl(it.rows, it.cols, is_.rows, is_.cols, tau_udist)),
+        "vl": (weights[0], lambda: kl(it.rows, tt.cols, is_.rows, ts.cols, tau_vl) + kl(tt.rows, it.cols, ts.rows, is_.cols, tau_vl)),
+        "pvl": (weights[1], lambda: 2 * kl(it.rows, it.cols, is_.rows, it.cols, tau_pvl)),
+        "udist": (weights[2], lambda: 2 * kl(it.rows, it.cols, is_.rows, is_.cols, tau_udist)),
     }
-    if train_text:
+    if text_weights is not None:
         # mirror image: the teacher's images are the fixed side, each sentence is its own pseudo image
         terms["vl_text"] = (
-            w_vl if w_vl_text is None else w_vl_text,
+            text_weights[0],
             lambda: kl(tt.rows, it.cols, ts.rows, it.cols, tau_vl) + kl(it.rows, tt.cols, it.rows, ts.cols, tau_vl),
         )
-        terms["pvl_text"] = (
-            w_pvl if w_pvl_text is None else w_pvl_text,
-            lambda: 2 * kl(tt.rows, tt.cols, ts.rows, tt.cols, tau_pvl),
-        )
-        terms["udist_text"] = (
-            w_udist if w_udist_text is None else w_udist_text,
-            lambda: 2 * kl(tt.rows, tt.cols, ts.rows, ts.cols, tau_udist),
-        )
-    if mined_text is not None:
-        mt = batch(_mined_pseudo_captions(mined_text.detach()))
+        terms["pvl_text"] = (text_weights[1], lambda: 2 * kl(tt.rows, tt.cols, ts.rows, tt.cols, tau_pvl))
+        terms["udist_text"] = (text_weights[2], lambda: 2 * kl(tt.rows, tt.cols, ts.rows, ts.cols, tau_udist))
+    if mt is not None:
         terms["pvl_mined"] = (w_pvl_mined, lambda: 2 * kl(it.rows, mt.cols, is_.rows, mt.cols, tau_pvl))
+    return terms
 
+
+def _weighted(terms: dict, student_image: Tensor) -> dict[str, Tensor]:
+    """Every term, and their weighted sum as `total` (terms of weight 0 without autograd, left out)."""
     out: dict[str, Tensor] = {}
     total = None
     for name, (weight, build) in terms.items():

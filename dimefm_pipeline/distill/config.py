@@ -98,7 +98,7 @@ class DistillConfig:
             raise DimefmError(f"--stop-after must be at least 1, not {self.stop_after}")
         if self.item_timeout <= 0:
             raise DimefmError("--item-timeout must be positive")
-        if isinstance(self.verify_cache, bool):  # older recipes: true = every byte, false = off
+        if isinstance(self.verify_cache, bool):  # a recipe's true/false: every byte / off
             object.__setattr__(self, "verify_cache", "full" if self.verify_cache else "off")
         if self.verify_cache not in ("sample", "full", "off"):
             raise DimefmError(f"--verify-cache must be sample, full or off, not {self.verify_cache!r}")

@@ -32,7 +32,7 @@ class Batch:
     pos: list = field(default_factory=list)  # position of each row in the unit
     inputs: torch.Tensor | None = None  # pixels [b,3,H,W] or tokens [b,L]
     files: list = field(default_factory=list)  # file-table number of each row's file
-    views: list = field(default_factory=list)  # images: view number of each row (0: the un-augmented image)
+    view_numbers: list = field(default_factory=list)  # images: view number of each row (0: the un-augmented image)
     boxes: list = field(default_factory=list)  # images: (x0, y0, x1, y1, flip) of each row's view, in source pixels
     # images: where each row's bytes lie (`packed`: the bytes themselves, to copy into the cache)
     offsets: list = field(default_factory=list)
@@ -88,12 +88,12 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT, views: CachedViews | None = None):
-        """`views`: how to draw the cached views of every image, or None (one view: the image)."""
+                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None):
+        """`cached_views`: how to draw the cached views of every image, or None (one view: the image)."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
-        self.views = views
+        self.cached_views = cached_views
 
     def __iter__(self):
         info = get_worker_info()
@@ -156,7 +156,7 @@ class UnitBatches(IterableDataset):
             try:
                 with time_limit(self.item_timeout):
                     img = decode_image(rec.data)
-                    views = self._views(img, batch.unit, rec.pos)
+                    inputs = self._view_inputs(img, batch.unit, rec.pos)
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
                 continue
@@ -164,11 +164,11 @@ class UnitBatches(IterableDataset):
                 batch.errors.append((rec.key, f"transform failed: {type(exc).__name__}: {exc}", rec.file))
                 continue
             raw = rec.data[1].encode("ascii") if isinstance(rec.data, tuple) else rec.data
-            for v, (tensor, box) in enumerate(views):  # one row per view, all pointing at the same bytes
+            for v, (tensor, box) in enumerate(inputs):  # one row per view, all pointing at the same bytes
                 pixels.append(tensor)
                 batch.keys.append(rec.key)
                 batch.pos.append(rec.pos)
-                batch.views.append(v)
+                batch.view_numbers.append(v)
                 batch.boxes.append(box)
                 batch.files.append(rec.file)
                 batch.offsets.append(rec.offset)
@@ -177,15 +177,15 @@ class UnitBatches(IterableDataset):
                 batch.packed.append(raw if packed and v == 0 else None)
         batch.inputs = torch.stack(pixels) if pixels else None
 
-    def _views(self, img, unit: Unit, pos: int) -> list:
+    def _view_inputs(self, img, unit: Unit, pos: int) -> list:
         """(teacher input, (x0, y0, x1, y1, flip)) of every view of one image: view 0 through the
         teacher's own preprocessing, the others cropped, resized and flipped as recorded."""
         from dimefm_pipeline.formats.views import apply_view, centre_box, sample_view, view_rng, view_transform
 
         out = [(self.preprocess(img), centre_box(*img.size))]
-        if self.views is None:
+        if self.cached_views is None:
             return out
-        cv = self.views
+        cv = self.cached_views
         norm = view_transform(cv.size, cv.mean, cv.std)
         for v in range(1, cv.count):
             *box, flip = sample_view(view_rng(cv.seed, unit.source_id, unit.index, pos, v), *img.size, cv.augment)

@@ -52,7 +52,7 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
                 del open_units[(u.source_id, u.index)]
                 if committer is not None:
                     committer()
-            n_items = len(batch.keys) if cfg.modality == "text" else batch.views.count(0)
+            n_items = len(batch.keys) if cfg.modality == "text" else batch.view_numbers.count(0)
             meter.add(records=n_items + len(batch.errors) + batch.duplicates, items=n_items, units=int(finished))
             done, all_items = meter.done()
             bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
@@ -66,15 +66,15 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
 
 
 def _loader(units, loaded, cfg, device) -> DataLoader:
-    views = None
+    cached_views = None
     if cfg.modality == "image" and cfg.views > 1:
         from dimefm_pipeline.formats.views import ViewAugment
 
         pp = loaded.preprocess_cfg
-        views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],
+        cached_views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],
                             pp["std"])
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
-                     views)
+                     cached_views)
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = cfg.workers if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
@@ -94,13 +94,13 @@ def _image_columns(batch, writer) -> dict:
     for i, b in enumerate(batch.packed):
         if b is not None:
             offsets[i] = writer.add_packed(b)
-        elif i and batch.views[i] and batch.packed[i - batch.views[i]] is not None:
-            offsets[i] = offsets[i - batch.views[i]]
-    packed = [batch.packed[i - v] is not None for i, v in enumerate(batch.views)]
+        elif i and batch.view_numbers[i] and batch.packed[i - batch.view_numbers[i]] is not None:
+            offsets[i] = offsets[i - batch.view_numbers[i]]
+    packed = [batch.packed[i - v] is not None for i, v in enumerate(batch.view_numbers)]
     loc_file = [PACKED if p else f for p, f in zip(packed, batch.files)]
     boxes = np.asarray(batch.boxes, dtype=np.int64).reshape(-1, 5)
     return dict(key=batch.keys, pos=batch.pos, file=batch.files, loc_file=loc_file, offset=offsets, length=batch.lengths,
-                payload_hash=batch.payload_hashes, view=batch.views, crop_x0=boxes[:, 0], crop_y0=boxes[:, 1],
+                payload_hash=batch.payload_hashes, view=batch.view_numbers, crop_x0=boxes[:, 0], crop_y0=boxes[:, 1],
                 crop_x1=boxes[:, 2], crop_y1=boxes[:, 3], flip=boxes[:, 4])
 
 

@@ -65,7 +65,7 @@ def check_views(man: Manifest, views: int, augment: str, seed: int) -> None:
     wanted = json.dumps({"views": views, "augment": augment if views > 1 else None, "seed": seed if views > 1 else None})
     if current is None:
         if man.con.execute("SELECT count(*) FROM items WHERE modality = 'image'").fetchall()[0][0]:
-            current = json.dumps({"views": 1, "augment": None, "seed": None})  # images cached before views existed
+            current = json.dumps({"views": 1, "augment": None, "seed": None})  # images with no views record: one each
         else:
             man.set_meta("views", wanted)
             return
