@@ -94,3 +94,16 @@ def test_an_upward_import_is_found(tmp_path):
     victim.write_text(victim.read_text() + "\n\ndef _late():\n    from dimefm_pipeline.app import recipes\n")
     found = [v for v in layer_violations(copy) if "core/progress.py" in v]
     assert len(found) == 1 and "core -> app" in found[0], found
+
+
+def test_duckdb_is_imported_by_the_manifest_package_alone():
+    """All SQL lives in `store.manifest`: no other module talks to DuckDB."""
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.parent.name == "manifest":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            found += [f"{path.relative_to(PACKAGE.parent)}:{node.lineno}" for n in names if n.split(".")[0] == "duckdb"]
+    assert found == []
