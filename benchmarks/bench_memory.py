@@ -44,7 +44,7 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, catalog, commits, sources
     from dimefm_pipeline.formats.base import Plan, SourceSpec
     from dimefm_pipeline.formats.files import FileEntry, payload_hash
-    from dimefm_pipeline.formats.views import centre_box
+    from dimefm_pipeline.formats.images import centre_box
     from dimefm_pipeline.world.corpus import corpus_image, png_bytes
 
     cache = folder / "m.duckdb"

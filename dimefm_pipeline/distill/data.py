@@ -26,9 +26,8 @@ from torch.utils.data import Dataset
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
 from dimefm_pipeline.formats import format_named
-from dimefm_pipeline.formats.decode import decode_image
 from dimefm_pipeline.formats.files import BadItem, payload_hash
-from dimefm_pipeline.formats.views import apply_view, pick_views
+from dimefm_pipeline.formats.images import apply_view, decode_image, pick_views
 from dimefm_pipeline.store.tables import Locator
 
 MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
@@ -129,7 +128,7 @@ class ImageBatches(Dataset):
     `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read.
 
     The plan draws images; of an image's `views_per_image` rows, the batch takes view 0, or with a
-    `view_input` the view `views.pick_views` chooses for this epoch, whose recorded crop and flip
+    `view_input` the view `images.pick_views` chooses for this epoch, whose recorded crop and flip
     build the input."""
 
     def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int,

@@ -145,6 +145,6 @@ def _image_input(cfg: DistillConfig, idx, student):
     transform = image_transform(augment, student.image_size, student.mean, student.std)
     if not cached:
         return transform, None
-    from dimefm_pipeline.formats.views import view_transform
+    from dimefm_pipeline.formats.images import view_transform
 
     return transform, ViewInput(student.image_size, view_transform(student.image_size, student.mean, student.std))

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, time_limit
 from dimefm_pipeline.formats import format_named
 from dimefm_pipeline.formats.base import Unit, text_hash, unpack_mask
-from dimefm_pipeline.formats.decode import decode_image
+from dimefm_pipeline.formats.images import decode_image
 from dimefm_pipeline.formats.files import BadItem, payload_hash
 
 
@@ -52,7 +52,7 @@ class CachedViews:
     """How stage one draws the cached views 1..count-1 of every image (view 0 is the image itself)."""
 
     count: int  # views per image
-    augment: object  # views.ViewAugment
+    augment: object  # images.ViewAugment
     seed: int
     size: int  # the teacher's input side
     mean: tuple
@@ -180,7 +180,7 @@ class UnitBatches(IterableDataset):
     def _view_inputs(self, img, unit: Unit, pos: int) -> list:
         """(teacher input, (x0, y0, x1, y1, flip)) of every view of one image: view 0 through the
         teacher's own preprocessing, the others cropped, resized and flipped as recorded."""
-        from dimefm_pipeline.formats.views import apply_view, centre_box, sample_view, view_rng, view_transform
+        from dimefm_pipeline.formats.images import apply_view, centre_box, sample_view, view_rng, view_transform
 
         out = [(self.preprocess(img), centre_box(*img.size))]
         if self.cached_views is None:

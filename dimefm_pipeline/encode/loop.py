@@ -68,7 +68,7 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
 def _loader(units, loaded, cfg, device) -> DataLoader:
     cached_views = None
     if cfg.modality == "image" and cfg.views > 1:
-        from dimefm_pipeline.formats.views import ViewAugment
+        from dimefm_pipeline.formats.images import ViewAugment
 
         pp = loaded.preprocess_cfg
         cached_views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],

@@ -157,7 +157,7 @@ class SourceFormat:
         return pread(path, offset, length)
 
     def payload(self, data: bytes):
-        """What `decode.decode_image` takes for these bytes."""
+        """What `images.decode_image` takes for these bytes."""
         return data
 
 

@@ -14,7 +14,7 @@ from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.tables import Locator
-from dimefm_pipeline.formats.views import ViewAugment, apply_view, pick_views, sample_view, view_transform
+from dimefm_pipeline.formats.images import ViewAugment, apply_view, pick_views, sample_view, view_transform
 from tests.conftest import plain_duckdb, write_images
 from tests.distill.test_data_path import _png, assert_every_batch_on_target, metric_rows, self_distill_config, write_tar
 
@@ -102,7 +102,7 @@ def test_a_flip_that_is_not_replayed_leaves_the_target(view_cache, teacher):
     reader = ImageReader(idx)
     locs = Locator.rows(idx.image_locs.take(np.arange(len(idx.images))))
     flipped = [r for r, loc in enumerate(locs) if loc.view and loc.flip][:3]
-    from dimefm_pipeline.formats.decode import decode_image
+    from dimefm_pipeline.formats.images import decode_image
 
     with torch.no_grad():
         for r in flipped:

@@ -20,7 +20,8 @@ from dimefm_pipeline.encode.run import encode
 from tests.conftest import plain_duckdb
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats.files import expand_braces
-from dimefm_pipeline.formats.decode import BadItem, decode_image
+from dimefm_pipeline.formats.files import BadItem
+from dimefm_pipeline.formats.images import decode_image
 
 
 def _png(seed=0, size=(20, 20), mode="RGB") -> bytes:
