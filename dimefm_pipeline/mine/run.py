@@ -82,28 +82,28 @@ def _mine(cache, k, engine, nprobe, use_gpu, image_block, text_block, command, p
 
 def _search(idx, k: int, engine: str, nprobe, use_gpu, text_block):
     """A function image rows -> (scores [b, k], sentence rows [b, k]), and its name."""
-    from dimefm_pipeline.mine import search as mining
+    from dimefm_pipeline.mine import ivf, search
 
     if engine == "ivf":
-        index = mining.build_text_index(idx.texts, exact_threshold=0, nprobe=nprobe, use_gpu=use_gpu)
+        index = ivf.build_text_index(idx.texts, exact_threshold=0, nprobe=nprobe, use_gpu=use_gpu)
 
-        def ivf(queries):
-            _, scores, found = next(mining.iter_mine_topk(queries, index, k, batch_size=len(queries)))
+        def approximate(queries):
+            _, scores, found = next(ivf.iter_mine_topk(queries, index, k, batch_size=len(queries)))
             return scores, found
 
-        return ivf, type(index).__name__
+        return approximate, type(index).__name__
     device = _device(use_gpu)
     import torch
 
     if device == "cpu":  # float32 products: 2.6-3.4x faster than faiss.knn on one core (docs/benchmarks.md)
-        blocks = mining.SentenceBlocks(idx.texts, block=text_block or mining.TEXT_BLOCK, dtype=torch.float32)
-        return (lambda queries: mining.exact_topk(queries, blocks, k)), "exact (torch fp32, cpu)"
+        blocks = search.SentenceBlocks(idx.texts, block=text_block or search.TEXT_BLOCK, dtype=torch.float32)
+        return (lambda queries: search.exact_topk(queries, blocks, k)), "exact (torch fp32, cpu)"
 
     free, _ = torch.cuda.mem_get_info()
     # the sentences stay on the GPU in fp16 when they fit (43.6 GB at 28.4M x 768 fits one 80 GB GPU)
-    blocks = mining.SentenceBlocks(idx.texts, block=text_block or 4 * mining.TEXT_BLOCK, device=device,
+    blocks = search.SentenceBlocks(idx.texts, block=text_block or 4 * search.TEXT_BLOCK, device=device,
                                    dtype=torch.float16, resident_bytes=int(0.7 * free))
-    return (lambda queries: mining.exact_topk(queries, blocks, k)), "exact (torch fp16 + fp32 re-scoring, cuda)"
+    return (lambda queries: search.exact_topk(queries, blocks, k)), "exact (torch fp16 + fp32 re-scoring, cuda)"
 
 
 def _device(use_gpu: bool | None) -> str:

@@ -58,9 +58,9 @@ def test_blocked_exact_mining_equals_brute_force_and_faiss_flat(cache_copy):
 
 
 def test_half_precision_engine_with_float32_rescoring_is_exact(monkeypatch):
-    from dimefm_pipeline.mine import search as mining
+    from dimefm_pipeline.mine import search
 
-    monkeypatch.setattr(mining, "SCORE_TILE", 700 * 64)  # tiles of 64 queries x 700 sentences
+    monkeypatch.setattr(search, "SCORE_TILE", 700 * 64)  # tiles of 64 queries x 700 sentences
     rng = np.random.default_rng(3)
 
     def unit(n, d):

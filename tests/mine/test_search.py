@@ -5,13 +5,8 @@ import numpy as np
 import pytest
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.mine.search import (
-    build_text_index,
-    default_nlist,
-    iter_mine_topk,
-    mine_topk,
-    mine_topk_torch,
-)
+from dimefm_pipeline.mine.ivf import build_text_index, default_nlist, iter_mine_topk, mine_topk
+from dimefm_pipeline.mine.search import mine_topk_torch
 
 
 def _unit_rows(rng, n, d, dtype=np.float16):
