@@ -48,8 +48,6 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     from dimefm_pipeline.distill.student import build_student
     from dimefm_pipeline.store.cache import load_cache
 
-    if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
-        raise DimefmError(f"--out {cfg.out} is a file, not a folder")
     mined = cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=lock_wait(), sources=True, pairs=mined,
                      mining_id=cfg.mining_id)
