@@ -41,7 +41,8 @@ def sentences(n: int, vocab_names: list[str], seed: int = 0) -> list[str]:
 
 
 def main() -> None:
-    from dimefm_pipeline.corpus import WORD, Vocabulary, load_classes
+    from dimefm_pipeline.app.corpus import WORD, Vocabulary
+    from dimefm_pipeline.evaluation.classnames import load_classes
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sentences", type=int, default=200_000)

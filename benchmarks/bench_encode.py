@@ -88,7 +88,7 @@ class ForwardClock:
         self.sizes: list[int] = []
 
     def __enter__(self):
-        from dimefm_pipeline import models
+        from dimefm_pipeline.core import models
 
         self._build = build = models.build
 
@@ -108,7 +108,7 @@ class ForwardClock:
         return self
 
     def __exit__(self, *exc):
-        from dimefm_pipeline import models
+        from dimefm_pipeline.core import models
 
         models.build = self._build
 
@@ -120,7 +120,8 @@ class ForwardClock:
 
 def run_encode(folder: Path, args, scratch: Path) -> tuple[float, int, float]:
     """One `encode()` call into a fresh cache: (seconds, items cached, steady items/s inside the loop)."""
-    from dimefm_pipeline.encode import EncodeConfig, encode
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
 
     out = Path(tempfile.mkdtemp(dir=scratch, prefix="run-"))
     try:
@@ -141,9 +142,9 @@ def run_encode(folder: Path, args, scratch: Path) -> tuple[float, int, float]:
 def bench_encode(args) -> None:
     import torch
 
-    from dimefm_pipeline import models
-    from dimefm_pipeline.encode_data import UnitBatches
-    from dimefm_pipeline.sources import plan_source, resolve_source
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.encode.batches import UnitBatches
+    from dimefm_pipeline.formats import plan_source, resolve_source
 
     scratch = Path(args.scratch)
     scratch.mkdir(parents=True, exist_ok=True)
@@ -284,11 +285,11 @@ def _drop_cached(paths) -> None:
         os.close(fd)
 
 
-def tar_reads(tar_paths: list[Path], locs: np.ndarray, files: list[str], root: Path, repeats: int) -> list[tuple]:
+def tar_reads(tar_paths: list[Path], locs: list, files: list[str], root: Path, repeats: int) -> list[tuple]:
     """Cold-cache reads of the same tars: front to back (how a WebDataset stream reads them) against
     every cached member by its offset in a random global order (how stage two reads them)."""
     seq, rnd = [], []
-    member_bytes = int(locs[:, 2].sum())
+    member_bytes = sum(loc.length for loc in locs)
     for _ in range(repeats):
         _drop_cached(tar_paths)
         t0 = time.perf_counter()
@@ -303,8 +304,7 @@ def tar_reads(tar_paths: list[Path], locs: np.ndarray, files: list[str], root: P
         order = np.random.default_rng(len(rnd)).permutation(len(locs))
         t0 = time.perf_counter()
         for i in order:
-            f, off, length = int(locs[i, 0]), int(locs[i, 1]), int(locs[i, 2])
-            os.pread(fds[f], length, off)
+            os.pread(fds[locs[i].loc_file], locs[i].length, locs[i].offset)
         rnd.append((member_bytes, time.perf_counter() - t0))
         for fd in fds.values():
             os.close(fd)
@@ -319,11 +319,13 @@ def bench_loader(args) -> None:
     from torch.utils.data import DataLoader
     from torchvision import transforms as T
 
-    from dimefm_pipeline.cache_index import load_cache
-    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader, file_tables
-    from dimefm_pipeline.encode import EncodeConfig, encode
-    from dimefm_pipeline.encode_data import UnitBatches
-    from dimefm_pipeline.sources import plan_source, resolve_source
+    from dimefm_pipeline.store.cache import load_cache
+    from dimefm_pipeline.distill.data import EpochPlan, ImageBatches, ImageReader
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
+    from dimefm_pipeline.encode.batches import UnitBatches
+    from dimefm_pipeline.formats import plan_source, resolve_source
+    from dimefm_pipeline.store.tables import Locator
 
     scratch = Path(args.scratch)
     tars = make_tars(scratch / f"tars-{args.images}-{args.per_tar}-{args.image_size}", args.images, args.per_tar,
@@ -345,8 +347,7 @@ def bench_loader(args) -> None:
         encode(EncodeConfig("image", (pattern,), str(cache), teacher=str(cfg_path), pretrained="random", workers=args.workers,
                             batch_size=args.batch_size), progress=False)
         (folder / ".complete").write_text("")
-    idx = load_cache(cache, verify=False, need_texts=False)
-    tables = file_tables(str(cache), idx)
+    idx = load_cache(cache, verify=False, need_texts=False, sources=True)
     units = plan_source(resolve_source(pattern, "image"), 0, args.shard_size).units
     table = Table(title=f"Loader throughput and bytes read ({args.images} images, {total_bytes / 2**20:.1f} MiB of tars)")
     for col in ("stage", "workers", "images", "images/s", "per worker", "bytes read / tar bytes"):
@@ -361,7 +362,7 @@ def bench_loader(args) -> None:
     for workers in range(0, args.workers + 1):
         def two(w, init):
             plan = EpochPlan(len(idx.images), args.batch_size, 1, 0, 0)
-            ds = ImageBatches(plan, 0, ImageReader(idx, tables), tf, seed=0, epoch=0)
+            ds = ImageBatches(plan, 0, ImageReader(idx), tf, seed=0, epoch=0)
             return DataLoader(ds, batch_size=None, sampler=range(plan.steps), num_workers=w, worker_init_fn=init)
 
         rate, n, read = _loader_rate(two, workers, log, lambda b: len(b[1]))
@@ -369,12 +370,12 @@ def bench_loader(args) -> None:
                       f"{read / total_bytes:.2f}")
     console.print(table)
 
-    sid = next(iter(tables))
-    locs = idx.image_locs.take(np.arange(len(idx.images)))
+    sid = next(iter(idx.file_paths))
+    locs = Locator.rows(idx.image_locs.take(np.arange(len(idx.images))))
     table = Table(title=f"Cold-cache reads of the same tars ({args.repeats} repeat(s), medians)")
     for col in ("read", "MiB", "seconds", "MiB/s", "images/s"):
         table.add_column(col, justify="left" if col == "read" else "right")
-    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, tables[sid].to_pylist(), Path(idx.sources[sid].root),
+    for name, nbytes, secs, n in tar_reads(sorted(tars.glob("*.tar")), locs, idx.file_paths[sid].to_pylist(), Path(idx.sources[sid].root),
                                            args.repeats):
         table.add_row(name, f"{nbytes / 2**20:.1f}", f"{secs:.3f}", f"{nbytes / 2**20 / secs:,.1f}", f"{n / secs:,.0f}")
     console.print(table)
@@ -387,7 +388,8 @@ def bench_loader(args) -> None:
 
 def build_cache(folder: Path, rows: int, dim: int, shard_size: int, seed: int) -> list[tuple[Path, int]]:
     """Stage one's shards (via the real UnitWriter) for `rows` random unit-norm fp16 rows; reused if present."""
-    from dimefm_pipeline.cache import LOC_COLUMNS, UnitWriter, read_markers
+    from dimefm_pipeline.store.shards import UnitWriter, read_markers
+    from dimefm_pipeline.store.tables import LOC_COLUMNS
 
     for _, commit in read_markers(folder):
         if sum(s.rows for s in commit.shards) == rows and commit.shards[0].dim == dim:
@@ -565,7 +567,7 @@ def parquet_options(npy: Path, dim: int, rows: int = 8192) -> None:
 def bench_reads(args) -> None:
     import pyarrow
 
-    from dimefm_pipeline.cache import EmbeddingTable
+    from dimefm_pipeline.store.tables import EmbeddingTable
 
     scratch = Path(args.scratch)
     folder = scratch / f"cache-{args.rows}x{args.dim}-s{args.shard_rows}"
@@ -644,7 +646,7 @@ def bench_reads(args) -> None:
 
 
 def main() -> None:
-    from dimefm_pipeline.encode import DEFAULT_SHARD_SIZE
+    from dimefm_pipeline.encode.config import DEFAULT_SHARD_SIZE
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=("encode", "reads", "loader", "all"), default="all")

@@ -39,13 +39,12 @@ UNIT = 65_536
 
 def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     """A cache of n image rows and n sentences (reused if present)."""
-    from dimefm_pipeline import models
-    from dimefm_pipeline.cache import UnitWriter, read_markers
-    from dimefm_pipeline.encode import _teacher_info
-    from dimefm_pipeline.manifest import Manifest
-    from dimefm_pipeline.sources.base import FileEntry, SourceSpec, payload_hash
-    from dimefm_pipeline.sources.planner import Plan
-    from dimefm_pipeline.views import VIEW_COLUMNS, centre_box
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.store.shards import UnitWriter, read_markers
+    from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, catalog, commits, sources
+    from dimefm_pipeline.formats.base import Plan, SourceSpec
+    from dimefm_pipeline.formats.files import FileEntry, payload_hash
+    from dimefm_pipeline.formats.images import centre_box
     from dimefm_pipeline.world.corpus import corpus_image, png_bytes
 
     cache = folder / "m.duckdb"
@@ -57,20 +56,20 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
     side = corpus_image(seed, 0).shape[0]  # world images are square: view 0 keeps all of it
     rng = np.random.default_rng(seed)
     with Manifest(cache, create=True) as man:
-        man.check_teacher(_teacher_info(loaded))
-        run = man.start_run("bench", "bench_memory", {}, 1)
+        catalog.check_teacher(man, TeacherInfo.of_model(loaded))
+        run = catalog.start_run(man, "bench", "bench_memory", {}, 1)
         for sid, modality in ((1, "image"), (2, "text")):
             spec = SourceSpec(f"/synthetic/{modality}", modality, "parquet" if modality == "image" else "txt", "/synthetic",
                               ("data",), {})
             units = -(-n // UNIT)
-            man.register_source(spec, Plan([None] * units, [FileEntry("data", 0, 0)], f"synthetic-{modality}-{n}"), UNIT, run)
+            sources.register_source(man, spec, Plan([None] * units, [FileEntry("data", 0, 0)], f"synthetic-{modality}-{n}"), UNIT, run)
             for u in range(units):
                 rows = min(UNIT, n - u * UNIT)
                 emb = rng.standard_normal((rows, loaded.embed_dim), dtype=np.float32)
                 emb = (emb / np.linalg.norm(emb, axis=1, keepdims=True)).astype(np.float16)
                 w = UnitWriter(man.cache_dir, sid, u, modality, loaded.embed_dim, UNIT)
                 pos = list(range(rows))
-                view0 = dict(zip(VIEW_COLUMNS, ([v] * rows for v in (0, *centre_box(side, side)))))
+                view0 = dict(zip(("view", "crop_x0", "crop_y0", "crop_x1", "crop_y1", "flip"), ([v] * rows for v in (0, *centre_box(side, side)))))
                 if modality == "image":
                     offsets = [w.add_packed(p) for p in pngs]
                     pick = [i % len(pngs) for i in pos]
@@ -83,10 +82,10 @@ def build_cache(folder: Path, n: int, seed: int = 0) -> Path:
                           truncated=[False] * rows, text_hash=rng.integers(-2**62, 2**62, rows))
                 w.finish()
         for path, commit in read_markers(man.cache_dir):
-            man.ingest(commit, run)
+            commits.ingest(man, commit, run)
             path.unlink()
-        man.refresh_views()
-        man.end_run(run, "complete")
+        catalog.refresh_relations(man)
+        catalog.end_run(man, run, "complete")
     (folder / ".complete").write_text("")
     return cache
 
@@ -158,7 +157,7 @@ def bench_distill(args) -> None:
 
 
 def bench_dedup(args) -> None:
-    from dimefm_pipeline.sources.planner import SeenHashes
+    from dimefm_pipeline.formats.planner import SeenHashes
 
     def rss_mib() -> float:
         with open("/proc/self/statm") as f:

@@ -24,15 +24,8 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from dimefm_pipeline.mining import (
-    SentenceBlocks,
-    build_text_index,
-    default_nlist,
-    default_nprobe,
-    exact_topk,
-    iter_mine_topk,
-    mine_topk_torch,
-)
+from dimefm_pipeline.mine.ivf import build_text_index, default_nlist, default_nprobe, iter_mine_topk
+from dimefm_pipeline.mine.search import SentenceBlocks, exact_topk, mine_topk_torch
 
 
 def synthetic(n: int, dim: int, *, clusters: int, spread: float, rng: np.random.Generator, centres) -> np.ndarray:

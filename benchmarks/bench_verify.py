@@ -18,7 +18,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from dimefm_pipeline.cache import sample_digest, sha256_file
+from dimefm_pipeline.store.files import sample_digest, sha256_file
 
 SHARD_BYTES = 65_536 * 768 * 2 + 128
 

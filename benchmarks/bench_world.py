@@ -35,7 +35,7 @@ def count_flops() -> None:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.models import register_configs
 
     register_configs()
     rows = {}

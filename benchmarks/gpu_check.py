@@ -59,7 +59,8 @@ def _write_tar(job) -> None:
 
 
 def part_encode(args, scratch: Path) -> dict:
-    from dimefm_pipeline.encode import EncodeConfig, encode
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
 
     pattern = make_tars(scratch / "tars", args.images, 1000, 256)
     sentences = scratch / "s.txt"
@@ -95,7 +96,7 @@ def part_distill(args, scratch: Path, cache: str) -> dict:
 def part_mining(args) -> dict:
     import torch
 
-    from dimefm_pipeline.mining import SentenceBlocks, exact_topk
+    from dimefm_pipeline.mine.search import SentenceBlocks, exact_topk
 
     gen = torch.Generator(device=args.device).manual_seed(0)
 

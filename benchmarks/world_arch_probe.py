@@ -51,7 +51,7 @@ def probe(name: str, vision_cfg: dict, steps: int, batch: int, lr: float) -> lis
     import open_clip
     import torch
 
-    from dimefm_pipeline.models import quiet_open_clip, register_config
+    from dimefm_pipeline.core.models import quiet_open_clip, register_config
 
     register_config(f"probe-{name}", {
         "embed_dim": 128, "vision_cfg": vision_cfg,

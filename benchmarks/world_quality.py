@@ -85,8 +85,8 @@ def cache_recipes(out: Path, base: list[str]) -> dict:
 
 def suite_sentences(out: Path) -> None:
     """The world suite's vocabulary filter of the generic corpus, and its class-name prompts (once)."""
-    from dimefm_pipeline.corpus import Vocabulary, filter_corpus, write_prompts
-    from dimefm_pipeline.evaluation.world_suite import _task_specs
+    from dimefm_pipeline.app.corpus import Vocabulary, filter_corpus, write_prompts
+    from dimefm_pipeline.world.suite import _task_specs
 
     specs = list(_task_specs())
     if not (out / "texts-prompts.txt").exists():
@@ -110,11 +110,13 @@ def _train_and_eval(args):
     name, overrides, recipe_args, out, threads = args
     torch.set_num_threads(threads)  # a distill run sets its own (cores beside its loader workers)
     if name == "teacher":
-        from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+        from dimefm_pipeline.core.models import load as load_eval_model
+        from dimefm_pipeline.evaluation import evaluate
+        from dimefm_pipeline.world.suite import world_suite
 
-        return name, evaluate(load_eval_model("world", quiet=True), "world", progress=False)
+        return name, evaluate(load_eval_model("world", quiet=True), world_suite(), progress=False)
     if name == "paired_baseline":
-        from dimefm_pipeline.recipes import load_recipe
+        from dimefm_pipeline.app.recipes import load_recipe
 
         recipe = load_recipe("world-demo", recipe_args)
         d = recipe.section("distill")
@@ -122,8 +124,10 @@ def _train_and_eval(args):
     if name == "paired_teacher_budget":
         return name, paired_teacher_budget(Path(out) / name, threads)
     from dimefm_pipeline.distill.train import distill
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
-    from dimefm_pipeline.recipes import distill_config, load_recipe
+    from dimefm_pipeline.core.models import load as load_eval_model
+    from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.world.suite import world_suite
+    from dimefm_pipeline.app.recipes import distill_config, load_recipe
 
     recipe = load_recipe("world-demo", recipe_args)
     resume = any((Path(out) / name / "checkpoints").glob("step_*.pt"))  # an interrupted earlier try
@@ -134,7 +138,7 @@ def _train_and_eval(args):
     t0 = time.time()
     distill(cfg, progress=False)
     seconds = time.time() - t0
-    result = evaluate(load_eval_model(cfg.out, quiet=True), "world", progress=False)
+    result = evaluate(load_eval_model(cfg.out, quiet=True), world_suite(), progress=False)
     result["train_seconds"] = round(seconds, 1)
     (Path(cfg.out) / "eval.json").write_text(json.dumps(result, indent=2))
     return name, result
@@ -148,9 +152,12 @@ def paired_baseline(recipe, out: Path, steps: int, batch: int) -> dict:
     from open_clip.loss import ClipLoss
 
     from dimefm_pipeline.distill.config import DistillConfig
-    from dimefm_pipeline.distill.train import lr_at, param_groups
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.optim import param_groups
+    from dimefm_pipeline.distill.train import lr_at
+    from dimefm_pipeline.core.models import load as load_eval_model
+    from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.world.suite import world_suite
+    from dimefm_pipeline.core.models import register_configs
     from dimefm_pipeline.world.captions import caption
     from dimefm_pipeline.world.corpus import IMAGE_STREAM
     from dimefm_pipeline.world.render import render
@@ -202,7 +209,7 @@ def paired_baseline(recipe, out: Path, steps: int, batch: int) -> dict:
 
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(out / f"{arch}.safetensors"))
     (out / f"{arch}.json").write_text(json.dumps(open_clip.get_model_config(arch)))
-    result = evaluate(load_eval_model(str(out), quiet=True), "world", progress=False)
+    result = evaluate(load_eval_model(str(out), quiet=True), world_suite(), progress=False)
     result["train_seconds"] = round(seconds, 1)
     return result
 
@@ -213,14 +220,16 @@ def paired_teacher_budget(out: Path, threads: int) -> dict:
     many pair-samples (384,000) as the teacher saw. The fair paired baseline."""
     from dataclasses import replace
 
-    from dimefm_pipeline.evaluation.runner import evaluate, load_eval_model
+    from dimefm_pipeline.core.models import load as load_eval_model
+    from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.world.suite import world_suite
     from dimefm_pipeline.world.teacher import TeacherTrainConfig, train_teacher
 
     cfg = replace(TeacherTrainConfig(), arch="dimefm-world-student", eval_every=0, threads=threads)
     t0 = time.time()
     weights = train_teacher(cfg, out, progress=False, log=lambda *a: None)["weights"]
     seconds = time.time() - t0
-    result = evaluate(load_eval_model("dimefm-world-student", weights, quiet=True), "world", progress=False)
+    result = evaluate(load_eval_model("dimefm-world-student", weights, quiet=True), world_suite(), progress=False)
     result["train_seconds"] = round(seconds, 1)
     return result
 
@@ -347,8 +356,8 @@ def main() -> None:
     a = p.parse_args()
     from rich.console import Console
 
-    from dimefm_pipeline.pipeline import run_recipe
-    from dimefm_pipeline.recipes import load_recipe
+    from dimefm_pipeline.app.pipeline import run_recipe
+    from dimefm_pipeline.app.recipes import load_recipe
 
     console = Console()
     out = Path(a.out)

@@ -1,10 +1,12 @@
 """Shared fixtures: a tiny real open_clip teacher with random weights saved to a local checkpoint,
-and small real image and sentence corpora written to temp dirs."""
+small real image and sentence corpora written to temp dirs, and a tiny real stage-one cache
+(images, sentences, mined pairs) for the tests of mining, training and the store."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -24,7 +26,7 @@ def write_tiny_teacher(folder: Path, name: str = "tiny-teacher", seed: int = 0, 
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline import models
+    from dimefm_pipeline.core import models
 
     folder.mkdir(parents=True, exist_ok=True)
     cfg_path = folder / f"{name}.json"
@@ -83,3 +85,42 @@ def plain_duckdb(cache):
     con = duckdb.connect(str(cache), read_only=True)
     con.execute(f"SET file_search_path = '{Path(cache).parent}'")
     return con
+
+
+TINY_STUDENT = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 1},
+}
+WORDS = ["red", "blue", "green", "small", "large", "circle", "square", "cat", "dog", "tree", "car", "house"]
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(teacher, tmp_path_factory):
+    """(manifest path, student config path) of a cache with 64 images, 60 sentences and k=3 pairs."""
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
+    from dimefm_pipeline.mine.config import MineConfig
+    from dimefm_pipeline.mine.run import mine_cache
+
+    root = tmp_path_factory.mktemp("stage2")
+    write_images(root / "images", 64, size=(32, 32))
+    sentences = [f"a {WORDS[i % 12]} {WORDS[(i * 5 + 1) % 12]} near a {WORDS[(i * 7 + 3) % 12]} number {i}" for i in range(60)]
+    (root / "s.txt").write_text("\n".join(sentences) + "\n")
+    cache = root / "m" / "run1.duckdb"
+    common = dict(teacher=str(teacher[0]), pretrained=str(teacher[1]), workers=0, batch_size=16, shard_size=16)
+    encode(EncodeConfig("image", (str(root / "images"),), str(cache), **common), progress=False)
+    encode(EncodeConfig("text", (str(root / "s.txt"),), str(cache), **common), progress=False)
+    mine_cache(MineConfig(str(cache), 3), progress=False)
+    student = root / "tiny-student.json"
+    student.write_text(json.dumps(TINY_STUDENT))
+    return cache, student
+
+
+@pytest.fixture
+def cache_copy(tiny_cache, tmp_path):
+    """A private copy of the tiny cache (tests that write runs into the manifest)."""
+    cache, student = tiny_cache
+    dst = tmp_path / "m"
+    shutil.copytree(cache.parent, dst)
+    return dst / cache.name, student

@@ -37,14 +37,19 @@ def installed(tmp_path_factory):
     # the test environment's packages, but not its editable dimefm (that lives in a .pth finder of its own)
     Path(purelib, "borrowed.pth").write_text("\n".join(site.getsitepackages()) + "\n")
     wheel = next((tmp / "dist").glob("dimefm-*.whl"))
+    # without PYTHONPATH: pip would take a checkout on it (and the metadata the wheel build left there) for an install
     subprocess.run([sys.executable, "-m", "pip", "--python", str(py), "install", "--no-deps", "-q", str(wheel)], check=True,
-                   capture_output=True, timeout=300)
+                   capture_output=True, timeout=300, env=_env())
     return py, venv / "bin" / "dimefm"
 
 
+def _env() -> dict:
+    """This environment without PYTHONPATH: the checkout must be nowhere on the path."""
+    return {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
+
+
 def _run(cmd, cwd, timeout=600):
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH",)}
-    env.update(PYTHONWARNINGS="ignore", OMP_NUM_THREADS="1")
+    env = {**_env(), "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
     return subprocess.run([str(c) for c in cmd], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 

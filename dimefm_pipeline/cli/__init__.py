@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 
 app = typer.Typer(
     name="dimefm",

@@ -24,8 +24,9 @@ def prompts(
     out: str = typer.Option(..., "--out", help="Sentence file to write: .txt (one per line) or .jsonl (key, text)."),
 ):
     """Class names x prompt templates, as a sentence file for `dimefm encode texts`."""
-    from dimefm_pipeline.corpus import load_classes, load_templates, write_prompts
-    from dimefm_pipeline.progress import make_console
+    from dimefm_pipeline.app.corpus import write_prompts
+    from dimefm_pipeline.evaluation.classnames import load_classes, load_templates
+    from dimefm_pipeline.core.progress import make_console
 
     c, t = load_classes(classes), load_templates(templates)
     n = write_prompts(c, t, out)
@@ -47,8 +48,9 @@ def filter_cmd(
     """Keep the sentences that mention at least one concept (whole words, any case, plurals, multi-word names)."""
     from rich.table import Table
 
-    from dimefm_pipeline.corpus import Vocabulary, filter_corpus, load_classes
-    from dimefm_pipeline.progress import make_console
+    from dimefm_pipeline.app.corpus import Vocabulary, filter_corpus
+    from dimefm_pipeline.evaluation.classnames import load_classes
+    from dimefm_pipeline.core.progress import make_console
 
     vocab = Vocabulary.from_classes(load_classes(vocabulary))
     opts = {k: v for k, v in {"text_field": text_field, "text_column": text_column}.items() if v is not None}

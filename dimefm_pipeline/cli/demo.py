@@ -16,6 +16,6 @@ def demo(
     set_: Optional[List[str]] = typer.Option(None, "--set", help="Override the world-demo recipe: section.key=value."),
 ):
     """Generate unpaired world corpora, encode, mine, distill, then compare teacher and student."""
-    from dimefm_pipeline.demo import run_demo
+    from dimefm_pipeline.app.demo import run_demo
 
     run_demo(out, quick=quick, overrides=tuple(set_ or ()))

@@ -29,21 +29,20 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
-    from dimefm_pipeline.progress import make_console
-
-    from dimefm_pipeline.evaluation import evaluate, load_eval_model
-    from dimefm_pipeline.evaluation.report import plot_results, results_table, retrieval_table
-    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig
-
-    from dimefm_pipeline.errors import DimefmError
+    from dimefm_pipeline.app.summaries import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.core import models
+    from dimefm_pipeline.core.errors import DimefmError
+    from dimefm_pipeline.core.progress import make_console
+    from dimefm_pipeline.evaluation import evaluate
     from dimefm_pipeline.evaluation.folder_suite import folder_suite
+    from dimefm_pipeline.world.suite import WorldSuiteConfig, resolve_suite
 
     if suite == "world" and (classes or templates):
         raise DimefmError("--classes and --templates are for a folder suite; the world suite has its own")
-    loaded = load_eval_model(model, pretrained, device=device)
+    loaded = models.load(model, pretrained, device=device)
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
     chosen = folder_suite(suite, classes=classes, templates=templates) if suite != "world" and Path(suite).is_dir() else suite
-    result = evaluate(loaded, chosen, world_config=cfg, probe=not no_probe, batch_size=batch_size)
+    result = evaluate(loaded, resolve_suite(chosen, cfg), probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)

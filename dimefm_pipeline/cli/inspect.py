@@ -17,7 +17,7 @@ def info(
                                 "manifest; exit 1 on any finding."),
 ):
     """Teacher, sources, item and error counts, and disk use of a cache."""
-    from dimefm_pipeline.report import CacheFindings, print_info
+    from dimefm_pipeline.app.inspect import CacheFindings, print_info
 
     try:
         print_info(cache, verify=verify)
@@ -37,6 +37,6 @@ def sql(
 
     The query can read the manifest and the cache's files and nothing else; statements that would
     write (COPY, EXPORT, ATTACH, SET, CHECKPOINT...) are refused."""
-    from dimefm_pipeline.report import print_sql
+    from dimefm_pipeline.app.inspect import print_sql
 
     print_sql(cache, query, limit=limit, csv=csv)

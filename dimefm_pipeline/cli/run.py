@@ -19,10 +19,10 @@ def run(
     """Run a recipe: world corpora, encode, mine, distill, eval, as its sections say."""
     import json
 
-    from dimefm_pipeline.progress import make_console
+    from dimefm_pipeline.core.progress import make_console
 
-    from dimefm_pipeline.pipeline import run_recipe
-    from dimefm_pipeline.recipes import distill_config, load_recipe
+    from dimefm_pipeline.app.pipeline import run_recipe
+    from dimefm_pipeline.app.recipes import distill_config, load_recipe
 
     r = load_recipe(recipe, set_ or [])
     if dry_run:

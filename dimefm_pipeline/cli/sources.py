@@ -15,21 +15,9 @@ app.add_typer(sources_app, name="sources")
 @sources_app.command("list")
 def list_sources(cache: str = typer.Option(..., "--cache", help="Manifest file (.duckdb).")):
     """Every source with its root folder, files, items and repeated keys."""
-    from rich.table import Table
+    from dimefm_pipeline.app.inspect import print_sources
 
-    from dimefm_pipeline.report import console, open_for_reading
-
-    with open_for_reading(cache) as man:
-        rows = man.query(
-            """SELECT s.source_id, s.modality, s.format, s.root, s.uri, s.files,
-                      (SELECT count(*) FROM items i WHERE i.source = s.source_id), s.repeated_keys
-               FROM sources s ORDER BY s.source_id""").fetchall()
-    t = Table(title=f"sources of {cache}")
-    for c in ("id", "modality", "format", "root", "uri", "files", "items", "repeated keys"):
-        t.add_column(c, justify="right" if c in ("id", "files", "items", "repeated keys") else "left", overflow="fold")
-    for r in rows:
-        t.add_row(str(r[0]), r[1], r[2], r[3], r[4], f"{r[5]:,}", f"{r[6]:,}", f"{r[7] or 0:,}")
-    console.print(t)
+    print_sources(cache)
 
 
 @sources_app.command("relocate")
@@ -40,8 +28,8 @@ def relocate(
     items: int = typer.Option(1000, "--items", help="Cached items re-read and compared by hash (-1: all of them)."),
 ):
     """Point a source at a copy of its data, after checking every file's size and a sample of items' bytes."""
-    from dimefm_pipeline.relocate import relocate_source
-    from dimefm_pipeline.report import console
+    from dimefm_pipeline.app.relocate import relocate_source
+    from dimefm_pipeline.app.inspect import console
 
     r = relocate_source(cache, source, new_root, items=None if items < 0 else items, command=" ".join(["dimefm", *sys.argv[1:]]))
     console.print(f"source {r.source_id}: {r.old_root} -> {r.new_root} ({r.files_checked:,} files and "

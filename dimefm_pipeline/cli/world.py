@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from dimefm_pipeline.cli import app
+from dimefm_pipeline.cli.options import config_options
+from dimefm_pipeline.world.teacher import TeacherTrainConfig
 
 world_app = typer.Typer(help="The embedded synthetic world: image and sentence corpora, and its teacher.",
                         no_args_is_help=True)
@@ -16,7 +17,7 @@ app.add_typer(world_app, name="world")
 
 def _with_progress(total: int, desc: str, fn):
     """Run `fn(on_progress)` under a progress display of `total` items."""
-    from dimefm_pipeline.progress import progress_bar
+    from dimefm_pipeline.core.progress import progress_bar
 
     with progress_bar(transient=False) as bar:
         task = bar.add_task(desc, total=total)
@@ -56,30 +57,22 @@ def texts(
 
 
 @world_app.command("train-teacher")
+@config_options(TeacherTrainConfig)
 def train_teacher(
+    given: dict,
     out: Path = typer.Option(Path("runs/world-teacher"), "--out", help="Run folder: weights, config, loss curve."),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Optimiser steps (default: the shipped teacher's)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Image-caption pairs per step."),
-    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the data stream and initialisation."),
-    threads: int = typer.Option(1, "--threads", help="torch threads (0: torch's default)."),
     install: bool = typer.Option(False, "--install", help="Also copy the weights into the package as the shipped teacher."),
 ) -> None:
     """Train the world teacher with the CLIP loss on freshly generated paired world data.
 
     With no options this is the recipe of the shipped teacher (docs/world-teacher.md).
     """
-    import dataclasses
     import shutil
 
-    from dimefm_pipeline.models import WORLD_WEIGHTS
-    from dimefm_pipeline.world.teacher import TeacherTrainConfig
+    from dimefm_pipeline.core.models import WORLD_WEIGHTS
     from dimefm_pipeline.world.teacher import train_teacher as run
 
-    given = {"steps": steps, "batch_size": batch_size, "lr": lr}
-    cfg = dataclasses.replace(TeacherTrainConfig(seed=seed, threads=threads),
-                              **{k: v for k, v in given.items() if v is not None})
-    summary = run(cfg, out)
+    summary = run(TeacherTrainConfig(**given), out)
     typer.echo(f"trained in {summary['seconds']:.0f} s, final loss {summary['final_loss']:.4f}: {summary['weights']}")
     if install:
         WORLD_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)

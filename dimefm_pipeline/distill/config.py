@@ -2,54 +2,70 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.loss_config import LossConfig
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.options import option
+from dimefm_pipeline.core.loss_config import LossConfig
 
 
 @dataclass(frozen=True)
 class DistillConfig:
-    cache: str  # manifest of the stage-one cache
-    out: str  # output folder: model config + weights, checkpoints, metrics
-    student: str | None = None  # open_clip name or model-config JSON; None: the world student for the world teacher
-    init: str | None = None  # checkpoint to start the student from (random init otherwise)
-    name: str | None = None  # architecture name of the output config (default: dimefm-<student>)
-    text_tower: str = "student"  # "student": distil both towers; "teacher": keep the teacher's text tower (reference)
+    """A run of `dimefm distill` (a recipe's [distill] section; each field is also a CLI option)."""
+
+    cache: str = option(help="Manifest file (.duckdb) of the stage-one cache.")
+    out: str = option(help="Output folder: an open_clip hub model (open_clip_config.json, open_clip_model.safetensors), "
+                           "checkpoints, metrics.")
+    student: str | None = option(None, "open_clip name or model-config .json (default for the world teacher: "
+                                       "dimefm-world-student).")
+    init: str | None = option(None, "Start the student from these weights.")
+    name: str | None = option(None, "Architecture name of the output config (default: dimefm-STUDENT).")
+    text_tower: str = option("student", "student: distil both towers; teacher: keep the teacher's text tower.")
     # data
-    batch_size: int = 640  # images per rank per step (the reference: 640 per GPU)
-    text_batch_size: int | None = None  # sentences per rank per step (default: = batch_size)
-    workers: int = 4  # DataLoader workers for image decoding and augmentation
-    augment: str | None = None  # on-the-fly augmentation: reference | light | none (default: reference, or none with cached views)
-    views: str = "auto"  # cached: train on the cache's augmented views (crop replayed exactly) | first: view 0 only | auto
-    text_filter: str = "all"  # all | mined: train only on sentences that are some image's mined neighbour
-    mined_share: float = 0.0  # share of each batch's sentences drawn from the batch images' mined neighbours
-    mining_id: int | None = None  # which mining to use (default: the latest)
+    batch_size: int = option(640, "Images per rank per step.")  # the reference: 640 per GPU
+    text_batch_size: int | None = option(None, "Sentences per rank per step (default: --batch-size).")
+    workers: int = option(4, "DataLoader workers (read, decode, augment).")
+    augment: str | None = option(None, "reference | light | none: augmentation drawn afresh on the fly every epoch (the "
+                                       "reference's behaviour); the teacher target stays the un-augmented image's "
+                                       "(default: reference, or none with cached views).")
+    views: str = option("auto", "cached: each epoch, each image trains on one of the views stage one cached (encode "
+                                "--views K), its crop and flip replayed exactly, so input and target show the same "
+                                "pixels | first: view 0 only (then --augment applies) | auto: cached when the cache has "
+                                "views.")
+    text_filter: str = option("all", "all | mined: train only on sentences that are some image's mined neighbour "
+                                     "(needs `dimefm mine`).")
+    mined_share: float = option(0.0, "Share of each batch's sentences drawn from the batch images' mined neighbours.")
+    mining_id: int | None = option(None, "Which mining to use (default: the latest).")
     # schedule (reference: 100 epochs, 4 warm-up epochs, lr 8e-4 -> 4e-5, warm-up from 4e-6)
-    epochs: float = 100.0
-    steps: int | None = None  # if set, overrides epochs
-    warmup: float = 0.04  # linear warm-up: a share of all steps below 1 (4 of 100 epochs), else a number of steps
-    lr: float = 8e-4
-    min_lr: float = 4e-5
-    warmup_lr: float = 4e-6
-    weight_decay: float = 0.05
-    betas: tuple[float, float] = (0.9, 0.999)
-    eps: float = 1e-8
-    grad_clip: float | None = None  # max gradient norm; None: no clipping, as the reference
-    precision: str = "amp"  # amp (fp16 autocast + grad scaler on CUDA; fp32 on CPU) | bf16 (CUDA or CPU) | fp32
+    epochs: float = option(100.0, "Epochs over the cached images.")
+    steps: int | None = option(None, "Total steps (overrides --epochs).")
+    warmup: float = option(0.04, "Linear warm-up: a share of all steps if below 1, else a number of steps.")
+    lr: float = option(8e-4, "Peak learning rate.")
+    min_lr: float = option(4e-5, "Learning rate at the end of the cosine decay.", flag="--lr-min")
+    warmup_lr: float = option(4e-6, "Learning rate the warm-up starts from.")
+    weight_decay: float = option(0.05, "AdamW weight decay (not on 1-D parameters, biases, embeddings).", flag="--wd")
+    betas: tuple[float, float] = option((0.9, 0.999), ("AdamW beta1.", "AdamW beta2."), flag=("--beta1", "--beta2"))
+    eps: float = option(1e-8, "AdamW epsilon.")
+    grad_clip: float | None = option(None, "Clip the gradient norm to this (default: no clipping, as the reference).",
+                                     flag="--grad-clip-norm")
+    precision: str = option("amp", "amp: fp16 autocast + grad scaler on CUDA, fp32 on CPU; bf16: bf16 autocast on CUDA "
+                                   "and on CPU; fp32.")
     # losses
-    loss: LossConfig = field(default_factory=LossConfig)
-    pvl_mined_k: int = 1  # mined neighbours averaged into the pseudo caption of the mined P-VL term
+    loss: LossConfig = option(factory=LossConfig, cli=False)  # its fields are options of their own
+    pvl_mined_k: int = option(1, "Mined neighbours averaged into the pseudo caption of the mined P-VL term.")
     # bookkeeping
-    checkpoint_every: int = 1000  # steps between checkpoints (one is always written at the end)
-    log_every: int = 10
-    seed: int = 0
-    resume: bool = False
-    allow_schedule_change: bool = False  # resume with another schedule than the checkpoint's
-    stop_after: int | None = None  # end this invocation after N steps with a checkpoint (time-boxed jobs)
-    tensorboard: str | None = None  # folder for TensorBoard scalars (loss terms, lr), beside the CSV and manifest
-    verify_cache: str = "sample"  # before training: sample (1 MiB per cache file) | full (every byte) | off
-    item_timeout: float = 60.0  # seconds to read and decode one image before it is skipped as timed out
+    checkpoint_every: int = option(1000, "Steps between checkpoints (one is always written at the end).")
+    log_every: int = option(10, "Steps between metric rows (CSV, manifest, progress).")
+    seed: int = option(0, "Seed of the data order, augmentation and the student's initialisation.")
+    resume: bool = option(False, "Continue from the latest checkpoint in --out (same schedule).")
+    allow_schedule_change: bool = option(False, "With --resume: accept a schedule (steps, epochs, lr, warm-up, batch "
+                                                "sizes, seed) other than the checkpoint's.")
+    stop_after: int | None = option(None, "End this invocation after N steps with a checkpoint (time-boxed jobs).")
+    tensorboard: str | None = option(None, "Also write the loss terms and learning rate as TensorBoard scalars to this "
+                                           "folder.")
+    verify_cache: str = option("sample", "Before training, check every cache file: sample (16 blocks of 64 KiB each: "
+                                         "2.8 s per 100 GB measured) | full (every byte's sha256: 126 s per 100 GB) | off.")
+    item_timeout: float = option(60.0, "Seconds to read and decode one image before it is skipped and recorded.")
 
     def __post_init__(self):
         if self.text_tower not in ("student", "teacher"):
@@ -82,7 +98,7 @@ class DistillConfig:
             raise DimefmError(f"--stop-after must be at least 1, not {self.stop_after}")
         if self.item_timeout <= 0:
             raise DimefmError("--item-timeout must be positive")
-        if isinstance(self.verify_cache, bool):  # older recipes: true = every byte, false = off
+        if isinstance(self.verify_cache, bool):  # a recipe's true/false: every byte / off
             object.__setattr__(self, "verify_cache", "full" if self.verify_cache else "off")
         if self.verify_cache not in ("sample", "full", "off"):
             raise DimefmError(f"--verify-cache must be sample, full or off, not {self.verify_cache!r}")

@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import os
 from collections import OrderedDict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.loading import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
-from dimefm_pipeline.sources.base import BadItem, payload_hash
-from dimefm_pipeline.sources.decode import decode_image
-from dimefm_pipeline.sources.readers import B64, PACKED
-from dimefm_pipeline.views import apply_view, pick_views
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
+from dimefm_pipeline.formats import format_named
+from dimefm_pipeline.formats.files import BadItem, payload_hash
+from dimefm_pipeline.formats.images import apply_view, decode_image, pick_views
+from dimefm_pipeline.store.tables import Locator
 
 MAX_OPEN_FILES = 64  # file descriptors each reader keeps open (tars, TSVs, pack files)
 
@@ -68,39 +69,30 @@ class ImageReader:
     DataLoader forks stay correct in every worker; each process keeps its own bounded set open.
     """
 
-    def __init__(self, idx, file_tables: dict):
+    def __init__(self, idx):
+        """`idx`: the cache, loaded with `sources=True` (the file paths of the sources read in place)."""
         self.locs = idx.image_locs
         self.first_rows = np.array([s.first_row for s in idx.image_shards], dtype=np.int64)
         self.shards = idx.image_shards
         self.sources = idx.sources
-        self.files = file_tables  # source id -> Arrow array of paths relative to its root (unpacked sources)
+        self.files = idx.file_paths  # source id -> Arrow array of paths relative to its root (unpacked sources)
         self._open: OrderedDict = OrderedDict()
         self._pid = os.getpid()
 
-    def read(self, row: int, loc=None):
-        """Bytes of `row` (or (B64, text) for a TSV source); BadItem if they are gone or changed.
-        `loc`: the row's locator when the caller has it already."""
-        loc = self.locs.take(np.array([row]))[0] if loc is None else loc
-        loc_file, offset, length, want = (int(x) for x in loc[:4])
+    def read(self, row: int, loc: Locator | None = None):
+        """What `decode_image` takes for `row` (its format's payload of the bytes); BadItem if they are
+        gone or changed. `loc`: the row's locator when the caller has it already."""
+        loc = Locator.rows(self.locs.take(np.array([row])))[0] if loc is None else loc
         shard = self.shards[int(np.searchsorted(self.first_rows, row, side="right")) - 1]
-        src = self.sources[shard.source_id]
-        if loc_file == PACKED:
-            data = self._pread(shard.pack, offset, length)
+        fmt = format_named(self.sources[shard.source_id].fmt)
+        if loc.packed:
+            data = self._pread(shard.pack, loc.offset, loc.length)
         else:
-            path = os.path.join(src.root, self.files[shard.source_id][loc_file].as_py())
-            data = self._read_file(path, length) if src.fmt == "folder" else self._pread(path, offset, length)
-        if payload_hash(data) != want:
+            path = os.path.join(self.sources[shard.source_id].root, self.files[shard.source_id][loc.loc_file].as_py())
+            data = fmt.read_at(path, loc.offset, loc.length, pread=self._pread)
+        if payload_hash(data) != loc.payload_hash:
             raise BadItem("bytes differ from what stage one encoded: the source changed since")
-        return (B64, data.decode("ascii")) if src.fmt == "tsv" else data
-
-    @staticmethod
-    def _read_file(path: str, length: int) -> bytes:
-        from dimefm_pipeline.sources.readers import read_regular
-
-        data = read_regular(path)
-        if len(data) != length:
-            raise BadItem(f"{len(data)} bytes, cached from {length}: the source changed since stage one")
-        return data
+        return fmt.payload(data)
 
     def _pread(self, path: str, offset: int, length: int) -> bytes:
         if os.getpid() != self._pid:  # a forked worker: open its own descriptors
@@ -122,19 +114,28 @@ class ImageReader:
         return data
 
 
+@dataclass(frozen=True)
+class ViewInput:
+    """How the student's input is built from a cached view 1..K-1: cropped and flipped as recorded,
+    resized to the student's side, then normalised."""
+
+    size: int  # the student's image side
+    normalise: object  # PIL image -> tensor
+
+
 class ImageBatches(Dataset):
     """Map-style: item k is this rank's decoded batch at step k of the epoch, as
     `(pixels, rows, failed)`; `failed` lists `(row, reason)` of images that could not be read.
 
-    The plan draws images; `views` = (K, cached): each image's row is its view 0, or with `cached` the
-    view `views.pick_views` chooses for this epoch, whose recorded crop and flip build the input."""
+    The plan draws images; of an image's `views_per_image` rows, the batch takes view 0, or with a
+    `view_input` the view `images.pick_views` chooses for this epoch, whose recorded crop and flip
+    build the input."""
 
     def __init__(self, plan: EpochPlan, rank: int, reader: ImageReader, transform, *, seed: int, epoch: int,
-                 item_timeout: float | None = ITEM_TIMEOUT, views: tuple[int, bool] = (1, False), view_input=None):
+                 item_timeout: float | None = ITEM_TIMEOUT, views_per_image: int = 1, view_input: ViewInput | None = None):
         self.plan, self.rank, self.reader, self.transform = plan, rank, reader, transform
         self.seed, self.epoch, self.item_timeout = seed, epoch, item_timeout
-        self.k, self.cached = views
-        self.view_input = view_input  # (size, normalising transform) of views 1..K-1
+        self.k, self.view_input = views_per_image, view_input
 
     def __len__(self) -> int:
         return self.plan.steps
@@ -144,17 +145,17 @@ class ImageBatches(Dataset):
         torch.manual_seed(_seed(self.seed, self.epoch, self.rank, step, 1))
         pixels, rows, failed = [], [], []
         images = self.plan.rows(step, self.rank)
-        wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if self.cached else 0)
-        locs = self.reader.locs.take(wanted)
-        for row, loc in zip(wanted, locs):
+        cached = self.view_input is not None
+        wanted = images * self.k + (pick_views(images, self.k, self.seed, self.epoch) if cached else 0)
+        for row, loc in zip(wanted, Locator.rows(self.reader.locs.take(wanted))):
             try:
                 with time_limit(self.item_timeout):
                     img = decode_image(self.reader.read(row, loc))
-                    if loc[4] == 0:  # view 0: the un-augmented image (with --augment's draws, if any)
+                    if loc.view == 0:  # the un-augmented image (with --augment's draws, if any)
                         pixels.append(self.transform(img))
                     else:  # a cached view: exactly the crop and flip its teacher row was encoded from
-                        size, norm = self.view_input
-                        pixels.append(norm(apply_view(img, loc[5:9], int(loc[9]), size)))
+                        size, norm = self.view_input.size, self.view_input.normalise
+                        pixels.append(norm(apply_view(img, loc.box, loc.flip, size)))
                 rows.append(row)
             except BadItem as exc:
                 failed.append((int(row), str(exc)))
@@ -166,51 +167,18 @@ class ImageBatches(Dataset):
 
 def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: int, rank: int, world: int, workers: int,
                  seed: int, epoch: int, start: int = 0, pin_memory: bool = False, item_timeout: float | None = ITEM_TIMEOUT,
-                 views: tuple[int, bool] = (1, False), view_input=None):
+                 views_per_image: int = 1, view_input: ViewInput | None = None):
     """This rank's (pixels, rows, failed) batches of `epoch` from step `start` on. Batch k goes to one
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
     plan = EpochPlan(n_images, batch_size, world, seed, epoch)
-    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout, views=views,
-                           view_input=view_input)
+    batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout,
+                           views_per_image=views_per_image, view_input=view_input)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
                         timeout=LOADER_TIMEOUT if workers else 0)
     return guarded(loader, "training")
-
-
-def file_tables(cache: str, idx) -> dict:
-    """Paths of every image source's files (sources whose bytes stage two reads in place), as Arrow
-    string arrays: 30 MB per million paths, against 85 MB as a Python list; forked workers share them."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
-
-    packed_only = {s.source_id for s in idx.image_shards if s.pack} - {s.source_id for s in idx.image_shards if not s.pack}
-    out = {}
-    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
-        for sid, src in idx.sources.items():
-            if src.modality == "image" and sid not in packed_only:
-                out[sid] = man.source_files(sid).column("path").combine_chunks()
-    return out
-
-
-def check_image_sources(cache: str, idx, tables: dict, *, sample: int = 1000) -> None:
-    """Before training: the files stage two will read exist with the sizes stage one saw (all of
-    them, or a seeded sample of `sample` per source), and every pack file is there."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
-    from dimefm_pipeline.source_check import check_files
-
-    with Manifest(cache, read_only=True, wait=lock_wait()) as man:
-        for sid in tables:
-            src = idx.sources[sid]
-            problems, _ = check_files(src.root, man.source_files(sid), sample=sample)
-            if problems:
-                raise DimefmError(f"image source {src.uri} no longer matches the cache: {problems[0]}"
-                                  f"{f' (and {len(problems) - 1} more)' if len(problems) > 1 else ''}; if the data "
-                                  f"moved: dimefm sources relocate --cache {cache} {sid} NEW_FOLDER")
-    for pack in {s.pack for s in idx.image_shards if s.pack}:
-        if not os.path.isfile(pack):
-            raise DimefmError(f"pack file missing from the cache: {pack}")
 
 
 def image_transform(kind: str, size: int, mean, std):
@@ -267,3 +235,10 @@ def mix_mined(rows: np.ndarray, image_rows: np.ndarray, pairs: np.ndarray, share
     mined = mined[:n]
     rest = rows[~np.isin(rows, mined)][: len(rows) - len(mined)]
     return np.concatenate([mined, rest])
+
+
+def mined_text_pool(pairs: np.ndarray) -> np.ndarray:
+    """Sorted unique sentence rows that are a mined neighbour of at least one image (int64); padding
+    entries (-1) are ignored: the sentences `--text-filter mined` trains on."""
+    flat = np.asarray(pairs).reshape(-1)
+    return np.unique(flat[flat >= 0]).astype(np.int64, copy=False)

@@ -1,5 +1,5 @@
-"""What a distillation run leaves behind: metrics (CSV, manifest, progress bar), checkpoints, the
-final student folder, and the run's row in the manifest. The training loop calls `after_step`."""
+"""What a distillation run records while it trains: metrics (CSV, manifest, progress bar), checkpoints,
+images it could not read, and the run's row in the manifest. The training loop calls `after_step`."""
 
 from __future__ import annotations
 
@@ -8,18 +8,10 @@ import json
 import time
 from pathlib import Path
 
-from dimefm_pipeline import distributed as dist
+from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
-from dimefm_pipeline.errors import DimefmError
-
-
-def record(cache: str, fn):
-    """Run `fn(manifest)` in a short read-write transaction on the manifest."""
-    from dimefm_pipeline.manifest import Manifest, lock_wait
-
-    # Runs sharing a cache (ablations, sweeps) take turns on the manifest for these short writes.
-    with Manifest(cache, wait=lock_wait()) as man:
-        return fn(man)
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.manifest import catalog, record
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -76,19 +68,21 @@ class RunLog:
         self.images = 0
         self.last_good = latest_checkpoint(self.out)
         self.status = "failed"
+        self.config_path = self.weights_path = None  # the student's files, once saved
         self.run_id = None
         self.t0 = time.time()
         self._progress, self._command = progress and rank == 0, command
 
     # ---- the run's start and end ------------------------------------------------------------------
     def __enter__(self):
-        from dimefm_pipeline.progress import progress_bar
+        from dimefm_pipeline.core.progress import progress_bar
 
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
             _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
-            self.run_id = record(self.cfg.cache, lambda m: m.start_run("distill", self._command, self.cfg.to_dict(), self.world))
+            self.run_id = record(self.cfg.cache, lambda m: catalog.start_run(m, "distill", self._command, self.cfg.to_dict(),
+                                                                             self.world))
         self.run_id = dist.broadcast_object(self.run_id)
         self.tb = _tensorboard(self.cfg.tensorboard) if self.rank == 0 and self.cfg.tensorboard else None
         self._bar_cm = progress_bar(self._progress)
@@ -105,18 +99,8 @@ class RunLog:
         self._flush_failed()
         if self.rank == 0 and self.run_id is not None:
             self._flush()
-            outputs = None
-            if self.status == "complete":
-                from dimefm_pipeline.distill.student import save_student
-
-                about = {"teacher": {"arch": self.job.idx.teacher.arch, "pretrained": self.job.idx.teacher.pretrained,
-                                     "fingerprint": self.job.idx.teacher.fingerprint},
-                         "text_tower": self.cfg.text_tower, "steps": self.job.step, "run_id": self.run_id}
-                self.config_path, self.weights_path = save_student(self.job.student, self.out,
-                                                                   logit_scale=self.cfg.loss.logit_scale, about=about)
-                outputs = str(self.out.resolve())
-                plot_losses(self.csv, self.out / "loss_curves.png")
-            record(self.cfg.cache, lambda m: m.end_run(self.run_id, self.status, output=outputs, metrics=self.final))
+            outputs = str(self.out.resolve()) if self.status == "complete" else None
+            record(self.cfg.cache, lambda m: catalog.end_run(m, self.run_id, self.status, output=outputs, metrics=self.final))
         return False
 
     @property
@@ -164,8 +148,7 @@ class RunLog:
             return
         data = [(self.run_id, r["step"], name, value) for r in self.rows for name, value in r.items() if name != "step"]
         self.rows.clear()
-        record(self.cfg.cache, lambda man: man.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", data))
-
+        record(self.cfg.cache, lambda man: catalog.add_metrics(man, data))
 
     def _flush_failed(self) -> None:
         """Record images that stage two could not read (stage 'distill'); every rank writes its own."""
@@ -174,14 +157,7 @@ class RunLog:
         ids = [int(self.job.idx.image_item_ids[row]) for row, _ in self.failed]
         data = [(reason, self.run_id, item) for (_, reason), item in zip(self.failed, ids)]
         self.failed = []
-
-        def write(man):
-            from dimefm_pipeline.manifest import now
-
-            man.con.executemany("INSERT INTO errors SELECT source, key, 'distill', ?, ?, ?, file FROM items WHERE item_id = ?",
-                                [(reason, run_id, now(), item) for reason, run_id, item in data])
-
-        record(self.cfg.cache, write)
+        record(self.cfg.cache, lambda man: catalog.add_distill_errors(man, data))
 
 
 def _tensorboard(folder: str):

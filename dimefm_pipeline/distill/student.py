@@ -8,8 +8,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from dimefm_pipeline import models
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core import models
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.weights import load_state_dict
 
 WORLD_STUDENT = "dimefm-world-student"
 TEXT_PREFIXES = ("token_embedding", "positional_embedding", "transformer.", "ln_final", "text_projection", "text.")
@@ -32,33 +33,11 @@ def is_text_param(name: str) -> bool:
 
 def student_config(student: str | None, teacher, text_tower: str) -> tuple[str, dict]:
     """The student's open_clip config: its own, or with the teacher's text tower in reference mode."""
-    import open_clip
-
-    models.register_configs()
     if student is None:
         if teacher.arch != models.WORLD_ARCH:
             raise DimefmError("--student is required (an open_clip name or a model-config .json)")
         student = WORLD_STUDENT
-    if not student.endswith(".json") and open_clip.get_model_config(student) is None:
-        from dimefm_pipeline.recipes import STAGES_DIR
-
-        if (STAGES_DIR / f"{student}.json").is_file():  # a config shipped beside the recipes (vit-b-32-768)
-            student = str(STAGES_DIR / f"{student}.json")
-    if student.endswith(".json"):
-        path = Path(student)
-        if not path.is_file():
-            raise DimefmError(f"student config not found: {student}")
-        try:
-            cfg = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise DimefmError(f"student config {student} is not valid JSON: {exc}") from None
-        arch = path.stem
-    else:
-        cfg = open_clip.get_model_config(student)
-        if cfg is None:
-            raise DimefmError(f"unknown student architecture {student!r} (see open_clip.list_models())")
-        arch = student
-    cfg = copy.deepcopy(cfg)
+    arch, cfg = models.model_config(student)
     if int(cfg.get("embed_dim", -1)) != teacher.embed_dim:
         raise DimefmError(
             f"student {arch} has embed_dim {cfg.get('embed_dim')} but the teacher's embeddings are {teacher.embed_dim}-d: "
@@ -75,19 +54,15 @@ def student_config(student: str | None, teacher, text_tower: str) -> tuple[str, 
 def build_student(cfg, teacher, *, device="cpu") -> Student:
     """Create the student (random init, `--init` weights, teacher text tower in reference mode)."""
     import open_clip
-    import torch
 
     arch, model_cfg = student_config(cfg.student, teacher, cfg.text_tower)
     name = cfg.name or (f"dimefm-{arch}" if not arch.startswith("dimefm-") else arch + "-distilled")
     if cfg.text_tower == "teacher":
         name += "-teacher-text"
     models.register_config(name, model_cfg)
-    with torch.random.fork_rng(devices=[]), models.quiet_open_clip():
-        torch.manual_seed(cfg.seed)
-        model = open_clip.create_model(name, pretrained=None)
+    model, _, tokenizer = models.create(name, seed=cfg.seed)
     if cfg.init:
-        state = models.load_state_dict(cfg.init)
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = model.load_state_dict(load_state_dict(cfg.init), strict=False)
         if unexpected or (missing and cfg.text_tower == "student"):
             raise DimefmError(f"--init {cfg.init} does not fit {name}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     if cfg.text_tower == "teacher":
@@ -97,13 +72,9 @@ def build_student(cfg, teacher, *, device="cpu") -> Student:
         if pname.startswith("logit_") or (cfg.text_tower == "teacher" and is_text_param(pname)):
             p.requires_grad_(False)
     model.to(device).train()
-    vision = model_cfg["vision_cfg"]
-    size = vision.get("image_size", 224)
-    size = size[0] if isinstance(size, (list, tuple)) else int(size)
     pp = getattr(model.visual, "preprocess_cfg", {}) or {}
-    tok = open_clip.get_tokenizer(name) if cfg.text_tower == "student" else None
-    return Student(model, name, model_cfg, tok, size, tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)),
-                   tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
+    return Student(model, name, model_cfg, tokenizer if cfg.text_tower == "student" else None, models.image_size(model_cfg),
+                   tuple(pp.get("mean", open_clip.OPENAI_DATASET_MEAN)), tuple(pp.get("std", open_clip.OPENAI_DATASET_STD)))
 
 
 def _load_teacher_text_tower(model, teacher) -> None:
@@ -135,7 +106,7 @@ def save_student(student: Student, out: Path, *, logit_scale: float, about: dict
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.cache import write_durable
+    from dimefm_pipeline.store.files import write_durable
 
     out.mkdir(parents=True, exist_ok=True)
     cfg_path, weights = out / HUB_CONFIG, out / HUB_WEIGHTS

@@ -9,7 +9,7 @@ from rich.progress import Progress
 
 def progress_bar(enabled: bool = True, transient: bool = True):
     """The progress display of every long evaluation loop (a bar in a terminal, lines in a log)."""
-    from dimefm_pipeline.progress import progress_bar as shared
+    from dimefm_pipeline.core.progress import progress_bar as shared
 
     return shared(enabled, transient=transient)
 

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.evaluation.suite import ImageSet, LabelledSet, Suite, Task
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif"}
@@ -56,7 +56,7 @@ def _hash_split(paths: list[Path], root: Path) -> dict[str, list[Path]]:
 def folder_suite(root: str | Path, *, classes: str | None = None, templates: str | None = None) -> Suite:
     """A one-task suite over the folder dataset at `root` (zero-shot and linear probe, no shifts).
     `classes` / `templates`: a file or a shipped set (`corpus.load_classes` / `load_templates`)."""
-    from dimefm_pipeline.corpus import load_classes, load_templates
+    from dimefm_pipeline.evaluation.classnames import load_classes, load_templates
 
     root = Path(root)
     names_file = root / "classnames.txt"

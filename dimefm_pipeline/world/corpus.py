@@ -19,7 +19,7 @@ from typing import Callable, Iterator
 import numpy as np
 from PIL import Image
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.distractors import distractor_sentence
 from dimefm_pipeline.world.render import render

@@ -17,8 +17,11 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.token_rows import KEY as TOKEN_TABLE
+from dimefm_pipeline.core import models
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.optim import cosine, param_groups
+from dimefm_pipeline.core.options import option
+from dimefm_pipeline.core.weights import KEY as TOKEN_TABLE
 from dimefm_pipeline.world.captions import CaptionStyle, caption
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_scene, scene_rng
@@ -31,12 +34,14 @@ GROUP_CAPTIONS = CaptionStyle(p_colour=0.8, p_size=0.7, p_position=0.7, p_shape=
 
 @dataclass(frozen=True)
 class TeacherTrainConfig:
-    """Hyper-parameters of the teacher run; saved next to the weights."""
+    """Hyper-parameters of the teacher run; saved next to the weights. The defaults are the shipped
+    teacher's recipe; the fields with help texts are options of `dimefm world train-teacher`."""
 
     arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
-    steps: int = 3000  # optimiser steps
-    batch_size: int = 128  # image-caption pairs per step (all in-batch negatives); more steps beat bigger batches here
-    lr: float = 5e-4  # peak learning rate (AdamW); 1e-3 was behind on shape and position at every check
+    steps: int = option(3000, "Optimiser steps.")
+    # all in-batch negatives; more steps beat bigger batches here
+    batch_size: int = option(128, "Image-caption pairs per step.")
+    lr: float = option(5e-4, "Peak learning rate.")  # (AdamW); 1e-3 was behind on shape and position at every check
     min_lr: float = 1e-5  # end of the cosine schedule
     warmup: int = 100  # linear warm-up steps
     group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
@@ -47,19 +52,19 @@ class TeacherTrainConfig:
     edit_weights: tuple[float, ...] | None = (3.0, 1.0, 1.0, 2.0, 1.0)
     init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
-    seed: int = 0  # data stream and initialisation
+    seed: int = option(0, "Seed of the data stream and initialisation.")
     bf16: bool = True  # CPU autocast: bfloat16 matmuls run on AMX/AVX-512 units where present
     checkpoint_every: int = 50  # steps between resumable checkpoints (weights + optimiser state)
     eval_every: int = 250  # steps between quick zero-shot checks on the world suite (0: never)
-    threads: int = 1  # torch intra-op threads; one avoids spin-wait losses on a shared CPU (0: torch's default)
+    # one avoids spin-wait losses on a shared CPU
+    threads: int = option(1, "torch threads (0: torch's default).")
 
 
 def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
     """Linear warm-up, then cosine decay to `min_lr`."""
     if step < cfg.warmup:
         return cfg.lr * (step + 1) / cfg.warmup
-    t = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+    return cosine((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), cfg.lr, cfg.min_lr)
 
 
 def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndarray, list[str]]:
@@ -82,18 +87,10 @@ def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndar
     return np.stack(images), captions
 
 
-def _param_groups(model, weight_decay: float) -> list[dict]:
-    decay, no_decay = [], []
-    for name, p in model.named_parameters():
-        skip = p.ndim < 2 or "embedding" in name or "logit_scale" in name or name.endswith("class_embedding")
-        (no_decay if skip else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
 def quick_zero_shot(model, preprocess, tokenizer, embed_dim: int, n_test: int = 200) -> dict[str, float]:
     """Zero-shot accuracy per world task on a small test split (a progress signal, not the benchmark)."""
     from dimefm_pipeline.evaluation.features import encode_images
-    from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+    from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
     from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
 
     loaded = SimpleNamespace(model=model, preprocess=preprocess, tokenizer=tokenizer, embed_dim=embed_dim)
@@ -111,95 +108,116 @@ def quick_zero_shot(model, preprocess, tokenizer, embed_dim: int, n_test: int = 
 
 def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, log=print) -> dict:
     """Train the teacher; write weights, model config, run config and loss curve under `out`."""
-    import open_clip
     import torch
-    from open_clip.loss import ClipLoss
-    from torch.nn.attention import SDPBackend, sdpa_kernel
 
-    from dimefm_pipeline.evaluation.features import progress_bar
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.progress import progress_bar
 
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    register_configs()
-    torch.manual_seed(cfg.seed)
-    model, _, preprocess = open_clip.create_model_and_transforms(cfg.arch)
-    tokenizer = open_clip.get_tokenizer(cfg.arch)
-    with torch.no_grad():
-        model.logit_scale.fill_(math.log(cfg.init_logit_scale))
-    initial_tokens = model.state_dict()[TOKEN_TABLE].detach().clone()
-    model_cfg = open_clip.get_model_config(cfg.arch)
-    size = int(model_cfg["vision_cfg"]["image_size"])
-    mean = torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1)
-    std = torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    loss_fn = ClipLoss()
-    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
-    (out / f"{cfg.arch}.json").write_text(json.dumps(model_cfg, indent=4) + "\n")
-
-    # The batch of a step is a function of the step alone, so a resumed run equals an uninterrupted one.
-    rows, first, done_seconds = _resume(out / "resume.pt", cfg, model, opt, log)
+    run = _start(cfg, out, log)
+    model = run.model
     csv_file = open(out / "loss.csv", "w", newline="")
     writer = csv.writer(csv_file)
     writer.writerow(["step", "loss", "lr", "logit_scale", "seconds", "zero_shot_mean"])
-    writer.writerows(rows)
-    start = time.time() - done_seconds
+    writer.writerows(run.rows)
+    start = time.time() - run.seconds
     model.train()
     with progress_bar(progress, transient=False) as bar:
-        job = bar.add_task("train world teacher", total=cfg.steps, completed=first)
-        for step in range(first, cfg.steps):
-            # 1. schedule
-            lr = lr_at(step, cfg)
-            for group in opt.param_groups:
-                group["lr"] = lr
-            # 2. data: a fresh seeded batch of pairs
-            imgs, caps = paired_batch(step, cfg, size)
-            x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0 - mean) / std
-            tokens = tokenizer(caps)
-            # 3. forward, backward, step
-            # The math attention kernel: CPU flash-attention backward is slow at these short sequences.
-            with sdpa_kernel(SDPBackend.MATH):
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    img_f, txt_f, scale = model(x, tokens)[:3]
-                    loss = loss_fn(img_f.float(), txt_f.float(), scale.float())
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            with torch.no_grad():  # CLIP caps the temperature at 100
-                model.logit_scale.clamp_(0, math.log(100))
+        job = bar.add_task("train world teacher", total=cfg.steps, completed=run.first)
+        for step in range(run.first, cfg.steps):
+            lr, loss = _step(cfg, run, step)
             # 4. log, and now and then a quick zero-shot check
             zs = ""
             last = step == cfg.steps - 1
             if cfg.eval_every and ((step + 1) % cfg.eval_every == 0 or last):
-                model.eval()
-                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-                    scores = quick_zero_shot(model, preprocess, tokenizer, int(model_cfg["embed_dim"]))
-                model.train()
-                zs = round(float(np.mean(list(scores.values()))), 4)
-                _save(model, out / "checkpoint.safetensors", cfg, step + 1, initial_tokens)
-                log(f"step {step + 1}: loss {loss.item():.4f} zero-shot "
-                    + " ".join(f"{k}={v:.3f}" for k, v in scores.items()) + f" mean={zs:.3f}")
+                zs = _check(cfg, run, out, step, loss, log)
             row = [step + 1, round(loss.item(), 5), lr, round(model.logit_scale.exp().item(), 3),
                    round(time.time() - start, 1), zs]
-            rows.append(row)
+            run.rows.append(row)
             writer.writerow(row)
             csv_file.flush()
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
-                _save_resume(out / "resume.pt", cfg, model, opt, rows, time.time() - start)
+                _save_resume(out / "resume.pt", cfg, model, run.opt, run.rows, time.time() - start)
             bar.update(job, advance=1, description=f"train world teacher (loss {loss.item():.3f})")
     csv_file.close()
     seconds = time.time() - start
     model.eval()
-    _save(model, out / "world-teacher.safetensors", cfg, cfg.steps, initial_tokens)
+    _save(model, out / "world-teacher.safetensors", cfg, cfg.steps, run.initial_tokens)
     (out / "checkpoint.safetensors").unlink(missing_ok=True)
     (out / "resume.pt").unlink(missing_ok=True)
-    plot_loss(rows, out / "loss.png")
-    summary = {"seconds": round(seconds, 1), "final_loss": rows[-1][1], "steps": cfg.steps,
+    plot_loss(run.rows, out / "loss.png")
+    summary = {"seconds": round(seconds, 1), "final_loss": run.rows[-1][1], "steps": cfg.steps,
                "weights": str(out / "world-teacher.safetensors")}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def _start(cfg: TeacherTrainConfig, out: Path, log) -> SimpleNamespace:
+    """The model (from the factory, seeded), its optimiser and loss, the run's config files, and the
+    state of an interrupted run of the same config."""
+    import torch
+    from open_clip.loss import ClipLoss
+
+    model, preprocess, tokenizer = models.create(cfg.arch, seed=cfg.seed)
+    with torch.no_grad():
+        model.logit_scale.fill_(math.log(cfg.init_logit_scale))
+    model_cfg = models.model_config(cfg.arch)[1]
+    run = SimpleNamespace(model=model, preprocess=preprocess, tokenizer=tokenizer, model_cfg=model_cfg,
+                          initial_tokens=model.state_dict()[TOKEN_TABLE].detach().clone(),
+                          size=models.image_size(model_cfg),
+                          mean=torch.tensor(model.visual.preprocess_cfg["mean"]).view(1, 3, 1, 1),
+                          std=torch.tensor(model.visual.preprocess_cfg["std"]).view(1, 3, 1, 1),
+                          opt=torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6),
+                          loss_fn=ClipLoss())
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2) + "\n")
+    (out / f"{cfg.arch}.json").write_text(json.dumps(model_cfg, indent=4) + "\n")
+    # The batch of a step is a function of the step alone, so a resumed run equals an uninterrupted one.
+    run.rows, run.first, run.seconds = _resume(out / "resume.pt", cfg, model, run.opt, log)
+    return run
+
+
+def _step(cfg: TeacherTrainConfig, run: SimpleNamespace, step: int):
+    """One optimiser step: (learning rate, loss)."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    model, opt = run.model, run.opt
+    lr = lr_at(step, cfg)  # 1. schedule
+    for group in opt.param_groups:
+        group["lr"] = lr
+    imgs, caps = paired_batch(step, cfg, run.size)  # 2. data: a fresh seeded batch of pairs
+    x = (torch.from_numpy(imgs).permute(0, 3, 1, 2).float() / 255.0 - run.mean) / run.std
+    tokens = run.tokenizer(caps)
+    # 3. forward, backward, step
+    # The math attention kernel: CPU flash-attention backward is slow at these short sequences.
+    with sdpa_kernel(SDPBackend.MATH):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+            img_f, txt_f, scale = model(x, tokens)[:3]
+            loss = run.loss_fn(img_f.float(), txt_f.float(), scale.float())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    opt.step()
+    with torch.no_grad():  # CLIP caps the temperature at 100
+        model.logit_scale.clamp_(0, math.log(100))
+    return lr, loss
+
+
+def _check(cfg: TeacherTrainConfig, run: SimpleNamespace, out: Path, step: int, loss, log) -> float:
+    """The quick zero-shot check (its mean), with a checkpoint of the weights checked."""
+    import torch
+
+    model = run.model
+    model.eval()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
+        scores = quick_zero_shot(model, run.preprocess, run.tokenizer, int(run.model_cfg["embed_dim"]))
+    model.train()
+    zs = round(float(np.mean(list(scores.values()))), 4)
+    _save(model, out / "checkpoint.safetensors", cfg, step + 1, run.initial_tokens)
+    log(f"step {step + 1}: loss {loss.item():.4f} zero-shot "
+        + " ".join(f"{k}={v:.3f}" for k, v in scores.items()) + f" mean={zs:.3f}")
+    return zs
 
 
 def _save_resume(path: Path, cfg: TeacherTrainConfig, model, opt, rows: list, seconds: float) -> None:
@@ -232,12 +250,12 @@ def _save(model, path: Path, cfg: TeacherTrainConfig, step: int, initial_tokens)
     """fp16 weights (the shipped form; loaders cast them back to fp32), written then renamed.
 
     Token-table rows no caption ever reached are still at their initial values; they are stored in
-    the compact form of `dimefm_pipeline.token_rows` (about 19 MB less for the world teacher).
+    the compact form of `dimefm_pipeline.core.weights` (about 19 MB less for the world teacher).
     """
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.token_rows import compact
+    from dimefm_pipeline.core.weights import compact
 
     state = {k: v.detach().to(torch.float16).contiguous() for k, v in model.state_dict().items()}
     state = compact(state, initial_tokens, cfg.seed)

@@ -7,6 +7,6 @@ import pytest
 
 @pytest.fixture(scope="session")
 def world_teacher():
-    from dimefm_pipeline.evaluation import load_eval_model
+    from dimefm_pipeline.core import models
 
-    return load_eval_model("world")
+    return models.load("world")

@@ -1,4 +1,4 @@
-"""`evaluate` and `load_eval_model` with real open_clip models on the world suite."""
+"""`evaluate` and `models.load` with real open_clip models on the world suite."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from dimefm_pipeline.errors import DimefmError
-from dimefm_pipeline.evaluation import evaluate, load_eval_model
-from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core import models
+from dimefm_pipeline.evaluation import evaluate
+from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
 
 # Small enough for tests; zero-shot accuracies on 200 test images have a standard error below 0.03.
 FAST = WorldSuiteConfig(n_train=0, n_val=0, n_test=200, n_retrieval=100, shifts=())
@@ -30,9 +31,9 @@ def test_world_suite_has_six_tasks_four_shifts_and_fixed_splits():
 
 
 def test_random_model_scores_about_chance():
-    model = load_eval_model("dimefm-world-teacher:random", quiet=True)
+    model = models.load("dimefm-world-teacher:random", quiet=True)
     cfg = WorldSuiteConfig(n_train=0, n_val=0, n_test=150, n_retrieval=60, shifts=())
-    res = evaluate(model, "world", world_config=cfg, probe=False, progress=False)
+    res = evaluate(model, world_suite(cfg), probe=False, progress=False)
     gaps = [row["zero_shot"] - row["chance"] for row in res["tasks"].values()]
     assert abs(float(np.mean(gaps))) < 0.1, res["tasks"]
     assert max(gaps) < 0.3
@@ -40,7 +41,7 @@ def test_random_model_scores_about_chance():
 
 
 def test_shipped_teacher_passes_the_quality_bar_on_a_fast_subset(world_teacher):
-    res = evaluate(world_teacher, "world", world_config=FAST, probe=False, progress=False)
+    res = evaluate(world_teacher, world_suite(FAST), probe=False, progress=False)
     assert res["zero_shot_mean"] >= 0.90, res["tasks"]
     assert min(row["zero_shot"] for row in res["tasks"].values()) >= 0.80, res["tasks"]
     assert res["retrieval"]["text_to_image_R@5"] >= 0.5
@@ -69,7 +70,7 @@ def test_student_output_folder_loads_with_its_own_config(tmp_path):
     import torch
     from safetensors.torch import save_file
 
-    from dimefm_pipeline.models import CONFIG_DIR, register_configs
+    from dimefm_pipeline.core.models import CONFIG_DIR, register_configs
 
     register_configs()
     folder = tmp_path / "student"
@@ -79,16 +80,16 @@ def test_student_output_folder_loads_with_its_own_config(tmp_path):
     torch.manual_seed(1)
     model = open_clip.create_model("dimefm-world-student")
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "my-student.safetensors"))
-    loaded = load_eval_model(str(folder))
+    loaded = models.load(str(folder))
     assert loaded.spec.arch == "my-student" and loaded.embed_dim == 128 and loaded.image_size == 64
     assert torch.equal(loaded.model.state_dict()["logit_scale"], model.state_dict()["logit_scale"])
     (folder / "other.safetensors").write_bytes((folder / "my-student.safetensors").read_bytes())
     with pytest.raises(DimefmError, match="expected one .safetensors"):
-        load_eval_model(str(folder))
+        models.load(str(folder))
 
 
 def test_model_spec_mistakes_are_user_errors():
     with pytest.raises(DimefmError, match="already names its weights"):
-        load_eval_model("dimefm-world-teacher:random", "random")
+        models.load("dimefm-world-teacher:random", "random")
     with pytest.raises(DimefmError, match="unknown model"):
-        load_eval_model("no-such-arch:random")
+        models.load("no-such-arch:random")

@@ -10,9 +10,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from dimefm_pipeline.cli import app
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.evaluation import evaluate
 from dimefm_pipeline.evaluation.folder_suite import folder_suite
+from dimefm_pipeline.world.suite import resolve_suite
 from dimefm_pipeline.world.render import render
 from dimefm_pipeline.world.scene import sample_object, sample_scene, scene_rng
 
@@ -42,7 +43,7 @@ def test_flat_folder_dataset_is_split_deterministically_and_evaluated(tmp_path, 
     assert task.classnames == ("ring", "square", "star")
     assert (len(task.train.labels), len(task.val.labels), len(task.test.labels)) == (27, 9, 9)
     assert list(folder_suite(root).tasks[0].test.labels) == list(task.test.labels)
-    res = evaluate(world_teacher, str(root), progress=False)
+    res = evaluate(world_teacher, resolve_suite(str(root)), progress=False)
     row = res["tasks"]["shapes"]
     # 3 classes (chance 1/3), 9 test images: the shipped teacher names these shapes (1.0 measured)
     assert row["zero_shot"] >= 7 / 9 and row["linear_probe"] >= 6 / 9

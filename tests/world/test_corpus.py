@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.world.checker import parse
 from dimefm_pipeline.world.corpus import ImageCorpusConfig, TextCorpusConfig, corpus_image, write_images, write_texts
 from dimefm_pipeline.world.vocab import all_visual_words
@@ -87,7 +87,7 @@ def test_text_corpus_is_deterministic_and_independent_of_images(tmp_path):
 def test_text_corpus_sentences_fit_the_world_teachers_context(tmp_path):
     import open_clip
 
-    from dimefm_pipeline.models import register_configs
+    from dimefm_pipeline.core.models import register_configs
 
     register_configs()
     context = open_clip.get_model_config("dimefm-world-teacher")["text_cfg"]["context_length"]

@@ -9,7 +9,7 @@ from dataclasses import replace
 import pytest
 from safetensors.torch import load_file
 
-from dimefm_pipeline.models import register_config
+from dimefm_pipeline.core.models import register_config
 from dimefm_pipeline.world.teacher import TeacherTrainConfig, train_teacher
 
 TINY = "dimefm-test-tiny-world-teacher"

@@ -1,0 +1,137 @@
+"""Tables and plots of finished commands: what an encode, a mining, a distillation and an evaluation
+produced (`dimefm info` and `sql`, which look into a cache, are `inspect`'s)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rich.table import Table
+
+from dimefm_pipeline.core.progress import make_console
+
+console = make_console()
+
+
+def print_encode_summary(cfg, s) -> None:
+    t = Table(title=f"encode {cfg.modality}s -> {cfg.cache}")
+    # short headers: the table must fit an 80-column terminal
+    for col in ("units", "cached before", "items", "errors", "duplicates", "truncated", "seconds", "items/s"):
+        t.add_column(col, justify="right")
+    rate = s.items / s.seconds if s.seconds else 0.0
+    t.add_row(str(s.units_done), str(s.units_skipped), f"{s.items:,}", f"{s.errors:,}", f"{s.duplicates:,}",
+              f"{s.truncated:,}", f"{s.seconds:.1f}", f"{rate:,.1f}")
+    console.print(t)
+    if s.errors:
+        console.print(f"[yellow]{s.errors} item(s) skipped; see: dimefm sql --cache {cfg.cache} \"SELECT * FROM errors\"")
+    if s.other_files:
+        kinds = ", ".join(f"{n:,} {ext}" for ext, n in s.other_files.items())
+        console.print(f"not images, left out of the image folders: {kinds}")
+
+
+def print_mine_summary(s) -> None:
+    t = Table(title=f"pseudo pairs (mining {s.mining_id})")
+    for c in ("images", "sentences", "k", "search", "mean top-1 cosine", "seconds", "blocks resumed"):
+        t.add_column(c, justify="right")
+    t.add_row(f"{s.images:,}", f"{s.texts:,}", str(s.k), s.index_type, f"{s.mean_top1:.3f}", f"{s.seconds:.1f}", str(s.blocks_resumed))
+    console.print(t)
+
+
+def print_distill_result(r) -> None:
+    t = Table(title=f"distilled student -> {r.out}")
+    for c in ("steps", "seconds", *r.final):
+        t.add_column(c, justify="right")
+    t.add_row(str(r.steps), f"{r.seconds:.1f}", *[f"{v:.4f}" for v in r.final.values()])
+    console.print(t)
+    if r.config_path is None:
+        console.print(f"stopped at step {r.steps}; continue with --resume")
+        return
+    console.print(f"load it with open_clip alone:\n"
+                  f"  model, _, preprocess = open_clip.create_model_and_transforms('local-dir:{r.out}')\n"
+                  f"  tokenizer = open_clip.get_tokenizer('local-dir:{r.out}')")
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def results_table(result: dict) -> Table:
+    """Per-task zero-shot, linear probe and shifted accuracies (percent), with the suite means."""
+    shifts = list(result.get("robustness", {}))
+    title = f"{result['suite']} suite"
+    if result.get("model"):
+        title += f" | {result['model']['arch']} ({Path(str(result['model']['pretrained'])).name})"
+    table = Table(title=title)
+    table.add_column("task")
+    table.add_column("classes", justify="right")
+    table.add_column("chance", justify="right")
+    table.add_column("zero-shot", justify="right")
+    table.add_column("linear probe", justify="right")
+    for s in shifts:
+        table.add_column(s, justify="right")
+    for name, row in result["tasks"].items():
+        table.add_row(name, str(row["n_classes"]), _pct(row["chance"]), _pct(row["zero_shot"]),
+                      _pct(row.get("linear_probe")), *(_pct(row.get("robustness", {}).get(s)) for s in shifts))
+    table.add_section()
+    table.add_row("[bold]mean", "", "", f"[bold]{_pct(result['zero_shot_mean'])}",
+                  f"[bold]{_pct(result['linear_probe_mean'])}", *(_pct(result["robustness"][s]) for s in shifts))
+    return table
+
+
+def retrieval_table(result: dict) -> Table | None:
+    """Recall@k in both directions, or None when the suite has no retrieval set."""
+    if not result.get("retrieval"):
+        return None
+    table = Table(title="retrieval (held-out captions)")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for k, v in result["retrieval"].items():
+        table.add_row(k, _pct(v))
+    return table
+
+
+def plot_results(result: dict, path: str | Path) -> None:
+    """Bar charts: per-task zero-shot vs linear probe vs chance; robustness per shift; retrieval."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    names = list(result["tasks"])
+    rows = [result["tasks"][n] for n in names]
+    panels = 1 + bool(result.get("robustness")) + bool(result.get("retrieval"))
+    fig, axes = plt.subplots(1, panels, figsize=(5 + 4 * (panels - 1), 4), squeeze=False)
+    ax = axes[0][0]
+    x = np.arange(len(names))
+    ax.bar(x - 0.2, [r["zero_shot"] for r in rows], 0.4, label="zero-shot")
+    ax.bar(x + 0.2, [r.get("linear_probe") or 0 for r in rows], 0.4, label="linear probe")
+    ax.scatter(x, [r["chance"] for r in rows], marker="_", s=300, color="k", label="chance", zorder=3)
+    ax.set_xticks(x, names, rotation=30, ha="right")
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.legend(fontsize=8)
+    ax.set_title("classification")
+    col = 1
+    if result.get("robustness"):
+        ax = axes[0][col]
+        shifts = list(result["robustness"])
+        ax.bar(["clean", *shifts], [result["zero_shot_mean"], *(result["robustness"][s] for s in shifts)],
+               color=["tab:blue"] + ["tab:orange"] * len(shifts))
+        ax.set_ylim(0, 1)
+        ax.set_title("zero-shot mean under shift")
+        ax.tick_params(axis="x", rotation=30)
+        col += 1
+    if result.get("retrieval"):
+        ax = axes[0][col]
+        keys = list(result["retrieval"])
+        ax.bar([k.replace("_to_", "->").replace("image", "img").replace("text", "txt") for k in keys],
+               [result["retrieval"][k] for k in keys], color="tab:green")
+        ax.set_ylim(0, 1)
+        ax.set_title("retrieval")
+        ax.tick_params(axis="x", rotation=30)
+    model = result.get("model") or {}
+    fig.suptitle(f"{result['suite']} suite: {model.get('arch', 'in-memory model')}")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,1 @@
+"""Stage one: the frozen teacher over image and sentence sources, into the cache."""

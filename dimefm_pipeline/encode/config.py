@@ -1,0 +1,79 @@
+"""The options of `dimefm encode images|texts`, and what a finished encode reports."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.options import option
+from dimefm_pipeline.formats.guards import ITEM_TIMEOUT
+
+DEFAULT_SHARD_SIZE = 65_536
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+@dataclass(frozen=True)
+class EncodeConfig:
+    """A run of `dimefm encode images|texts` (a recipe's [encode] section; fields are also CLI options)."""
+
+    modality: str = option(cli=False)  # "image" or "text": the command
+    sources: tuple[str, ...] = option(cli=False)  # the command's arguments
+    cache: str = option(help="Manifest file (.duckdb); created if missing.")
+    cache_dir: str | None = option(None, "Shard folder (default: beside the manifest, named after it).")
+    teacher: str | None = option(None, "open_clip model name, model-config .json, or `world` (default: the manifest's "
+                                       "teacher).")
+    pretrained: str | None = option(None, "open_clip tag, checkpoint path, or `random` (tests and benchmarks only).")
+    batch_size: int = option(256, "Items per teacher forward.", min=1)
+    workers: int = option(4, "DataLoader worker processes for reading, decoding and transforms.", min=0)
+    shard_size: int = option(DEFAULT_SHARD_SIZE, "Maximum rows per shard file (also the unit of resume).", min=1)
+    precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")  # auto: fp16 on CUDA, fp32 on CPU
+    # column/field names of the sources: options of their own per modality (`cli.encode`)
+    source_options: dict = option(factory=dict, cli=False)
+    item_timeout: float = option(ITEM_TIMEOUT, "Seconds to read and decode one item before it is skipped and recorded.")
+    views: int = option(1, "Teacher embeddings cached per image: view 0 is the image as the teacher's preprocessing "
+                           "sees it, views 1..K-1 seeded crops and flips whose parameters are recorded, so `dimefm "
+                           "distill` trains on exactly those crops (--views cached).", min=1)
+    view_augment: str = option("reference", "How views 1..K-1 are drawn: reference (crops of 8-100% of the area, flip) | "
+                                            "light (50-100%, flip) | a JSON file {\"scale\": \\[a, b], \"ratio\": \\[a, b], "
+                                            "\"flip\": p}.")
+    view_seed: int = option(0, "Seed of the views' crops and flips.")
+
+    def __post_init__(self):
+        if self.modality not in ("image", "text"):
+            raise DimefmError(f"modality must be image or text, not {self.modality}")
+        if self.batch_size < 1 or self.shard_size < 1 or self.workers < 0:
+            raise DimefmError("--batch-size and --shard-size must be >= 1 and --workers >= 0")
+        if self.precision not in PRECISIONS:
+            raise DimefmError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
+        if self.item_timeout <= 0:
+            raise DimefmError("--item-timeout must be positive")
+        if self.views < 1 or (self.views > 1 and self.modality != "image"):
+            raise DimefmError("--views must be at least 1, and only images have views")
+        if not self.sources:
+            raise DimefmError("give at least one source")
+
+    @classmethod
+    def from_dict(cls, modality: str, sources, cache: str, options: dict) -> "EncodeConfig":
+        """The encode of one modality's sources from a recipe's [encode] section (the views options
+        are the images'); unknown keys are an error, not ignored."""
+        options = dict(options)
+        if modality == "text":
+            options = {k: v for k, v in options.items() if k not in ("views", "view_augment", "view_seed")}
+        unknown = sorted(set(options) - {f.name for f in fields(cls)} - {"source_options"})
+        if unknown:
+            raise DimefmError(f"unknown encode option(s): {', '.join(unknown)}")
+        return cls(modality, tuple(sources), cache, **options)
+
+
+@dataclass
+class EncodeSummary:
+    run_id: int
+    units_done: int = 0
+    units_skipped: int = 0
+    items: int = 0
+    errors: int = 0
+    duplicates: int = 0
+    truncated: int = 0
+    seconds: float = 0.0
+    per_source: list = field(default_factory=list)
+    other_files: dict = field(default_factory=dict)  # extension -> files of image folders that are not images

@@ -1,0 +1,197 @@
+"""Parquet files: a row per item; images as bytes, paths or {bytes, path} structs; sentences as strings.
+
+Units are row ranges of --shard-size rows; an image unit's read blocks are its row groups. A
+Parquet cell has no byte address (a row can only be read with its whole row group), so stage one
+copies image bytes into the cache (packed) and stage two reads them there.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterator
+
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.formats.base import TEXT_FIELDS, ImageRecord, SourceFormat, TextRecord, Unit, check_text, one_line
+from dimefm_pipeline.formats.files import BadItem, read_regular
+
+IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
+KEY_COLUMNS = ("key", "__key__", "id")
+
+
+def rows(pf, start: int, stop: int, col: str, key_col: str | None):
+    """Rows [start, stop) of a Parquet file as (row, key, value, error), reading only the row groups
+    that overlap; every row of a row group that cannot be read comes with the reason."""
+    cols = [col] + ([key_col] if key_col else [])
+    first = 0
+    for rg in range(pf.metadata.num_row_groups):
+        n = pf.metadata.row_group(rg).num_rows
+        lo, hi = max(start, first), min(stop, first + n)
+        if lo < hi:
+            try:
+                table = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
+                values = table.column(col).to_pylist()
+                keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
+            except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged page
+                for row in range(lo, hi):
+                    yield row, None, None, f"unreadable Parquet row group {rg} (row {row}): {one_line(exc)}"
+            else:
+                for i, (k, v) in enumerate(zip(keys, values)):
+                    yield lo + i, k, v, None
+        first += n
+        if first >= stop:
+            break
+
+
+def _key(value, row: int, key_col: str | None) -> str | None:
+    """A row's key: its key cell as text (None when the cell is null), or the row number when the
+    file has no key column."""
+    if key_col is None:
+        return str(row)
+    return None if value is None else str(value)
+
+
+def _image_bytes(value, base: str) -> bytes:
+    """An image cell: bytes, a path (relative to the Parquet file), or a {bytes, path} struct."""
+    if isinstance(value, dict):  # HF-datasets style struct {bytes, path}
+        value = value.get("bytes") or value.get("path")
+    if value is None:
+        raise BadItem("null image")
+    if isinstance(value, (bytes, bytearray)):
+        if not value:
+            raise BadItem("zero-byte file")
+        return bytes(value)
+    if isinstance(value, str):
+        data = read_regular(value if os.path.isabs(value) else os.path.join(base, value))
+        if not data:
+            raise BadItem("zero-byte file")
+        return data
+    raise BadItem(f"image cell holds {type(value).__name__}, not bytes or a path")
+
+
+def parquet_text(value) -> tuple[str | None, str | None]:
+    """A text cell as (text, error): only strings are sentences (an int or a list is refused, not
+    turned into its string form)."""
+    if value is None:
+        return None, "null text"
+    if not isinstance(value, str):
+        return None, f"text cell holds {type(value).__name__}, not a string"
+    return check_text(value)
+
+
+def _texts(pf, start: int, stop: int, options: dict) -> Iterator[TextRecord]:
+    key_col = options.get("key_column")
+    for row, key, value, err in rows(pf, start, stop, options["text_column"], key_col):
+        if err is not None:  # the row group could not be read: its keys are unknown too
+            yield TextRecord(row, None, None, err)
+        else:
+            yield TextRecord(row, _key(key, row, key_col), *parquet_text(value))
+
+
+def _columns(path: str, modality: str, options: dict) -> dict:
+    """The options with the image or text column and the key column named (guessed when not given)."""
+    import pyarrow.parquet as pq
+
+    try:
+        names = pq.read_schema(path).names
+    except Exception as exc:
+        raise DimefmError(f"cannot read Parquet {path}: {exc}") from None
+    out = dict(options)
+    wanted = "image_column" if modality == "image" else "text_column"
+    if wanted not in out:
+        guesses = IMAGE_COLUMNS if modality == "image" else TEXT_FIELDS  # the one used is recorded with the source
+        found = [c for c in guesses if c in names]
+        if not found:
+            raise DimefmError(f"{path} has no {modality} column (columns: {', '.join(names)}); pass --{wanted.replace('_', '-')}")
+        out[wanted] = found[0]
+    if out[wanted] not in names:
+        raise DimefmError(f"{path} has no column {out[wanted]!r} (columns: {', '.join(names)})")
+    if "key_column" not in out:
+        keys = [c for c in KEY_COLUMNS if c in names]
+        if keys:
+            out["key_column"] = keys[0]
+    elif out["key_column"] not in names:
+        raise DimefmError(f"{path} has no column {out['key_column']!r} (columns: {', '.join(names)})")
+    return out
+
+
+class Parquet(SourceFormat):
+    name = "parquet"
+    suffixes = {"image": (".parquet",), "text": (".parquet",)}
+    text_option = "--text-column"
+
+    def options(self, path: str, modality: str, options: dict) -> dict:
+        return _columns(path, modality, options)
+
+    def image_ranges(self, path: str, size: int, shard_size: int) -> list[tuple[int, int]]:
+        import pyarrow.parquet as pq
+
+        try:
+            n = pq.ParquetFile(path).metadata.num_rows
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for damaged files
+            raise DimefmError(f"cannot read Parquet {path}: {exc}") from None
+        return [(lo, min(lo + shard_size, n)) for lo in range(0, n, shard_size)]
+
+    def planned_records(self, unit: Unit) -> int:
+        return unit.stop - unit.start
+
+    def blocks(self, unit: Unit, batch_size: int) -> list:
+        """Row groups overlapping the unit's rows, as (row group, first row, stop row) in file rows."""
+        import pyarrow.parquet as pq
+
+        try:
+            meta = pq.ParquetFile(unit.abspath).metadata
+        except Exception as exc:  # noqa: BLE001 - any damage ends in one recorded error for the unit
+            return [("error", f"unreadable Parquet {unit.path}: {exc}")]
+        out, first = [], 0
+        for rg in range(meta.num_row_groups):
+            n = meta.row_group(rg).num_rows
+            lo, hi = max(unit.start, first), min(unit.stop, first + n)
+            if lo < hi:
+                out.append((rg, lo, hi))
+            first += n
+        return out or [(None, 0, 0)]
+
+    def image_records(self, unit: Unit, block) -> Iterator[ImageRecord]:
+        import pyarrow.parquet as pq
+
+        if block[0] == "error":
+            yield ImageRecord(unit.start, "", unit.file, error=block[1])
+            return
+        rg, lo, hi = block
+        if rg is None:
+            return
+        col, key_col = unit.options["image_column"], unit.options.get("key_column")
+        try:
+            pf = pq.ParquetFile(unit.abspath)
+        except Exception as exc:  # noqa: BLE001 - a damaged file: every row of the block is recorded
+            for row in range(lo, hi):
+                yield ImageRecord(row, None, unit.file, error=f"unreadable Parquet row group {rg} (row {row}): {one_line(exc)}")
+            return
+        base = os.path.dirname(unit.abspath)
+        for row, key, value, err in rows(pf, lo, hi, col, key_col):
+            rec = ImageRecord(row, None if err else _key(key, row, key_col), unit.file, error=err)
+            if err is None:
+                try:
+                    rec.data = _image_bytes(value, base)
+                    rec.length = len(rec.data)
+                except BadItem as exc:
+                    rec.error = str(exc)
+            yield rec
+
+    def packed(self, unit: Unit) -> bool:
+        return True
+
+    def scan_texts(self, path: str, options: dict) -> Iterator[tuple[int, int, list]]:
+        import pyarrow.parquet as pq
+
+        pf = pq.ParquetFile(path)
+        for rec in _texts(pf, 0, pf.metadata.num_rows, options):
+            yield rec.pos, 0, [(rec.key, rec.text, rec.error)]
+
+    def text_records(self, unit: Unit) -> Iterator[TextRecord]:
+        import pyarrow.parquet as pq
+
+        yield from _texts(pq.ParquetFile(unit.abspath), unit.start, unit.stop, unit.options)
+
+
+FORMATS = (Parquet(),)

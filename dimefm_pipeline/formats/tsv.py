@@ -1,0 +1,90 @@
+"""TSV files: the reference's image layout (key, base64 image) and sentences (key, text; or key and a
+JSON object with a `captions` list, one item per caption).
+
+Image TSVs are split by byte range (no line index needed): units of 256 MiB, read blocks of 16 MiB,
+a line belonging to the block that holds its first byte. An image's locator is its base64 field,
+read in place by stage two. Sentence TSVs are read line by line like the other sentence files.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Iterator
+
+from dimefm_pipeline.formats.base import B64, ImageRecord, Unit, check_text
+from dimefm_pipeline.formats.lines import LineFormat
+
+UNIT_BYTES = 256 << 20  # image TSVs are split into units by byte range
+BLOCK_BYTES = 16 << 20  # read block of an image TSV: a line belongs to the block holding its first byte
+
+
+def _image_lines(unit: Unit, lo: int, hi: int) -> Iterator[ImageRecord]:
+    """Lines whose first byte lies in [lo, hi): byte ranges split a file without an index."""
+    try:
+        f = open(unit.abspath, "rb")
+    except OSError as exc:
+        yield ImageRecord(lo, "", unit.file, error=f"unreadable file: {exc.strerror}")
+        return
+    with f:
+        if lo > 0:
+            f.seek(lo - 1)
+            f.readline()  # finish the line that straddles `lo`; it belongs to the previous block
+        while (start := f.tell()) < hi:
+            line = f.readline()
+            if not line:
+                break
+            body = line.rstrip(b"\r\n")
+            if not body:
+                continue
+            key, tab, rest = body.partition(b"\t")
+            rec = ImageRecord(start, key.decode("utf-8", "replace"), unit.file)
+            if not tab:
+                rec.error = "no tab-separated image column"
+            else:
+                rec.offset, rec.length = start + len(key) + 1, len(rest)
+                rec.data = (B64, rest.decode("ascii", "replace"))
+            yield rec
+
+
+class Tsv(LineFormat):
+    name = "tsv"
+    suffixes = {"image": (".tsv",), "text": (".tsv",)}
+
+    def image_ranges(self, path: str, size: int, shard_size: int) -> list[tuple[int, int]]:
+        return [(lo, min(lo + UNIT_BYTES, size)) for lo in range(0, max(size, 1), UNIT_BYTES)]
+
+    def blocks(self, unit: Unit, batch_size: int) -> list:
+        return [(lo, min(lo + BLOCK_BYTES, unit.stop)) for lo in range(unit.start, unit.stop, BLOCK_BYTES)] or [(0, 0)]
+
+    def image_records(self, unit: Unit, block) -> Iterator[ImageRecord]:
+        yield from _image_lines(unit, *block)
+
+    def payload(self, data: bytes):
+        return B64, data.decode("ascii")  # the base64 field as stage one read it
+
+    def parse(self, lineno: int, line: str, options: dict):
+        key, tab, rest = line.partition("\t")
+        if not tab:
+            yield key or str(lineno + 1), None, "no tab-separated text column"
+            return
+        if "\t" in rest:
+            yield key, None, f"{line.count(chr(9)) + 1} tab-separated fields, expected 2 (key, text)"
+            return
+        stripped = rest.strip()
+        if not stripped.startswith("{"):
+            yield key, *check_text(rest)
+            return
+        try:
+            obj = json.loads(stripped)
+        except json.JSONDecodeError as exc:
+            yield key, None, f"invalid JSON: {exc.msg}"
+            return
+        caps = obj.get("captions") if isinstance(obj, dict) else None
+        if not isinstance(caps, list):
+            yield key, None, "JSON column has no 'captions' list"
+            return
+        for i, cap in enumerate(caps):
+            yield f"{key}#{i}", *(check_text(cap) if isinstance(cap, str) else (None, "caption is not a string"))
+
+
+FORMATS = (Tsv(),)

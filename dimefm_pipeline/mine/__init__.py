@@ -1,0 +1,1 @@
+"""Pseudo-pair mining: the top-k cached sentences of every cached image."""

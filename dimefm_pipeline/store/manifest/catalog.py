@@ -1,0 +1,156 @@
+"""What a cache is: its teacher, its views per image, its shard files and SQL views, and the runs that
+wrote it (with their metrics, skipped items and token files)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.manifest.connection import Manifest, first, now, relative_if_inside, sql_string, versions
+from dimefm_pipeline.store.manifest.schema import RELATION_COLUMNS
+
+
+@dataclass(frozen=True)
+class TeacherInfo:
+    arch: str
+    pretrained: str
+    fingerprint: str
+    embed_dim: int
+    image_size: int
+    context_length: int
+    preprocess: dict
+    config: dict
+
+    @classmethod
+    def of_model(cls, loaded) -> "TeacherInfo":
+        """What the manifest records of a built teacher (a `core.models.LoadedModel`)."""
+        return cls(loaded.spec.arch, loaded.spec.pretrained, loaded.fingerprint, loaded.embed_dim, loaded.image_size,
+                   loaded.context_length, loaded.preprocess_cfg, loaded.spec.config)
+
+
+# ---------------------------------------------------------------------------------------- teacher
+def teacher(man: Manifest) -> TeacherInfo | None:
+    row = first(man.con.execute(
+        "SELECT arch, pretrained, fingerprint, embed_dim, image_size, context_length, preprocess, config FROM teachers"
+    ))
+    if row is None:
+        return None
+    return TeacherInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
+
+
+def check_teacher(man: Manifest, info: TeacherInfo) -> None:
+    """Record the teacher of a new manifest, or refuse a different one."""
+    current = teacher(man)
+    if current is None:
+        man.con.execute(
+            "INSERT INTO teachers VALUES (1, ?, ?, ?, ?, ?, ?, ?, true, 'float16', ?, ?)",
+            [info.arch, info.pretrained, info.fingerprint, info.embed_dim, info.image_size,
+             info.context_length, json.dumps(info.preprocess), json.dumps(info.config), now()],
+        )
+        return
+    if (current.fingerprint, current.embed_dim) != (info.fingerprint, info.embed_dim) or current.preprocess != info.preprocess:
+        raise DimefmError(
+            f"manifest {man.path.name} holds embeddings of teacher {current.arch} ({current.pretrained}, "
+            f"weights {current.fingerprint[:12]}), not of {info.arch} ({info.pretrained}, weights "
+            f"{info.fingerprint[:12]}): use a new --cache for another teacher"
+        )
+
+
+# ---------------------------------------------------------------------------------------- views per image
+def check_views(man: Manifest, views: int, augment: str, seed: int) -> None:
+    """Record the cache's views per image, or refuse another setting: every image has as many."""
+    current = man.meta("views")
+    wanted = json.dumps({"views": views, "augment": augment if views > 1 else None, "seed": seed if views > 1 else None})
+    if current is None:
+        if man.con.execute("SELECT count(*) FROM items WHERE modality = 'image'").fetchall()[0][0]:
+            current = json.dumps({"views": 1, "augment": None, "seed": None})  # images with no views record: one each
+        else:
+            man.set_meta("views", wanted)
+            return
+    if current != wanted:
+        raise DimefmError(f"{man.path.name} caches images with views {current}, not {wanted}: every image of a "
+                          "cache has the same views; use a new --cache")
+
+
+def views_per_image(man: Manifest) -> int:
+    """Embedding rows per cached image (1 unless encoded with --views)."""
+    v = man.meta("views")
+    return json.loads(v)["views"] if v else 1
+
+
+# ---------------------------------------------------------------------------------------- shards and SQL views
+def shard_files(man: Manifest, modality: str) -> list[tuple]:
+    """(npy path, parquet path, rows, checksum, sampled checksum) of complete shards, in shard order."""
+    rows = man.con.execute(
+        "SELECT path, parquet_path, rows, checksum, sample FROM shards WHERE modality = ? AND state = 'complete' "
+        "ORDER BY shard_id", [modality],
+    ).fetchall()
+    base = man.cache_dir
+    return [(base / r[0], base / r[1], r[2], r[3], r[4]) for r in rows]
+
+
+def refresh_relations(man: Manifest) -> None:
+    """(Re)create the SQL views `image_embeddings` / `text_embeddings` over the current shards, their
+    files named relative to the manifest's folder (absolute when the cache lives elsewhere)."""
+    import duckdb
+
+    for modality, cols in RELATION_COLUMNS.items():
+        files = [relative_if_inside(Path(f[1]), man.path.parent) for f in shard_files(man, modality)]
+        name = f"{modality}_embeddings"
+        if files:
+            listing = ", ".join("'" + sql_string(f) + "'" for f in files)
+            sql = (f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id "
+                   "LEFT JOIN source_files f ON f.source_id = p.source_id AND f.file_id = p.file")
+        else:
+            sql = f"SELECT {_empty_columns(modality)} WHERE false"
+        try:
+            man.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+        except duckdb.Error as exc:
+            raise DimefmError(f"cannot build the SQL view {name}: {str(exc).splitlines()[0]} "
+                              f"(dimefm info --cache {man.path} --verify lists what is missing)") from None
+
+
+def _empty_columns(modality: str) -> str:
+    """The columns of an SQL view over no shard, typed as they are over shards."""
+    empty = ("NULL::VARCHAR AS key, NULL::VARCHAR AS file, NULL::FLOAT[] AS embedding, NULL::VARCHAR AS source, "
+             "NULL::INTEGER AS source_id, NULL::INTEGER AS file_id, NULL::BIGINT AS pos, NULL::INTEGER AS row")
+    if modality == "text":
+        return empty + ", NULL::VARCHAR AS text, NULL::BOOLEAN AS truncated"
+    return empty + (", NULL::SMALLINT AS view, NULL::INTEGER AS crop_x0, NULL::INTEGER AS crop_y0, "
+                    "NULL::INTEGER AS crop_x1, NULL::INTEGER AS crop_y1, NULL::BOOLEAN AS flip, "
+                    "NULL::BOOLEAN AS packed, NULL::BIGINT AS offset, NULL::BIGINT AS length")
+
+
+# ---------------------------------------------------------------------------------------- runs
+def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: int = 1) -> int:
+    run_id = first(man.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))[0]
+    man.con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 'running', NULL, NULL)",
+        [run_id, kind, command, json.dumps(config, default=str), json.dumps(versions()), world_size, now()],
+    )
+    return run_id
+
+
+def end_run(man: Manifest, run_id: int, status: str, *, output: str | None = None, metrics: dict | None = None) -> None:
+    man.con.execute(
+        "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",
+        [status, now(), output, json.dumps(metrics) if metrics is not None else None, run_id],
+    )
+
+
+def add_metrics(man: Manifest, rows: list[tuple]) -> None:
+    """(run, step, name, value) rows into the long `metrics` table."""
+    man.con.executemany("INSERT INTO metrics VALUES (?, ?, ?, ?)", rows)
+
+
+def add_distill_errors(man: Manifest, rows: list[tuple]) -> None:
+    """(reason, run, item id) of images stage two could not read, as `errors` rows of stage `distill`."""
+    man.con.executemany("INSERT INTO errors SELECT source, key, 'distill', ?, ?, ?, file FROM items WHERE item_id = ?",
+                        [(reason, run_id, now(), item) for reason, run_id, item in rows])
+
+
+def add_token_files(man: Manifest, rows: list[tuple]) -> None:
+    """(tokenizer, text checksum, path, rows, checksum) of token-id files written beside the cache."""
+    man.con.executemany("INSERT INTO token_files VALUES (?, ?, ?, ?, ?, ?)", [(*r, now()) for r in rows])

@@ -1,0 +1,66 @@
+"""Stage one's commits: a finished unit's shards, items and errors enter the manifest in one
+transaction (from its durable commit marker), and the per-source counts that follow from them."""
+
+from __future__ import annotations
+
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.manifest.connection import Manifest, first, now
+from dimefm_pipeline.store.manifest.sources import completed_units
+
+
+def ingest(man: Manifest, commit, run_id: int) -> bool:
+    """Add one finished unit (its shards, items and errors) in one transaction.
+
+    Returns False when the unit was already committed (a marker left by a crash after commit).
+    """
+    if commit.unit in completed_units(man, commit.source_id):
+        return False
+    cache_dir = man.cache_dir
+    for s in commit.shards:
+        for ext in (".npy", ".parquet") + ((".loc.npy",) if s.loc_checksum else ()):
+            if not (cache_dir / f"{s.name}{ext}").exists():
+                raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {s.name}{ext}")
+    if commit.pack and not (cache_dir / commit.pack).exists():
+        raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {commit.pack}")
+    con = man.con
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for s in commit.shards:
+            shard_id = first(con.execute("SELECT coalesce(max(shard_id), 0) + 1 FROM shards"))[0]
+            con.execute(
+                "INSERT INTO shards VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'complete', ?, ?, ?, ?, ?)",
+                [shard_id, commit.source_id, commit.unit, s.part, commit.modality, f"{s.name}.npy",
+                 f"{s.name}.parquet", s.rows, s.dim, s.dtype, s.checksum, s.parquet_checksum, s.bytes, now(),
+                 f"{s.name}.loc.npy" if s.loc_checksum else None, s.loc_checksum or None, s.sample or None,
+                 s.loc_sample or None],
+            )
+            hash_col, view_col = ("text_hash", "NULL") if commit.modality == "text" else ("NULL", "view")
+            con.execute(
+                f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos, {view_col} "
+                "FROM read_parquet(?) ORDER BY row",
+                [commit.modality, shard_id, str(cache_dir / f"{s.name}.parquet")],
+            )
+        if commit.errors:
+            con.executemany(
+                "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?, ?)",
+                [[commit.source_id, k, r, run_id, now(), f] for k, r, f in commit.errors],
+            )
+        con.execute(
+            "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
+             commit.truncated, commit.rank, run_id, now(), commit.pack, commit.pack_checksum or None, commit.pack_bytes,
+             commit.pack_sample or None],
+        )
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    return True
+
+
+def count_repeated_keys(man: Manifest) -> None:
+    """Per source: items whose key an earlier item of the same source already had."""
+    man.con.execute(
+        "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
+        "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
+    )

@@ -1,0 +1,107 @@
+"""Reading a cache for people: the numbers `dimefm info` shows, the files `info --verify` checks, the
+sources `dimefm sources list` shows, and `dimefm sql`'s locked-down, read-only queries."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.store.manifest.connection import Manifest
+
+READ_WAIT = 30.0  # seconds a reader waits for a writer's short transaction before giving up
+
+# Every file the manifest knows, with its recorded sha256.
+FILES_SQL = """
+SELECT 'embeddings', path, checksum FROM shards
+UNION ALL SELECT 'Parquet', parquet_path, parquet_checksum FROM shards
+UNION ALL SELECT 'locators', loc_path, loc_checksum FROM shards WHERE loc_path IS NOT NULL
+UNION ALL SELECT 'pack', pack_path, pack_checksum FROM units WHERE pack_path IS NOT NULL
+UNION ALL SELECT 'token ids', path, checksum FROM token_files
+"""
+
+
+def open_for_reading(cache: str) -> Manifest:
+    """Open a manifest read-only: nothing is written; a writer's transaction is waited for."""
+    return Manifest(cache, read_only=True, wait=READ_WAIT)
+
+
+def info(man: Manifest) -> dict[str, list[tuple]]:
+    """The rows of `dimefm info`: per source, per modality's shards, the commonest errors, the latest runs."""
+    sources = man.query(
+        """SELECT s.source_id, s.modality, s.format, s.uri,
+                  count(u.unit), s.units, coalesce(sum(u.items), 0), coalesce(sum(u.errors), 0),
+                  s.duplicates, coalesce(sum(u.truncated), 0), coalesce(s.repeated_keys, 0)
+           FROM sources s LEFT JOIN units u ON u.source = s.source_id AND u.state = 'complete'
+           GROUP BY s.source_id, s.modality, s.format, s.uri, s.units, s.duplicates, s.repeated_keys
+           ORDER BY s.source_id"""
+    ).fetchall()
+    return {
+        "sources": sources,
+        "shards": man.query("SELECT modality, count(*), sum(rows), max(dim), sum(bytes) FROM shards GROUP BY ALL ORDER BY 1").fetchall(),
+        "errors": man.query("SELECT stage, reason, count(*) FROM errors GROUP BY ALL ORDER BY 3 DESC LIMIT 10").fetchall(),
+        "runs": man.query("SELECT run_id, kind, status, started_at, ended_at FROM runs ORDER BY run_id DESC LIMIT 5").fetchall(),
+    }
+
+
+def source_list(man: Manifest) -> list[tuple]:
+    """(id, modality, format, root, uri, files, items, repeated keys) of every source."""
+    return man.query(
+        """SELECT s.source_id, s.modality, s.format, s.root, s.uri, s.files,
+                  (SELECT count(*) FROM items i WHERE i.source = s.source_id), s.repeated_keys
+           FROM sources s ORDER BY s.source_id""").fetchall()
+
+
+def cache_files(man: Manifest) -> list[tuple]:
+    """(kind, path relative to the cache folder, sha256) of every file the manifest knows."""
+    return man.query(FILES_SQL).fetchall()
+
+
+READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT
+
+
+def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[str], list[tuple], int | None]:
+    """Run one read-only statement: (columns, rows, total rows when `limit` cut them, else None).
+
+    The connection is read-only and locked down before the query runs: it can read the manifest
+    and the cache's own files and nothing else, and only SELECT-like statements are accepted, so no
+    query can write a file, attach a database or change a setting.
+    """
+    import duckdb
+
+    def fail(exc):
+        return DimefmError(f"SQL error: {str(exc).splitlines()[0]}")
+
+    with open_for_reading(cache) as man, _working_dir(man.path.parent):
+        man.lock_down()
+        try:
+            statements = man.con.extract_statements(query)
+        except duckdb.Error as exc:
+            raise fail(exc) from None
+        if len(statements) != 1:
+            raise DimefmError(f"dimefm sql runs one statement at a time (got {len(statements)})")
+        kind = statements[0].type.name
+        if kind not in READ_ONLY_STATEMENTS:
+            raise DimefmError(f"dimefm sql is read-only: a {kind} statement is refused (use the duckdb CLI on a copy "
+                              "to change or export a cache)")
+        try:
+            rel = man.con.sql(query)
+            cols = rel.columns
+            rows = rel.fetchall() if limit is None else rel.limit(limit + 1).fetchall()
+            total = None
+            if limit is not None and len(rows) > limit:
+                total = man.con.sql(f"SELECT count(*) FROM ({query.rstrip().rstrip(';')})").fetchall()[0][0]
+                rows = rows[:limit]
+        except duckdb.Error as exc:
+            raise fail(exc) from None
+    return cols, rows, total
+
+
+@contextlib.contextmanager
+def _working_dir(path):
+    before = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(before)
