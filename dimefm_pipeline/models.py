@@ -23,6 +23,8 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 CONFIG_DIR = PACKAGE_DIR / "model_configs"
 WORLD_ARCH = "dimefm-world-teacher"
 WORLD_WEIGHTS = PACKAGE_DIR / "world" / "assets" / "world-teacher.safetensors"
+# Teachers shipped inside the package: the name a user types -> (architecture, weights file).
+SHIPPED_TEACHERS: dict[str, tuple[str, Path]] = {"world": (WORLD_ARCH, WORLD_WEIGHTS)}
 RANDOM = "random"
 RANDOM_SEED = 0  # random teachers are seeded so every rank (and every rerun) builds the same one
 
@@ -93,12 +95,13 @@ def resolve_spec(model: str, pretrained: str | None, *, config: dict | None = No
         register_config(model, config)
     if pretrained not in (None, RANDOM) and Path(pretrained).exists():
         pretrained = str(Path(pretrained).resolve())
-    if model == "world":
-        if pretrained not in (None, "world"):
-            return resolve_spec(WORLD_ARCH, pretrained)
-        if not WORLD_WEIGHTS.exists():
-            raise DimefmError(f"the shipped world teacher weights are missing: {WORLD_WEIGHTS}")
-        return ModelSpec(WORLD_ARCH, str(WORLD_WEIGHTS), _config_of(WORLD_ARCH))
+    if model in SHIPPED_TEACHERS:
+        arch, weights = SHIPPED_TEACHERS[model]
+        if pretrained not in (None, model):
+            return resolve_spec(arch, pretrained)
+        if not weights.exists():
+            raise DimefmError(f"the shipped {model} teacher weights are missing: {weights}")
+        return ModelSpec(arch, str(weights), _config_of(arch))
     path = Path(model)
     if model.endswith(".json"):
         if not path.is_file():

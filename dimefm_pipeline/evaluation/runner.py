@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 
 from dimefm_pipeline.errors import DimefmError
+from dimefm_pipeline.evaluation.clip_benchmark import clip_benchmark_suite, is_clip_benchmark_folder
 from dimefm_pipeline.evaluation.features import encode_images, encode_texts, progress_bar
 from dimefm_pipeline.evaluation.folder_suite import folder_suite
 from dimefm_pipeline.evaluation.linear_probe import ProbeConfig, linear_probe
 from dimefm_pipeline.evaluation.retrieval import recall_at_k
 from dimefm_pipeline.evaluation.suite import ImageSet, Suite
 from dimefm_pipeline.evaluation.world_suite import WorldSuiteConfig, world_suite
-from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
+from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights, zero_shot_metrics
 
 
 def _is_model_config(path: Path) -> bool:
@@ -52,12 +53,13 @@ def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "
     """Build the model named by `spec`: `world`, `ARCH:PRETRAINED`, `ARCH` (with `pretrained`), a
     model-config .json (with `pretrained`), or a student output folder (one model-config JSON plus
     its `.safetensors` weights)."""
-    from dimefm_pipeline.models import build, resolve_spec
+    from dimefm_pipeline.models import SHIPPED_TEACHERS, build, resolve_spec
 
     path = Path(spec)
-    if spec != "world" and path.is_dir() and (path / "open_clip_config.json").is_file():
+    shipped = spec in SHIPPED_TEACHERS
+    if not shipped and path.is_dir() and (path / "open_clip_config.json").is_file():
         return _load_hub_folder(path, pretrained, device=device, quiet=quiet)
-    if spec != "world" and path.is_dir():
+    if not shipped and path.is_dir():
         configs = [p for p in sorted(path.glob("*.json")) if _is_model_config(p)]
         if len(configs) != 1:
             raise DimefmError(f"{spec}: a model folder needs exactly one open_clip model-config JSON, "
@@ -70,7 +72,7 @@ def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "
                                   "name one with --pretrained")
             pretrained = str(weights[0])
         model_spec = resolve_spec(str(configs[0]), pretrained)
-    elif spec != "world" and not spec.endswith(".json") and ":" in spec:
+    elif not shipped and not spec.endswith(".json") and ":" in spec:
         if pretrained is not None:
             raise DimefmError(f"--model {spec} already names its weights; drop --pretrained")
         arch, _, tag = spec.partition(":")
@@ -81,7 +83,8 @@ def load_eval_model(spec: str, pretrained: str | None = None, *, device: str = "
 
 
 def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
-    """A Suite from `world`, a folder path, or a Suite."""
+    """A Suite from `world`, a folder path (CLIP_benchmark WebDataset datasets or a folder per
+    class), or a Suite."""
     if isinstance(suite, Suite):
         return suite
     if str(suite) == "world":
@@ -89,6 +92,8 @@ def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
     path = Path(suite)
     if not path.is_dir():
         raise DimefmError(f"--suite must be `world` or a dataset folder; {suite} is neither")
+    if is_clip_benchmark_folder(path):
+        return clip_benchmark_suite(path)
     return folder_suite(path)
 
 
@@ -115,10 +120,11 @@ def evaluate(model, suite="world", *, world_config: WorldSuiteConfig | None = No
 
         for task in suite.tasks:
             weights = classifier_weights(model, task.classnames, task.templates)
+            zs = zero_shot_metrics(feats(task.test.images), task.test.labels, weights)
             row: dict = {"n_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
-                         "n_test": len(task.test.labels),
-                         "zero_shot": accuracy(feats(task.test.images), task.test.labels, weights)}
-            if probe:
+                         "n_test": len(task.test.labels), "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
+                         "zero_shot_mean_per_class_recall": zs["mean_per_class_recall"]}
+            if probe and len(task.train.labels) and len(task.val.labels):  # a test-only dataset has no probe
                 res = linear_probe(feats(task.train.images), task.train.labels, feats(task.val.images),
                                    task.val.labels, feats(task.test.images), task.test.labels,
                                    len(task.classnames), probe_config)
