@@ -42,7 +42,6 @@ def eval_command(
 
     if suite == "world" and (classes or templates):
         raise DimefmError("--classes and --templates are for a folder suite; the world suite has its own")
-    loaded = load_eval_model(model, pretrained, device=device)
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
     chosen = suite
     if suite != "world" and Path(suite).is_dir():
@@ -51,6 +50,7 @@ def eval_command(
                               "dataset has its own classnames.txt and zeroshot_classification_templates.txt")
         chosen = (clip_benchmark_suite(suite) if is_clip_benchmark_folder(suite)
                   else folder_suite(suite, classes=classes, templates=templates))
+    loaded = load_eval_model(model, pretrained, device=device)
     result = evaluate(loaded, chosen, world_config=cfg, probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))

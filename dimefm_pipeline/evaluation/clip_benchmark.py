@@ -36,6 +36,7 @@ from dimefm_pipeline.evaluation.suite import ImageSet, LabelledSet, Suite, Task
 CLASSNAMES = "classnames.txt"
 TEMPLATES = "zeroshot_classification_templates.txt"
 NSHARDS = "nshards.txt"
+DATASET_TYPE = "dataset_type.txt"  # absent means classification; retrieval and multilabel are not read
 INDEX = "suite.json"
 IMAGE_KINDS = ("webp", "png", "jpg", "jpeg")  # the order CLIP_benchmark looks for a sample's image in
 SAMPLES_PER_SHARD = 10_000  # CLIP_benchmark's own default when it writes a dataset
@@ -165,6 +166,9 @@ def read_dataset(root: str | Path, name: str | None = None,
     root = Path(root)
     if not is_dataset(root):
         raise DimefmError(f"{root} is not a CLIP_benchmark dataset: it has no test/{NSHARDS}")
+    kind = (root / DATASET_TYPE).read_text().strip().lower() if (root / DATASET_TYPE).is_file() else "classification"
+    if kind != "classification":
+        raise DimefmError(f"{root} is a CLIP_benchmark {kind} dataset; dimefm eval reads classification datasets")
     classnames = _lines(root / CLASSNAMES, "one class name per line")
     templates = _lines(root / TEMPLATES, "one prompt template per line")
     splits = _splits(root, len(classnames))
@@ -221,22 +225,22 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes) -> None:
 
 
 def write_dataset(root: Path, classnames: tuple[str, ...], templates: tuple[str, ...], images: list,
-                  labels: np.ndarray, *, per_shard: int = SAMPLES_PER_SHARD,
+                  labels: np.ndarray, *, split: str = "test", per_shard: int = SAMPLES_PER_SHARD,
                   on_progress: Callable[[int], None] | None = None) -> None:
-    """Write one dataset (its test split) in CLIP_benchmark's WebDataset layout, byte for byte the
-    same on every run: keys `s0000000`, `s0000001`... as CLIP_benchmark numbers samples."""
-    (root / "test").mkdir(parents=True)
+    """Write one split of a dataset in CLIP_benchmark's WebDataset layout, byte for byte the same on
+    every run: keys `s0000000`, `s0000001`... as CLIP_benchmark numbers samples."""
+    (root / split).mkdir(parents=True)
     _text_file(root / CLASSNAMES, classnames, "class name")
     _text_file(root / TEMPLATES, templates, "template")
     n_shards = max(1, -(-len(labels) // per_shard))
     for s in range(n_shards):
-        with tarfile.open(root / "test" / f"{s}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
+        with tarfile.open(root / split / f"{s}.tar", "w", format=tarfile.USTAR_FORMAT) as tar:
             for i in range(s * per_shard, min(len(labels), (s + 1) * per_shard)):
                 _add(tar, f"s{i:07d}.png", _png(images[i]))
                 _add(tar, f"s{i:07d}.cls", str(int(labels[i])).encode("ascii"))
                 if on_progress is not None:
                     on_progress(1)
-    (root / "test" / NSHARDS).write_text(f"{n_shards}\n")
+    (root / split / NSHARDS).write_text(f"{n_shards}\n")
 
 
 def export_size(suite: Suite, *, limit: int | None = None, shifts: bool = False) -> int:
