@@ -94,17 +94,19 @@ def teacher_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def student_dir(tmp_path_factory):
-    """A world-sized student with random weights, written by the student writer."""
+    """A student folder written by the student writer. Its weights are the world teacher's with
+    noise (30% of each tensor's spread), so that it is right on some images and wrong on others: a
+    student with random weights names one class for every image, where agreement says little."""
     import open_clip
 
-    from dimefm_pipeline import models
-    from dimefm_pipeline.distill.student import WORLD_STUDENT, Student, save_student
+    from dimefm_pipeline.distill.student import Student, save_student
 
-    models.register_configs()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(3)
-        model = open_clip.create_model(WORLD_STUDENT)
-    student = Student(model, WORLD_STUDENT, open_clip.get_model_config(WORLD_STUDENT), None, 64,
+    loaded = load_eval_model("world", quiet=True)
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in loaded.model.parameters():
+            p.add_(0.3 * p.std().nan_to_num(0) * torch.randn(p.shape, generator=g))
+    student = Student(loaded.model, "noisy-world-student", loaded.spec.config, None, loaded.image_size,
                       open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     out = tmp_path_factory.mktemp("hub") / "student"
     save_student(student, out, logit_scale=100.0)
