@@ -45,11 +45,13 @@ def eval_command(
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
     chosen = suite
     if suite != "world" and Path(suite).is_dir():
-        if is_clip_benchmark_folder(suite) and (classes or templates):
+        if not is_clip_benchmark_folder(suite):
+            chosen = folder_suite(suite, classes=classes, templates=templates)
+        elif classes or templates:
             raise DimefmError("--classes and --templates are for a folder-per-class suite; a CLIP_benchmark "
                               "dataset has its own classnames.txt and zeroshot_classification_templates.txt")
-        chosen = (clip_benchmark_suite(suite) if is_clip_benchmark_folder(suite)
-                  else folder_suite(suite, classes=classes, templates=templates))
+        else:
+            chosen = clip_benchmark_suite(suite)
     loaded = load_eval_model(model, pretrained, device=device)
     result = evaluate(loaded, chosen, world_config=cfg, probe=not no_probe, batch_size=batch_size)
     console = make_console()

@@ -64,7 +64,10 @@ def _subfolders(path: Path) -> list[Path]:
 def _lines(path: Path, what: str) -> tuple[str, ...]:
     if not path.is_file():
         raise DimefmError(f"{path.parent} is not a CLIP_benchmark classification dataset: it has no {path.name} ({what})")
-    lines = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    try:
+        lines = tuple(line.strip() for line in path.read_text(encoding="utf-8").splitlines())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DimefmError(f"cannot read {path} as UTF-8 text: {exc}") from None
     if not lines:
         raise DimefmError(f"{path} is empty: it needs {what}")
     return lines
@@ -100,10 +103,12 @@ def _shards(folder: Path) -> list[Path]:
         n = int((folder / NSHARDS).read_text().strip())
     except (OSError, ValueError) as exc:
         raise DimefmError(f"{folder / NSHARDS} must hold the number of tar shards: {exc}") from None
+    if n < 1:
+        raise DimefmError(f"{folder / NSHARDS} says {n} shards: a split needs at least one")
     shards = [folder / f"{i}.tar" for i in range(n)]
     missing = [s.name for s in shards if not s.is_file()]
-    if n < 1 or missing:
-        raise DimefmError(f"{folder}: {NSHARDS} says {n} shards but {', '.join(missing) or 'none'} "
+    if missing:
+        raise DimefmError(f"{folder}: {NSHARDS} says {n} shards but {', '.join(missing)} "
                           f"{'is' if len(missing) == 1 else 'are'} missing")
     return shards
 

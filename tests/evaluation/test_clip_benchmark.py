@@ -105,7 +105,8 @@ def student_dir(tmp_path_factory):
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in loaded.model.parameters():
-            p.add_(0.3 * p.std().nan_to_num(0) * torch.randn(p.shape, generator=g))
+            if p.numel() > 1:  # the logit scale stays
+                p.add_(0.3 * p.std() * torch.randn(p.shape, generator=g))
     student = Student(loaded.model, "noisy-world-student", loaded.spec.config, None, loaded.image_size,
                       open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)
     out = tmp_path_factory.mktemp("hub") / "student"
@@ -272,10 +273,18 @@ def test_members_group_as_webdataset_groups_them(tmp_path):
     ({"a.png": b"png", "a.cls": b"0"}, {"classnames.txt": None}, "it has no classnames.txt"),
     ({"a.png": b"png", "a.cls": b"0"}, {"test/nshards.txt": "2\n"}, "1.tar is missing"),
     ({"a.png": b"png", "a.cls": b"0"}, {"dataset_type.txt": "retrieval\n"}, "is a CLIP_benchmark retrieval dataset"),
+    ({"a.png": b"png", "a.cls": b"0"}, {"test/nshards.txt": "0\n"}, "a split needs at least one"),
 ])
 def test_a_broken_dataset_is_a_one_line_error(tmp_path, members, files, message):
     root = _hand_made(tmp_path / "d", members, files)
     with pytest.raises(DimefmError, match=message):
+        clip_benchmark_suite(root)
+
+
+def test_a_shard_that_is_not_a_tar_is_a_one_line_error(tmp_path):
+    root = _hand_made(tmp_path / "d", {})
+    (root / "test" / "0.tar").write_bytes(b"these bytes are not a tar archive" * 20)
+    with pytest.raises(DimefmError, match="cannot read tar shard"):
         clip_benchmark_suite(root)
 
 
