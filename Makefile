@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# Pinned pair: open_clip needs torchvision, and these two builds import together.
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
 	$(PY) -m pip install -q -e '.[cpu,test]'
+	# CLIP_benchmark for the agreement test; its zero-shot dependencies are in the test extra.
+	$(PY) -m pip install -q --no-deps clip-benchmark==1.6.2
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -9,7 +9,8 @@ from pathlib import Path
 
 COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["info"], ["sql"], ["sources", "list"], ["sources", "relocate"], ["corpus", "prompts"], ["corpus", "filter"],
             ["mine"], ["distill"], ["eval"],
-            ["run"], ["demo"], ["world", "images"], ["world", "texts"], ["world", "train-teacher"]]
+            ["run"], ["demo"], ["world", "images"], ["world", "texts"], ["world", "train-teacher"],
+            ["world", "export-teacher"], ["world", "export-suite"]]
 
 
 def main() -> None:

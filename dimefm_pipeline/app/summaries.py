@@ -55,7 +55,8 @@ def _pct(v) -> str:
 
 
 def results_table(result: dict) -> Table:
-    """Per-task zero-shot, linear probe and shifted accuracies (percent), with the suite means."""
+    """Per-task zero-shot (top-1, top-5, mean per-class recall), linear probe and shifted accuracies
+    (percent), with the suite means."""
     shifts = list(result.get("robustness", {}))
     title = f"{result['suite']} suite"
     if result.get("model"):
@@ -65,14 +66,17 @@ def results_table(result: dict) -> Table:
     table.add_column("classes", justify="right")
     table.add_column("chance", justify="right")
     table.add_column("zero-shot", justify="right")
+    table.add_column("top-5", justify="right")
+    table.add_column("class recall", justify="right")
     table.add_column("linear probe", justify="right")
     for s in shifts:
         table.add_column(s, justify="right")
     for name, row in result["tasks"].items():
         table.add_row(name, str(row["n_classes"]), _pct(row["chance"]), _pct(row["zero_shot"]),
+                      _pct(row.get("zero_shot_acc5")), _pct(row.get("zero_shot_mean_per_class_recall")),
                       _pct(row.get("linear_probe")), *(_pct(row.get("robustness", {}).get(s)) for s in shifts))
     table.add_section()
-    table.add_row("[bold]mean", "", "", f"[bold]{_pct(result['zero_shot_mean'])}",
+    table.add_row("[bold]mean", "", "", f"[bold]{_pct(result['zero_shot_mean'])}", "", "",
                   f"[bold]{_pct(result['linear_probe_mean'])}", *(_pct(result["robustness"][s]) for s in shifts))
     return table
 

@@ -41,6 +41,7 @@ from dimefm_pipeline.cli import corpus as _corpus  # noqa: E402,F401
 from dimefm_pipeline.cli import distill as _distill  # noqa: E402,F401
 from dimefm_pipeline.cli import run as _run  # noqa: E402,F401
 from dimefm_pipeline.cli import world as _world  # noqa: E402,F401
+from dimefm_pipeline.cli import world_export as _world_export  # noqa: E402,F401
 from dimefm_pipeline.cli import eval as _eval  # noqa: E402,F401
 from dimefm_pipeline.cli import demo as _demo  # noqa: E402,F401
 

@@ -16,7 +16,8 @@ def eval_command(
     model: str = typer.Option(..., "--model", help="world | ARCH:PRETRAINED | ARCH (with --pretrained) | "
                               "model-config .json | student output folder."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip tag, checkpoint path, or random."),
-    suite: str = typer.Option("world", "--suite", help="world, or a folder-per-class dataset with classnames.txt."),
+    suite: str = typer.Option("world", "--suite", help="world, a CLIP_benchmark WebDataset dataset (or a folder of "
+                              "them), or a folder-per-class dataset with classnames.txt."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Folder suite: class names from a file or imagenet "
                                           "(open_clip's), instead of DIR/classnames.txt."),
     templates: Optional[str] = typer.Option(None, "--templates", help="Folder suite: prompt templates from a file or "
@@ -34,14 +35,23 @@ def eval_command(
     from dimefm_pipeline.core.errors import DimefmError
     from dimefm_pipeline.core.progress import make_console
     from dimefm_pipeline.evaluation import evaluate
+    from dimefm_pipeline.evaluation.clip_benchmark import clip_benchmark_suite, is_clip_benchmark_folder
     from dimefm_pipeline.evaluation.folder_suite import folder_suite
     from dimefm_pipeline.world.suite import WorldSuiteConfig, resolve_suite
 
     if suite == "world" and (classes or templates):
         raise DimefmError("--classes and --templates are for a folder suite; the world suite has its own")
-    loaded = models.load(model, pretrained, device=device)
     cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
-    chosen = folder_suite(suite, classes=classes, templates=templates) if suite != "world" and Path(suite).is_dir() else suite
+    chosen = suite
+    if suite != "world" and Path(suite).is_dir():
+        if not is_clip_benchmark_folder(suite):
+            chosen = folder_suite(suite, classes=classes, templates=templates)
+        elif classes or templates:
+            raise DimefmError("--classes and --templates are for a folder-per-class suite; a CLIP_benchmark "
+                              "dataset has its own classnames.txt and zeroshot_classification_templates.txt")
+        else:
+            chosen = clip_benchmark_suite(suite)
+    loaded = models.load(model, pretrained, device=device)
     result = evaluate(loaded, resolve_suite(chosen, cfg), probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))

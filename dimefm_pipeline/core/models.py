@@ -28,6 +28,8 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # every model config the package ships
 WORLD_ARCH = "dimefm-world-teacher"
 WORLD_WEIGHTS = PACKAGE_DIR / "world" / "assets" / "world-teacher.safetensors"
+# Teachers shipped inside the package: the name a user types -> (architecture, weights file).
+SHIPPED_TEACHERS: dict[str, tuple[str, Path]] = {"world": (WORLD_ARCH, WORLD_WEIGHTS)}
 RANDOM = "random"
 RANDOM_SEED = 0  # random teachers are seeded so every rank (and every rerun) builds the same one
 
@@ -98,12 +100,13 @@ def resolve_spec(model: str, pretrained: str | None, *, config: dict | None = No
         register_config(model, config)
     if pretrained not in (None, RANDOM) and Path(pretrained).exists():
         pretrained = str(Path(pretrained).resolve())
-    if model == "world":
-        if pretrained not in (None, "world"):
-            return resolve_spec(WORLD_ARCH, pretrained)
-        if not WORLD_WEIGHTS.exists():
-            raise DimefmError(f"the shipped world teacher weights are missing: {WORLD_WEIGHTS}")
-        return ModelSpec(WORLD_ARCH, str(WORLD_WEIGHTS), _config_of(WORLD_ARCH))
+    if model in SHIPPED_TEACHERS:
+        arch, weights = SHIPPED_TEACHERS[model]
+        if pretrained not in (None, model):
+            return resolve_spec(arch, pretrained)
+        if not weights.exists():
+            raise DimefmError(f"the shipped {model} teacher weights are missing: {weights}")
+        return ModelSpec(arch, str(weights), _config_of(arch))
     path = Path(model)
     if model.endswith(".json"):
         if not path.is_file():
@@ -262,9 +265,10 @@ def load(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet
     `ARCH` (with `pretrained`), a model-config .json (with `pretrained`), a distilled student's folder
     (`open_clip_config.json`), or a folder with one model-config JSON and its `.safetensors` weights."""
     path = Path(spec)
-    if spec != "world" and path.is_dir() and (path / "open_clip_config.json").is_file():
+    shipped = spec in SHIPPED_TEACHERS
+    if not shipped and path.is_dir() and (path / "open_clip_config.json").is_file():
         return _load_hub_folder(path, pretrained, device=device, quiet=quiet)
-    if spec != "world" and path.is_dir():
+    if not shipped and path.is_dir():
         configs = [p for p in sorted(path.glob("*.json")) if _is_model_config(p)]
         if len(configs) != 1:
             raise DimefmError(f"{spec}: a model folder needs exactly one open_clip model-config JSON, "
@@ -277,7 +281,7 @@ def load(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet
                                   "name one with --pretrained")
             pretrained = str(weights[0])
         model_spec = resolve_spec(str(configs[0]), pretrained)
-    elif spec != "world" and not spec.endswith(".json") and ":" in spec:
+    elif not shipped and not spec.endswith(".json") and ":" in spec:
         if pretrained is not None:
             raise DimefmError(f"--model {spec} already names its weights; drop --pretrained")
         arch, _, tag = spec.partition(":")

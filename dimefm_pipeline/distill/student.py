@@ -95,12 +95,14 @@ def _load_teacher_text_tower(model, teacher) -> None:
 HUB_CONFIG, HUB_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
 
 
-def save_student(student: Student, out: Path, *, logit_scale: float, about: dict | None = None) -> tuple[Path, Path]:
+def save_student(student: Student, out: Path, *, logit_scale: float | None, about: dict | None = None) -> tuple[Path, Path]:
     """Write `out` as an open_clip hub model folder: `open_clip_config.json` (`model_cfg`,
     `preprocess_cfg`) and `open_clip_model.safetensors`, so that
     `open_clip.create_model_and_transforms("local-dir:OUT")` loads it without dimefm, and uploading
     the folder makes it an `hf-hub:` model. The model's `logit_scale` is the fixed scale the student was
-    trained at (its own parameter is never trained). `about`: provenance, stored under `dimefm`."""
+    trained at (its own parameter is never trained); None keeps the model's own (a shipped teacher).
+    Both files are readable by everyone (0644), whatever the umask. `about`: provenance, stored under
+    `dimefm`."""
     import math
 
     import torch
@@ -116,9 +118,11 @@ def save_student(student: Student, out: Path, *, logit_scale: float, about: dict
     write_durable(cfg_path, json.dumps(config, indent=2).encode())
     module = getattr(student.model, "module", student.model)
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
-    if "logit_scale" in state:
+    if "logit_scale" in state and logit_scale is not None:
         state["logit_scale"] = torch.full_like(state["logit_scale"], math.log(logit_scale))
     tmp = weights.with_name(weights.name + ".tmp")
     save_file(state, str(tmp))
     tmp.replace(weights)
+    for path in (cfg_path, weights):
+        path.chmod(0o644)
     return cfg_path, weights

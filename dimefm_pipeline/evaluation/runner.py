@@ -14,7 +14,8 @@ from dimefm_pipeline.evaluation.features import encode_images, encode_texts, pro
 from dimefm_pipeline.evaluation.linear_probe import ProbeConfig, linear_probe
 from dimefm_pipeline.evaluation.retrieval import recall_at_k
 from dimefm_pipeline.evaluation.suite import ImageSet, Suite
-from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
+from dimefm_pipeline.evaluation.intervals import pack
+from dimefm_pipeline.evaluation.zeroshot import classifier_weights, predict, zero_shot_metrics
 
 
 def _mean(values) -> float | None:
@@ -22,11 +23,19 @@ def _mean(values) -> float | None:
     return float(np.mean(vals)) if vals else None
 
 
+def _correct(features, labels, weights):
+    import torch
+
+    return (predict(features, weights) == torch.as_tensor(labels)).numpy()
+
+
 def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConfig = ProbeConfig(), batch_size: int = 256,
-             progress: bool = True) -> dict:
+             progress: bool = True, keep_correct: bool = False) -> dict:
     """Zero-shot, linear probe, robustness and retrieval of `model` (a LoadedModel or anything with
     `model`, `preprocess`, `tokenizer`, `embed_dim`) on `suite` (`world.suite.resolve_suite` turns a
-    name into one); accuracies are fractions."""
+    name into one); accuracies are fractions. With `keep_correct`, every task also records which test
+    images zero-shot got right (`zero_shot_correct`, and per shift `robustness_correct`, packed by
+    `evaluation.intervals.pack`) for bootstrap intervals."""
     start = time.time()
     cache: dict[str, object] = {}
     tasks: dict[str, dict] = {}
@@ -40,18 +49,23 @@ def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConf
 
         for task in suite.tasks:
             weights = classifier_weights(model, task.classnames, task.templates)
+            zs = zero_shot_metrics(feats(task.test.images), task.test.labels, weights)
             row: dict = {"n_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
-                         "n_test": len(task.test.labels),
-                         "zero_shot": accuracy(feats(task.test.images), task.test.labels, weights)}
-            if probe:
+                         "n_test": len(task.test.labels), "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
+                         "zero_shot_mean_per_class_recall": zs["mean_per_class_recall"]}
+            if keep_correct:
+                row["zero_shot_correct"] = pack(_correct(feats(task.test.images), task.test.labels, weights))
+            if probe and len(task.train.labels) and len(task.val.labels):  # a test-only dataset has no probe
                 res = linear_probe(feats(task.train.images), task.train.labels, feats(task.val.images),
                                    task.val.labels, feats(task.test.images), task.test.labels,
                                    len(task.classnames), probe_config)
                 row["linear_probe"] = res.accuracy
                 row["linear_probe_weight_decay"] = res.weight_decay
             if task.shifts:
-                row["robustness"] = {name: accuracy(feats(s.images), s.labels, weights)
-                                     for name, s in task.shifts.items()}
+                correct = {name: _correct(feats(s.images), s.labels, weights) for name, s in task.shifts.items()}
+                row["robustness"] = {name: int(c.sum()) / len(c) if len(c) else float("nan") for name, c in correct.items()}
+                if keep_correct:
+                    row["robustness_correct"] = {name: pack(c) for name, c in correct.items()}
             tasks[task.name] = row
 
         retrieval = {}

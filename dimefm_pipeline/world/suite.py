@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.evaluation.clip_benchmark import clip_benchmark_suite, is_clip_benchmark_folder
 from dimefm_pipeline.evaluation.folder_suite import folder_suite
 from dimefm_pipeline.evaluation.suite import ImageSet, LabelledSet, RetrievalSet, Suite, Task
 from dimefm_pipeline.world.captions import CaptionStyle, caption
@@ -139,7 +140,8 @@ def _retrieval_set(config: WorldSuiteConfig) -> RetrievalSet:
 
 
 def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
-    """A Suite from `world`, a folder-per-class dataset (`evaluation.folder_suite`), or a Suite."""
+    """A Suite from `world`, a folder of CLIP_benchmark WebDataset datasets, a folder-per-class dataset
+    (`evaluation.folder_suite`), or a Suite."""
     if isinstance(suite, Suite):
         return suite
     if str(suite) == "world":
@@ -147,4 +149,6 @@ def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
     path = Path(suite)
     if not path.is_dir():
         raise DimefmError(f"--suite must be `world` or a dataset folder; {suite} is neither")
+    if is_clip_benchmark_folder(path):
+        return clip_benchmark_suite(path)
     return folder_suite(path)
