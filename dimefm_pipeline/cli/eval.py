@@ -13,10 +13,10 @@ from dimefm_pipeline.cli import app
 
 @app.command("eval")
 def eval_command(
-    model: str = typer.Option(..., "--model", help="world | ARCH:PRETRAINED | ARCH (with --pretrained) | "
+    model: str = typer.Option(..., "--model", help="world | world-hard | ARCH:PRETRAINED | ARCH (with --pretrained) | "
                               "model-config .json | student output folder."),
     pretrained: Optional[str] = typer.Option(None, "--pretrained", help="open_clip tag, checkpoint path, or random."),
-    suite: str = typer.Option("world", "--suite", help="world, a CLIP_benchmark WebDataset dataset (or a folder of "
+    suite: str = typer.Option("world", "--suite", help="world, world-hard, a CLIP_benchmark WebDataset dataset (or a folder of "
                               "them), or a folder-per-class dataset with classnames.txt."),
     classes: Optional[str] = typer.Option(None, "--classes", help="Folder suite: class names from a file or imagenet "
                                           "(open_clip's), instead of DIR/classnames.txt."),
@@ -24,7 +24,7 @@ def eval_command(
                                             "openai / simple (open_clip's), instead of DIR/templates.txt."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON here."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a bar-chart PNG here."),
-    quick: bool = typer.Option(False, "--quick", help="A smaller world suite (about a third of the images)."),
+    quick: bool = typer.Option(False, "--quick", help="A smaller world suite (a third of the images; a tenth for world-hard)."),
     no_probe: bool = typer.Option(False, "--no-probe", help="Skip the linear probes."),
     device: str = typer.Option("cpu", "--device", help="torch device, e.g. cuda."),
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
@@ -37,13 +37,12 @@ def eval_command(
     from dimefm_pipeline.evaluation import evaluate
     from dimefm_pipeline.evaluation.clip_benchmark import clip_benchmark_suite, is_clip_benchmark_folder
     from dimefm_pipeline.evaluation.folder_suite import folder_suite
-    from dimefm_pipeline.world.suite import WorldSuiteConfig, resolve_suite
+    from dimefm_pipeline.world.suite import SUITES, resolve_suite
 
-    if suite == "world" and (classes or templates):
-        raise DimefmError("--classes and --templates are for a folder suite; the world suite has its own")
-    cfg = WorldSuiteConfig.quick() if quick else WorldSuiteConfig()
+    if suite in SUITES and (classes or templates):
+        raise DimefmError("--classes and --templates are for a folder suite; the world suites have their own")
     chosen = suite
-    if suite != "world" and Path(suite).is_dir():
+    if suite not in SUITES and Path(suite).is_dir():
         if not is_clip_benchmark_folder(suite):
             chosen = folder_suite(suite, classes=classes, templates=templates)
         elif classes or templates:
@@ -52,7 +51,7 @@ def eval_command(
         else:
             chosen = clip_benchmark_suite(suite)
     loaded = models.load(model, pretrained, device=device)
-    result = evaluate(loaded, resolve_suite(chosen, cfg), probe=not no_probe, batch_size=batch_size)
+    result = evaluate(loaded, resolve_suite(chosen, quick=quick), probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)

@@ -31,12 +31,13 @@ def images(
     fmt: str = typer.Option("folder", "--format", help="folder (PNG sub-folders) or webdataset (.tar shards)."),
     seed: int = typer.Option(0, "--seed", help="Corpus seed: the same seed gives the same bytes."),
     per_shard: int = typer.Option(1000, "--per-shard", help="Images per sub-folder or tar shard."),
+    world: str = typer.Option("easy", "--world", help="easy (six tasks) or hard (docs/world.md)."),
 ) -> None:
     """Write an image corpus of random world scenes."""
     from dimefm_pipeline.world.corpus import ImageCorpusConfig, write_images
 
     written = _with_progress(n, "world images", lambda advance: write_images(
-        out, ImageCorpusConfig(n=n, fmt=fmt, seed=seed, per_shard=per_shard), on_progress=advance))
+        out, ImageCorpusConfig(n=n, fmt=fmt, seed=seed, per_shard=per_shard, world=world), on_progress=advance))
     typer.echo(f"wrote {n} images in {len(written)} {'shards' if fmt == 'webdataset' else 'folders'} under {out}")
 
 
@@ -47,12 +48,14 @@ def texts(
     fmt: str = typer.Option("txt", "--format", help="txt (one sentence per line) or jsonl ({key, text})."),
     seed: int = typer.Option(0, "--seed", help="Corpus seed: the same seed gives the same bytes."),
     distractor_share: float = typer.Option(0.3, "--distractor-share", help="Share of non-visual sentences."),
+    world: str = typer.Option("easy", "--world", help="easy (six tasks) or hard (docs/world.md)."),
 ) -> None:
     """Write a sentence corpus, sampled independently of any image corpus."""
     from dimefm_pipeline.world.corpus import TextCorpusConfig, write_texts
 
     _with_progress(n, "world sentences", lambda advance: write_texts(
-        out, TextCorpusConfig(n=n, fmt=fmt, seed=seed, distractor_share=distractor_share), on_progress=advance))
+        out, TextCorpusConfig(n=n, fmt=fmt, seed=seed, distractor_share=distractor_share, world=world),
+        on_progress=advance))
     typer.echo(f"wrote {n} sentences to {out}")
 
 
@@ -63,18 +66,19 @@ def train_teacher(
     out: Path = typer.Option(Path("runs/world-teacher"), "--out", help="Run folder: weights, config, loss curve."),
     install: bool = typer.Option(False, "--install", help="Also copy the weights into the package as the shipped teacher."),
 ) -> None:
-    """Train the world teacher with the CLIP loss on freshly generated paired world data.
+    """Train a world teacher with the CLIP loss on freshly generated paired world data.
 
-    With no options this is the recipe of the shipped teacher (docs/world-teacher.md).
+    With no other options this is the recipe of the world's shipped teacher (docs/world-teacher.md).
     """
     import shutil
 
-    from dimefm_pipeline.core.models import WORLD_WEIGHTS
+    from dimefm_pipeline.core.models import SHIPPED_TEACHERS
     from dimefm_pipeline.world.teacher import train_teacher as run
 
     summary = run(TeacherTrainConfig(**given), out)
     typer.echo(f"trained in {summary['seconds']:.0f} s, final loss {summary['final_loss']:.4f}: {summary['weights']}")
     if install:
-        WORLD_WEIGHTS.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(summary["weights"], WORLD_WEIGHTS)
-        typer.echo(f"installed as {WORLD_WEIGHTS}")
+        shipped = SHIPPED_TEACHERS["world-hard" if given.get("world") == "hard" else "world"][1]
+        shipped.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(summary["weights"], shipped)
+        typer.echo(f"installed as {shipped}")

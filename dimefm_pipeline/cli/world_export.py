@@ -31,7 +31,7 @@ def export_teacher(
 @world_app.command("export-suite")
 def export_suite(
     out: Path = typer.Option(..., "--out", help="Output folder (created; must be empty or absent)."),
-    suite: str = typer.Option("world", "--suite", help="world, or a dataset folder `dimefm eval --suite` reads."),
+    suite: str = typer.Option("world", "--suite", help="world, world-hard, or a dataset folder `dimefm eval --suite` reads."),
     n_test: Optional[int] = typer.Option(None, "--n-test", help="Test images per task (default: all; the world "
                                          "suite has 1,000)."),
     shifts: bool = typer.Option(False, "--shifts", help="Also write each shifted test set as a dataset."),
@@ -47,12 +47,13 @@ def export_suite(
     from dimefm_pipeline.world.suite import resolve_suite
     from dimefm_pipeline.evaluation.clip_benchmark import export_size
     from dimefm_pipeline.evaluation.clip_benchmark import export_suite as run
+    from dimefm_pipeline.world.hard.suite import HardSuiteConfig
     from dimefm_pipeline.world.suite import WorldSuiteConfig
 
     if n_test is not None and n_test < 1:
         raise DimefmError("--n-test must be at least 1")
-    cfg = WorldSuiteConfig()
-    if n_test is not None:  # the world suite draws only the scenes it writes
+    cfg = HardSuiteConfig() if suite == "world-hard" else WorldSuiteConfig()
+    if n_test is not None:  # a world suite draws only the scenes it writes
         cfg = dataclasses.replace(cfg, n_test=min(n_test, cfg.n_test))
     chosen = resolve_suite(suite, cfg)
     total = export_size(chosen, limit=n_test, shifts=shifts)

@@ -28,8 +28,10 @@ PACKAGE_DIR = Path(__file__).resolve().parents[1]
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # every model config the package ships
 WORLD_ARCH = "dimefm-world-teacher"
 WORLD_WEIGHTS = PACKAGE_DIR / "world" / "assets" / "world-teacher.safetensors"
+WORLD_HARD_WEIGHTS = PACKAGE_DIR / "world" / "assets" / "world-hard-teacher.safetensors"
 # Teachers shipped inside the package: the name a user types -> (architecture, weights file).
-SHIPPED_TEACHERS: dict[str, tuple[str, Path]] = {"world": (WORLD_ARCH, WORLD_WEIGHTS)}
+SHIPPED_TEACHERS: dict[str, tuple[str, Path]] = {"world": (WORLD_ARCH, WORLD_WEIGHTS),
+                                                 "world-hard": (WORLD_ARCH, WORLD_HARD_WEIGHTS)}
 RANDOM = "random"
 RANDOM_SEED = 0  # random teachers are seeded so every rank (and every rerun) builds the same one
 
@@ -122,7 +124,7 @@ def resolve_spec(model: str, pretrained: str | None, *, config: dict | None = No
         if arch not in open_clip.list_models():
             raise DimefmError(
                 f"unknown model {arch!r}: give an open_clip architecture (see `open_clip.list_models()`), "
-                "a model-config .json path, or `world`"
+                "a model-config .json path, `world` or `world-hard`"
             )
     if pretrained is None:
         raise DimefmError(

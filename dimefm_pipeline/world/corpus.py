@@ -29,6 +29,12 @@ IMAGE_STREAM = 2  # random stream of corpus images
 TEXT_STREAM = 3  # ... of corpus sentences (independent of the images)
 IMAGE_FORMATS = ("folder", "webdataset")
 TEXT_FORMATS = ("txt", "jsonl")
+WORLDS = ("easy", "hard")  # the built-in worlds: today's six-task world, and the hard one (world/hard/)
+
+
+def _check_world(world: str) -> None:
+    if world not in WORLDS:
+        raise DimefmError(f"unknown world {world!r}: use one of {', '.join(WORLDS)}")
 
 
 @dataclass(frozen=True)
@@ -40,6 +46,7 @@ class ImageCorpusConfig:
     seed: int = 0  # corpus seed
     per_shard: int = 1000  # images per sub-folder or tar shard
     size: int = 64  # image side in pixels
+    world: str = "easy"  # "easy" or "hard"
 
 
 @dataclass(frozen=True)
@@ -51,10 +58,15 @@ class TextCorpusConfig:
     seed: int = 0  # corpus seed
     distractor_share: float = 0.3  # share of non-visual sentences
     max_tokens: int | None = 32  # the world teacher's context: longer sentences are redrawn shorter (None: no limit)
+    world: str = "easy"  # "easy" or "hard"
 
 
-def corpus_image(seed: int, index: int, size: int = 64) -> np.ndarray:
-    """Image `index` of the corpus with `seed`."""
+def corpus_image(seed: int, index: int, size: int = 64, world: str = "easy") -> np.ndarray:
+    """Image `index` of the corpus with `seed` (the hard world draws at its own 64 px)."""
+    if world == "hard":
+        from dimefm_pipeline.world.hard.corpus import hard_image
+
+        return hard_image(seed, index)
     return render(sample_scene(scene_rng(seed, index, IMAGE_STREAM), size=size))
 
 
@@ -62,10 +74,16 @@ def corpus_image(seed: int, index: int, size: int = 64) -> np.ndarray:
 SHORTER = (CaptionStyle(p_position=0.0), CaptionStyle(p_position=0.0, p_size=0.0), CaptionStyle(0.0, 0.0, 0.0, 1.0, 0.0))
 
 
-def corpus_sentence(seed: int, index: int, distractor_share: float = 0.3, max_tokens: int | None = None) -> str:
+def corpus_sentence(seed: int, index: int, distractor_share: float = 0.3, max_tokens: int | None = None,
+                    world: str = "easy") -> str:
     """Sentence `index` of the corpus with `seed`: a caption of an unseen scene, or a distractor. With
     `max_tokens`, a sentence the teacher's tokenizer would cut is redrawn (same scene, fewer attributes;
     another distractor), so every cached sentence is read whole."""
+    if world == "hard":
+        from dimefm_pipeline.world.hard.corpus import hard_sentence
+
+        fits = (lambda text: _tokens(text) <= max_tokens) if max_tokens else None
+        return hard_sentence(seed, index, distractor_share, fits)
     rng = scene_rng(seed, index, TEXT_STREAM)
     if rng.random() < distractor_share:
         text = distractor_sentence(rng)
@@ -118,6 +136,7 @@ def write_images(out: str | Path, cfg: ImageCorpusConfig, *, on_progress: Callab
     out = Path(out)
     if cfg.fmt not in IMAGE_FORMATS:
         raise DimefmError(f"unknown image format {cfg.fmt!r}: use one of {', '.join(IMAGE_FORMATS)}")
+    _check_world(cfg.world)
     _check_out(out, cfg.n)
     out.mkdir(parents=True, exist_ok=True)
     written = []
@@ -133,7 +152,7 @@ def write_images(out: str | Path, cfg: ImageCorpusConfig, *, on_progress: Callab
 def _write_folder_shard(folder: Path, cfg, start, stop, on_progress) -> Path:
     folder.mkdir()
     for i in range(start, stop):
-        (folder / f"{_key(i)}.png").write_bytes(png_bytes(corpus_image(cfg.seed, i, cfg.size)))
+        (folder / f"{_key(i)}.png").write_bytes(png_bytes(corpus_image(cfg.seed, i, cfg.size, cfg.world)))
         if on_progress:
             on_progress(1)
     return folder
@@ -143,7 +162,7 @@ def _write_tar_shard(path: Path, cfg, start, stop, on_progress) -> Path:
     tmp = path.with_name(path.name + ".tmp")  # a shard appears only once complete
     with tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tf:
         for i in range(start, stop):
-            data = png_bytes(corpus_image(cfg.seed, i, cfg.size))
+            data = png_bytes(corpus_image(cfg.seed, i, cfg.size, cfg.world))
             info = tarfile.TarInfo(f"{_key(i)}.png")
             info.size, info.mtime, info.mode = len(data), 0, 0o644
             info.uid = info.gid = 0
@@ -160,7 +179,7 @@ def sentences(cfg: TextCorpusConfig) -> Iterator[str]:
     if not 0.0 <= cfg.distractor_share <= 1.0:
         raise DimefmError(f"--distractor-share must be in [0, 1] (got {cfg.distractor_share})")
     for i in range(cfg.n):
-        yield corpus_sentence(cfg.seed, i, cfg.distractor_share, cfg.max_tokens)
+        yield corpus_sentence(cfg.seed, i, cfg.distractor_share, cfg.max_tokens, cfg.world)
 
 
 def write_texts(out: str | Path, cfg: TextCorpusConfig, *, on_progress: Callable[[int], None] | None = None) -> Path:
@@ -168,6 +187,7 @@ def write_texts(out: str | Path, cfg: TextCorpusConfig, *, on_progress: Callable
     out = Path(out)
     if cfg.fmt not in TEXT_FORMATS:
         raise DimefmError(f"unknown text format {cfg.fmt!r}: use one of {', '.join(TEXT_FORMATS)}")
+    _check_world(cfg.world)
     if cfg.n < 1:
         raise DimefmError(f"--n must be at least 1 (got {cfg.n})")
     if out.exists():

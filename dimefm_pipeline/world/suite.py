@@ -139,16 +139,24 @@ def _retrieval_set(config: WorldSuiteConfig) -> RetrievalSet:
     return RetrievalSet(images, tuple(captions), np.array(owner, dtype=np.int64))
 
 
-def resolve_suite(suite, world_config: WorldSuiteConfig | None = None) -> Suite:
-    """A Suite from `world`, a folder of CLIP_benchmark WebDataset datasets, a folder-per-class dataset
-    (`evaluation.folder_suite`), or a Suite."""
+SUITES = ("world", "world-hard")  # the built-in suites by name
+
+
+def resolve_suite(suite, world_config=None, *, quick: bool = False) -> Suite:
+    """A Suite from `world` or `world-hard` (at `world_config` sizes, a `WorldSuiteConfig` or a
+    `HardSuiteConfig`, else the full or `quick` sizes), a folder of CLIP_benchmark WebDataset
+    datasets, a folder-per-class dataset (`evaluation.folder_suite`), or a Suite."""
     if isinstance(suite, Suite):
         return suite
     if str(suite) == "world":
-        return world_suite(world_config or WorldSuiteConfig())
+        return world_suite(world_config or (WorldSuiteConfig.quick() if quick else WorldSuiteConfig()))
+    if str(suite) == "world-hard":
+        from dimefm_pipeline.world.hard.suite import HardSuiteConfig, hard_suite
+
+        return hard_suite(world_config or (HardSuiteConfig.quick() if quick else HardSuiteConfig()))
     path = Path(suite)
     if not path.is_dir():
-        raise DimefmError(f"--suite must be `world` or a dataset folder; {suite} is neither")
+        raise DimefmError(f"--suite must be `world`, `world-hard` or a dataset folder; {suite} is neither")
     if is_clip_benchmark_folder(path):
         return clip_benchmark_suite(path)
     return folder_suite(path)

@@ -11,7 +11,7 @@ import csv
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,14 +22,18 @@ from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.core.optim import cosine, param_groups
 from dimefm_pipeline.core.options import option
 from dimefm_pipeline.core.weights import KEY as TOKEN_TABLE
-from dimefm_pipeline.world.captions import CaptionStyle, caption
-from dimefm_pipeline.world.render import render
-from dimefm_pipeline.world.scene import sample_scene, scene_rng
-from dimefm_pipeline.world.variants import edit_scene
+from dimefm_pipeline.world.captions import CaptionStyle
+from dimefm_pipeline.world.teacher_data import GROUP_CAPTIONS, paired_batch, quick_zero_shot
 
-TRAIN_STREAM = 1  # the teacher's paired data; corpora and the eval suite use other streams
-# Captions inside edit groups name more attributes, so the edited one is usually said.
-GROUP_CAPTIONS = CaptionStyle(p_colour=0.8, p_size=0.7, p_position=0.7, p_shape=0.9, p_count_only=0.05)
+# Each world's shipped-teacher recipe: the values of the fields a run leaves at None.
+RECIPES = {
+    "easy": {"steps": 3000, "batch_size": 128, "lr": 5e-4, "group_share": 0.5,
+             # shape and position are the slow ones
+             "edit_weights": (3.0, 1.0, 1.0, 2.0, 1.0)},
+    "hard": {"steps": 10000, "batch_size": 128, "lr": 5e-4, "group_share": 0.5,
+             "edit_weights": (2.0, 1.0, 1.0, 2.0, 2.0, 2.0, 1.0)},  # world.hard.edits.EDITS order
+}
+WEIGHTS_NAME = {"easy": "world-teacher.safetensors", "hard": "world-hard-teacher.safetensors"}
 
 
 @dataclass(frozen=True)
@@ -38,18 +42,19 @@ class TeacherTrainConfig:
     teacher's recipe; the fields with help texts are options of `dimefm world train-teacher`."""
 
     arch: str = "dimefm-world-teacher"  # open_clip config name (registered from the package)
-    steps: int = option(3000, "Optimiser steps.")
+    world: str = option("easy", "Which built-in world: easy (six tasks) or hard (docs/world.md).")
+    steps: int | None = option(None, "Optimiser steps (default: the world's shipped-teacher recipe).")
     # all in-batch negatives; more steps beat bigger batches here
-    batch_size: int = option(128, "Image-caption pairs per step.")
-    lr: float = option(5e-4, "Peak learning rate.")  # (AdamW); 1e-3 was behind on shape and position at every check
+    batch_size: int | None = option(None, "Image-caption pairs per step (default: the recipe's).")
+    # (AdamW); 1e-3 was behind on shape and position at every check of the easy world
+    lr: float | None = option(None, "Peak learning rate (default: the recipe's).")
     min_lr: float = 1e-5  # end of the cosine schedule
     warmup: int = 100  # linear warm-up steps
-    group_share: float = 0.5  # share of each batch made of edit groups (hard negatives)
+    group_share: float | None = None  # share of each batch made of edit groups (hard negatives)
     group_size: int = 4  # a scene and its minimal edits
-    group_captions: CaptionStyle = GROUP_CAPTIONS  # caption detail inside edit groups
-    one_attribute: float = 0.0  # share of the independent scenes' captions that name one kind of attribute only
-    # odds of shape, colour, size, position, count edits (None: equal); shape and position are the slow ones
-    edit_weights: tuple[float, ...] | None = (3.0, 1.0, 1.0, 2.0, 1.0)
+    group_captions: CaptionStyle = GROUP_CAPTIONS  # caption detail inside edit groups (easy world)
+    one_attribute: float = 0.0  # share of the independent scenes' captions that name one kind of attribute only (easy)
+    edit_weights: tuple[float, ...] | None = None  # odds of each kind of edit, in the world's `EDITS` order
     init_logit_scale: float = 50.0  # CLIP's 1/0.07 = 14.3 is learnt up over ~10^5 steps; a short run must start sharp
     weight_decay: float = 0.1  # not applied to gains, biases, embeddings and the logit scale
     seed: int = option(0, "Seed of the data stream and initialisation.")
@@ -60,6 +65,13 @@ class TeacherTrainConfig:
     threads: int = option(1, "torch threads (0: torch's default).")
 
 
+def resolved(cfg: TeacherTrainConfig) -> TeacherTrainConfig:
+    """`cfg` with every field left at None taken from its world's recipe."""
+    if cfg.world not in RECIPES:
+        raise DimefmError(f"unknown world {cfg.world!r}: use one of {', '.join(RECIPES)}")
+    return replace(cfg, **{k: v for k, v in RECIPES[cfg.world].items() if getattr(cfg, k) is None})
+
+
 def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
     """Linear warm-up, then cosine decay to `min_lr`."""
     if step < cfg.warmup:
@@ -67,49 +79,11 @@ def lr_at(step: int, cfg: TeacherTrainConfig) -> float:
     return cosine((step - cfg.warmup) / max(1, cfg.steps - cfg.warmup), cfg.lr, cfg.min_lr)
 
 
-def paired_batch(step: int, cfg: TeacherTrainConfig, size: int) -> tuple[np.ndarray, list[str]]:
-    """Images (B x H x W x 3 uint8) and one true caption each, for optimiser step `step`.
-
-    The first `group_share` of the batch comes in groups of `group_size` minimal edits of one scene:
-    hard negatives for every attribute, so colour (by far the easiest cue) cannot carry the whole
-    loss. The rest are independent scenes, for diversity.
-    """
-    images, captions, base = [], [], None  # base: the scene a group's edits start from (k % group_size == 0)
-    n_grouped = int(cfg.batch_size * cfg.group_share) // cfg.group_size * cfg.group_size
-    for k in range(cfg.batch_size):
-        rng = scene_rng(cfg.seed, step * cfg.batch_size + k, TRAIN_STREAM)
-        if k < n_grouped and k % cfg.group_size:
-            scene = edit_scene(base, rng, cfg.edit_weights)
-        else:
-            scene = base = sample_scene(rng, size=size)
-        images.append(render(scene))
-        captions.append(caption(scene, rng, cfg.group_captions if k < n_grouped else CaptionStyle(p_one_attribute=cfg.one_attribute)))
-    return np.stack(images), captions
-
-
-def quick_zero_shot(model, preprocess, tokenizer, embed_dim: int, n_test: int = 200) -> dict[str, float]:
-    """Zero-shot accuracy per world task on a small test split (a progress signal, not the benchmark)."""
-    from dimefm_pipeline.evaluation.features import encode_images
-    from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
-    from dimefm_pipeline.evaluation.zeroshot import accuracy, classifier_weights
-
-    loaded = SimpleNamespace(model=model, preprocess=preprocess, tokenizer=tokenizer, embed_dim=embed_dim)
-    suite = world_suite(WorldSuiteConfig(n_train=0, n_val=0, n_test=n_test, shifts=()), retrieval=False)
-    cache: dict[str, object] = {}
-    scores = {}
-    for task in suite.tasks:
-        key = task.test.images.key
-        if key not in cache:
-            cache[key] = encode_images(loaded, task.test.images.load())
-        weights = classifier_weights(loaded, task.classnames, task.templates)
-        scores[task.name] = accuracy(cache[key], task.test.labels, weights)
-    return scores
-
-
 def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, log=print) -> dict:
     """Train the teacher; write weights, model config, run config and loss curve under `out`."""
     import torch
 
+    cfg = resolved(cfg)
     from dimefm_pipeline.core.progress import progress_bar
 
     out.mkdir(parents=True, exist_ok=True)
@@ -124,7 +98,7 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
     start = time.time() - run.seconds
     model.train()
     with progress_bar(progress, transient=False) as bar:
-        job = bar.add_task("train world teacher", total=cfg.steps, completed=run.first)
+        job = bar.add_task(f"train {cfg.world} world teacher", total=cfg.steps, completed=run.first)
         for step in range(run.first, cfg.steps):
             lr, loss = _step(cfg, run, step)
             # 4. log, and now and then a quick zero-shot check
@@ -139,16 +113,16 @@ def train_teacher(cfg: TeacherTrainConfig, out: Path, *, progress: bool = True, 
             csv_file.flush()
             if cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 and not last:
                 _save_resume(out / "resume.pt", cfg, model, run.opt, run.rows, time.time() - start)
-            bar.update(job, advance=1, description=f"train world teacher (loss {loss.item():.3f})")
+            bar.update(job, advance=1, description=f"train {cfg.world} world teacher (loss {loss.item():.3f})")
     csv_file.close()
     seconds = time.time() - start
     model.eval()
-    _save(model, out / "world-teacher.safetensors", cfg, cfg.steps, run.initial_tokens)
+    _save(model, out / WEIGHTS_NAME[cfg.world], cfg, cfg.steps, run.initial_tokens)
     (out / "checkpoint.safetensors").unlink(missing_ok=True)
     (out / "resume.pt").unlink(missing_ok=True)
     plot_loss(run.rows, out / "loss.png")
     summary = {"seconds": round(seconds, 1), "final_loss": run.rows[-1][1], "steps": cfg.steps,
-               "weights": str(out / "world-teacher.safetensors")}
+               "weights": str(out / WEIGHTS_NAME[cfg.world])}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
@@ -211,7 +185,7 @@ def _check(cfg: TeacherTrainConfig, run: SimpleNamespace, out: Path, step: int, 
     model = run.model
     model.eval()
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cfg.bf16):
-        scores = quick_zero_shot(model, run.preprocess, run.tokenizer, int(run.model_cfg["embed_dim"]))
+        scores = quick_zero_shot(model, run.preprocess, run.tokenizer, int(run.model_cfg["embed_dim"]), cfg.world)
     model.train()
     zs = round(float(np.mean(list(scores.values()))), 4)
     _save(model, out / "checkpoint.safetensors", cfg, step + 1, run.initial_tokens)

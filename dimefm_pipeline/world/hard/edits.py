@@ -13,7 +13,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dimefm_pipeline.world.hard.scene import HardScene, draw_attributes, lit, make_object
+from dimefm_pipeline.world.hard.scene import SEPARATION, HardScene, draw_attributes, lit, make_object
 from dimefm_pipeline.world.hard.vocab import COLOURS, HELD_OUT, PATTERNS, SHAPES
 
 EDITS = ("shape", "colour", "pattern", "swap_colours", "swap_places", "turn", "count")
@@ -37,10 +37,10 @@ def _other(rng: np.random.Generator, options, current, near=()):
 
 
 def _free_spot(rng: np.random.Generator, objects, r: float, size: int) -> tuple[float, float] | None:
-    """A centre for one more object of radius `r` that hides at most a third of any other."""
+    """A centre for one more object of radius `r`, as close to the others as a crowd allows."""
     for _ in range(100):
         x, y = rng.uniform(r + 1, size - r - 1, size=2)
-        if all(np.hypot(x - o.cx, y - o.cy) >= 0.7 * (r + o.radius) for o in objects):
+        if all(np.hypot(x - o.cx, y - o.cy) >= SEPARATION["crowd"] * (r + o.radius) for o in objects):
             return float(x), float(y)
     return None
 

@@ -36,9 +36,9 @@ TILT = 20.0  # degrees an object may turn either way in training pictures
 ROUND = ("circle", "ring")  # shapes that look the same at every angle
 LAYOUT_ODDS = {"single": 0.3, "pair": 0.3, "crowd": 0.4}
 RADIUS = {"single": (11.0, 18.0), "pair": (7.5, 12.0), "crowd": (5.5, 9.0)}
-# Centres closer than this share of the summed radii are redrawn: crowds may hide up to about a third
-# of an object, pairs barely touch.
-SEPARATION = {"single": 0.0, "pair": 0.9, "crowd": 0.7}
+# Centres closer than this share of the summed radii are redrawn: in a crowd a small object can sit
+# mostly behind a big one (so a count can be ambiguous, as in real photos), pairs barely touch.
+SEPARATION = {"single": 0.0, "pair": 0.9, "crowd": 0.62}
 CLUTTER_ODDS = 0.5  # share of pictures with clutter marks on the background
 _SHAPE_ODDS = np.asarray(tail_weights(SHAPE_ORDER, SHAPE_TAIL, SHAPES))
 _COLOUR_ODDS = np.asarray(tail_weights(COLOUR_ORDER, COLOUR_TAIL, tuple(COLOURS)))
