@@ -27,11 +27,12 @@ def world_corpora(recipe: Recipe) -> tuple[list[str], list[str]]:
 
     w = recipe.section("world")
     root = recipe.out / "corpus"
+    kind = w.get("kind", "easy")
     img_cfg = ImageCorpusConfig(n=w.get("images", 4000), fmt=w.get("image_format", "webdataset"), seed=w.get("seed", 0),
-                                per_shard=w.get("per_shard", 1000))
+                                per_shard=w.get("per_shard", 1000), world=kind)
     txt_fmt = w.get("text_format", "txt")
     txt_cfg = TextCorpusConfig(n=w.get("texts", 6000), fmt=txt_fmt, seed=w.get("seed", 0) + 1,
-                               distractor_share=w.get("distractor_share", 0.3))
+                               distractor_share=w.get("distractor_share", 0.3), world=kind)
     images, texts, done = root / "images", root / f"texts.{txt_fmt}", root / ".complete"
     wanted = repr((img_cfg, txt_cfg))
     if not (done.exists() and done.read_text() == wanted):

@@ -29,6 +29,7 @@ class ProbeResult:
     accuracy: float
     weight_decay: float
     val_accuracy: float
+    correct: np.ndarray | None = None  # per test example: predicted right (bool)
 
 
 def _standardise(train, *others):
@@ -98,4 +99,6 @@ def linear_probe(train_x, train_y, val_x, val_y, test_x, test_y, n_classes: int,
         all_x, all_y = torch.cat([train_x, val_x]), torch.cat([train_y, val_y])
         ax, sx = _standardise(all_x, test_x)
         wb = fit_logistic(ax, all_y, n_classes, best_wd, cfg)
-    return ProbeResult(_acc(sx, test_y, wb), best_wd, best_val)
+    w, b = wb
+    correct = ((sx @ w + b).argmax(1) == test_y).numpy() if len(test_y) else np.zeros(0, dtype=bool)
+    return ProbeResult(_acc(sx, test_y, wb), best_wd, best_val, correct)

@@ -34,8 +34,8 @@ def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConf
     """Zero-shot, linear probe, robustness and retrieval of `model` (a LoadedModel or anything with
     `model`, `preprocess`, `tokenizer`, `embed_dim`) on `suite` (`world.suite.resolve_suite` turns a
     name into one); accuracies are fractions. With `keep_correct`, every task also records which test
-    images zero-shot got right (`zero_shot_correct`, and per shift `robustness_correct`, packed by
-    `evaluation.intervals.pack`) for bootstrap intervals."""
+    images zero-shot and the probe got right (`zero_shot_correct`, `linear_probe_correct`, and per shift
+    `robustness_correct`, packed by `evaluation.intervals.pack`) for bootstrap intervals."""
     start = time.time()
     cache: dict[str, object] = {}
     tasks: dict[str, dict] = {}
@@ -51,7 +51,8 @@ def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConf
             weights = classifier_weights(model, task.classnames, task.templates)
             zs = zero_shot_metrics(feats(task.test.images), task.test.labels, weights)
             row: dict = {"n_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
-                         "n_test": len(task.test.labels), "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
+                         "n_test": len(task.test.labels), "test_set": task.test.images.key,
+                         "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
                          "zero_shot_mean_per_class_recall": zs["mean_per_class_recall"]}
             if keep_correct:
                 row["zero_shot_correct"] = pack(_correct(feats(task.test.images), task.test.labels, weights))
@@ -61,6 +62,8 @@ def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConf
                                    len(task.classnames), probe_config)
                 row["linear_probe"] = res.accuracy
                 row["linear_probe_weight_decay"] = res.weight_decay
+                if keep_correct:
+                    row["linear_probe_correct"] = pack(res.correct)
             if task.shifts:
                 correct = {name: _correct(feats(s.images), s.labels, weights) for name, s in task.shifts.items()}
                 row["robustness"] = {name: int(c.sum()) / len(c) if len(c) else float("nan") for name, c in correct.items()}

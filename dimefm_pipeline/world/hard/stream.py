@@ -52,24 +52,21 @@ def focused_group(rng: np.random.Generator) -> list[HardScene]:
     return [base] + [edit_scene(base, rng, _one_hot(kind)) for kind in _FOCUS_EDITS]
 
 
-def paired_batch(step: int, *, batch_size: int, group_share: float, seed: int,
-                 edit_weights: tuple[float, ...] = EDIT_WEIGHTS) -> tuple[np.ndarray, list[str]]:
-    """Pictures (B x H x W x 3 uint8) and one true caption each for optimiser step `step`; a function
-    of (seed, step) alone, so a resumed run sees the same batches."""
-    images, captions = [], []
+def batch_scenes(step: int, *, batch_size: int, group_share: float, seed: int,
+                 edit_weights: tuple[float, ...] = EDIT_WEIGHTS) -> list[tuple[HardScene, str, int]]:
+    """(scene, caption, group) of every pair of step `step`; group -1 for an independent scene. A
+    function of (seed, step) alone, so a resumed run sees the same batches."""
+    pairs: list[tuple[HardScene, str, int]] = []
     grouped = int(batch_size * group_share) // GROUP_SIZE * GROUP_SIZE
     draw, groups = 0, 0
-    while len(images) < batch_size:
+    while len(pairs) < batch_size:
         rng = np.random.default_rng([int(seed), TRAIN_STREAM, int(step), draw])
         draw += 1
-        if len(images) + GROUP_SIZE > grouped:
+        if len(pairs) + GROUP_SIZE > grouped:
             scene = sample_scene(rng)
-            images.append(render(scene))
-            captions.append(caption(scene, rng))
+            pairs.append((scene, caption(scene, rng), -1))
             continue
-        focused = groups % 2 == 0
-        groups += 1
-        if focused:
+        if groups % 2 == 0:
             members, style = focused_group(rng), FOCUS_CAPTIONS
         else:
             base = sample_scene(rng)
@@ -78,6 +75,13 @@ def paired_batch(step: int, *, batch_size: int, group_share: float, seed: int,
         for j, scene in enumerate(members):
             text = telling_caption(scene, members[:j] + members[j + 1:], rng, style)
             if text is not None:
-                images.append(render(scene))
-                captions.append(text)
-    return np.stack(images), captions
+                pairs.append((scene, text, groups))
+        groups += 1
+    return pairs
+
+
+def paired_batch(step: int, *, batch_size: int, group_share: float, seed: int,
+                 edit_weights: tuple[float, ...] = EDIT_WEIGHTS) -> tuple[np.ndarray, list[str]]:
+    """Pictures (B x H x W x 3 uint8) and one true caption each for optimiser step `step`."""
+    pairs = batch_scenes(step, batch_size=batch_size, group_share=group_share, seed=seed, edit_weights=edit_weights)
+    return np.stack([render(scene) for scene, _, _ in pairs]), [text for _, text, _ in pairs]

@@ -1,0 +1,163 @@
+"""docs/results.md from the quality table's finished (row, seed) results: means over seeds, 95%
+bootstrap intervals over test pictures, seed ranges, and claim-by-claim verdicts."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from dimefm_pipeline.evaluation.intervals import difference_interval, mean_interval, scores, verdict
+
+METRICS = (("zero_shot_mean", "zero-shot"), ("linear_probe_mean", "linear probe"), ("robustness_mean", "robustness"))
+# (claim of the reference, row, baseline row, metrics it is about)
+CLAIMS = (
+    ("P-VL adds to VL", "distilled", "vl_only", ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("UDist adds", "udist", "distilled", ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("task prompts add zero-shot", "text_prompts", "distilled", ("zero_shot_mean",)),
+    ("the distilled student rivals a paired student (same pictures seen)", "distilled", "paired",
+     ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("the distilled student rivals a paired student (teacher's budget)", "distilled", "paired_teacher_budget",
+     ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("reference mode (teacher's text tower) against both towers", "reference", "distilled",
+     ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("cached views against none", "views4", "distilled", ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
+    ("cached views against on-the-fly augmentation", "views4", "aug", ("zero_shot_mean", "linear_probe_mean",
+                                                                         "robustness_mean")),
+    ("a filtered sentence corpus against the generic one", "text_filtered", "distilled", ("zero_shot_mean",)),
+    ("1,000 pictures against 6,000", "low", "distilled", ("zero_shot_mean", "linear_probe_mean")),
+)
+
+
+def load(out: Path, rows: dict) -> dict[str, list[dict]]:
+    """name -> results of its finished seeds, in seed order."""
+    found = {}
+    for name in rows:
+        paths = sorted((out / "results" / name).glob("seed*.json"), key=lambda p: int(p.stem[4:]))
+        if paths:
+            found[name] = [json.loads(p.read_text()) for p in paths]
+    return found
+
+
+def stats(results: list[dict], metric: str) -> dict:
+    """Mean over seeds, the seed range, and the 95% interval of the seed-averaged mean."""
+    per_seed = [r[metric] for r in results if r.get(metric) is not None]
+    found = scores(results, metric)
+    ci = mean_interval(found[0], groups=found[1]) if found else None
+    return {"mean": float(np.mean(per_seed)) if per_seed else None, "seeds": per_seed,
+            "spread": float(max(per_seed) - min(per_seed)) if per_seed else 0.0, "ci": ci}
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _cell(s: dict) -> str:
+    if s["mean"] is None:
+        return "- | - | -"
+    ci = f"±{100 * s['ci'].half_width:.2f}" if s["ci"] else "-"
+    spread = f"{100 * s['spread']:.1f}" if len(s["seeds"]) > 1 else "-"
+    return f"{_pct(s['mean'])} | {ci} | {spread}"
+
+
+def main_table(found: dict, rows: dict) -> list[str]:
+    t = found.get("teacher", [None])[0]
+    head = "| row | seeds | " + " | ".join(f"{label} | 95% | seed range" for _, label in METRICS) + \
+        " | ZS / teacher | R@1 i2t | train min/run |"
+    lines = [head, "| --- | ---: |" + " ---: | ---: | ---: |" * len(METRICS) + " ---: | ---: | ---: |"]
+    for name, row in rows.items():
+        if name not in found:
+            continue
+        rs = found[name]
+        cells = " | ".join(_cell(stats(rs, m)) for m, _ in METRICS)
+        zs = np.mean([r["zero_shot_mean"] for r in rs])
+        ratio = f"{zs / t['zero_shot_mean']:.3f}" if t else "-"
+        r1 = _pct(np.mean([r["retrieval"].get("image_to_text_R@1", np.nan) for r in rs]))
+        train = np.mean([r.get("train_seconds", 0) for r in rs]) / 60
+        lines.append(f"| {row.label} (`{name}`) | {len(rs)} | {cells} | {ratio} | {r1} | {train:.1f} |")
+    return lines
+
+
+def claim_table(found: dict) -> list[str]:
+    lines = ["| claim | row - baseline | metric | difference | 95% interval | seed range (larger) | verdict |",
+             "| --- | --- | --- | ---: | --- | ---: | --- |"]
+    for claim, a, b, metrics in CLAIMS:
+        if a not in found or b not in found:
+            lines.append(f"| {claim} | `{a}` - `{b}` | | | | | not measured |")
+            continue
+        for metric in metrics:
+            sa, sb = scores(found[a], metric), scores(found[b], metric)
+            if not sa or not sb:
+                continue
+            diff = difference_interval(sa[0], sb[0], groups=sa[1])
+            spread = max(stats(found[a], metric)["spread"], stats(found[b], metric)["spread"])
+            label = dict(METRICS)[metric]
+            lines.append(f"| {claim} | `{a}` - `{b}` | {label} | {100 * diff.mean:+.2f} | "
+                         f"{100 * diff.low:+.2f} to {100 * diff.high:+.2f} | {100 * spread:.2f} | "
+                         f"{verdict(diff, spread)} |")
+    return lines
+
+
+def per_task_tables(found: dict) -> list[str]:
+    tasks = list(next(iter(found.values()))[0]["tasks"])
+    lines = []
+    for title, key in (("Zero-shot accuracy per task (%, mean over seeds):", "zero_shot"),
+                       ("Linear-probe accuracy per task (%, mean over seeds):", "linear_probe")):
+        lines += ["", title, "", "| row | " + " | ".join(tasks) + " |", "| --- |" + " ---: |" * len(tasks)]
+        for name, rs in found.items():
+            vals = [np.mean([r["tasks"][k].get(key) or 0.0 for r in rs]) for k in tasks]
+            lines.append(f"| `{name}` | " + " | ".join(_pct(v) for v in vals) + " |")
+    shifts = list(next(iter(found.values()))[0]["robustness"])
+    lines += ["", "Zero-shot accuracy under each shift (%, mean over tasks and seeds):", "",
+              "| row | " + " | ".join(shifts) + " |", "| --- |" + " ---: |" * len(shifts)]
+    for name, rs in found.items():
+        lines.append(f"| `{name}` | " + " | ".join(_pct(np.mean([r["robustness"][s] for r in rs])) for s in shifts) + " |")
+    return lines
+
+
+def plot(found: dict, rows: dict, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = [n for n in rows if n in found]
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(11, 0.9 * len(names) + 3), 5))
+    for i, (metric, label) in enumerate(METRICS):
+        st = [stats(found[n], metric) for n in names]
+        means = np.array([s["mean"] or 0 for s in st])
+        err = np.array([s["ci"].half_width if s["ci"] else 0 for s in st])
+        ax.bar(x + (i - 1) * 0.27, 100 * means, 0.27, yerr=100 * err, capsize=2, label=label)
+        for k, s in enumerate(st):  # every seed as a dot, so the run-to-run spread is seen
+            ax.plot([x[k] + (i - 1) * 0.27] * len(s["seeds"]), [100 * v for v in s["seeds"]], "k.", ms=3)
+    ax.set_xticks(x, names, rotation=25, ha="right")
+    ax.set_ylabel("mean accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    ax.set_title("hard world: bars = mean over seeds with 95% interval over test pictures; dots = single seeds")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+
+
+def write_report(out: Path, rows: dict, path: Path, *, steps: int) -> None:
+    found = load(out, rows)
+    if not found:
+        return
+    png = path.with_suffix(".png")
+    plot(found, rows, png)
+    notes = Path(__file__).with_name("world_quality_notes.md")
+    lines = ["# Quality on the hard world", "",
+             f"Produced by `python benchmarks/world_quality.py --jobs 2` ({steps} distillation steps per row) on CPU; "
+             "setup, budget and reading below the tables. Accuracies in %. For every row: the mean over its seeds, "
+             "the half-width of the 95% bootstrap interval of that mean over test pictures, and the range of "
+             "the single seeds. A difference is called only when its paired-bootstrap interval excludes 0 and it "
+             "is larger than the seed range of both rows; otherwise the verdict is \"within noise\".", ""]
+    lines += main_table(found, rows) + ["", "Claims:", ""] + claim_table(found) + per_task_tables(found)
+    lines += ["", f"![per-row means]({png.name})", ""]
+    if notes.exists():
+        lines += [notes.read_text().rstrip(), ""]
+    path.write_text("\n".join(lines))
