@@ -101,15 +101,16 @@ def build_caches(out: Path, recipe_args: list[str], wanted: set[str]) -> None:
 _SUITE = None
 
 
-def full_suite():
-    """The full hard suite, its pictures drawn once per process and kept."""
+def full_suite(quick: bool = False):
+    """The full hard suite (`quick`: its small cut, for smoke runs), its pictures drawn once per
+    process and kept."""
     global _SUITE
     if _SUITE is None:
         from dataclasses import replace
 
-        from dimefm_pipeline.world.hard.suite import hard_suite
+        from dimefm_pipeline.world.hard.suite import HardSuiteConfig, hard_suite
 
-        suite, kept = hard_suite(), {}
+        suite, kept = hard_suite(HardSuiteConfig.quick() if quick else HardSuiteConfig()), {}
 
         def keep(images):
             def load():
@@ -143,7 +144,7 @@ def run_one(job) -> tuple[str, int, dict]:
     from dimefm_pipeline.core import models
     from dimefm_pipeline.evaluation import evaluate
 
-    name, seed, out, recipe_args = job
+    name, seed, out, recipe_args, quick = job
     row, run_dir = ROWS[name], Path(out) / "runs" / f"{name}-seed{seed}"
     t0 = time.time()
     if row.kind == "teacher":
@@ -159,7 +160,7 @@ def run_one(job) -> tuple[str, int, dict]:
     else:
         model, weights = _distill(row, run_dir, seed, out, recipe_args), None
     train_seconds = time.time() - t0
-    result = evaluate(models.load(model, weights, quiet=True), full_suite(), keep_correct=True, progress=False)
+    result = evaluate(models.load(model, weights, quiet=True), full_suite(quick), keep_correct=True, progress=False)
     result.update(train_seconds=round(train_seconds, 1), seed=seed, row=name)
     path = Path(out) / "results" / name / f"seed{seed}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -191,12 +192,14 @@ def main() -> None:
     p.add_argument("--only", nargs="*", default=None, help="rows to run (default: all)")
     p.add_argument("--results", default="docs/results.md")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished results")
+    p.add_argument("--quick-suite", action="store_true", help="evaluate on the suite's small cut (smoke runs only)")
+    p.add_argument("--set", nargs="*", default=[], help="extra world-demo recipe overrides (smoke runs)")
     a = p.parse_args()
     out = Path(a.out)
-    recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", "encode.views=1"]
+    recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", "encode.views=1", *a.set]
     names = [n for n in ROWS if a.only is None or n in a.only]
     done = {(n, s) for n in ROWS for s in a.seeds if (out / "results" / n / f"seed{s}.json").exists()}
-    jobs = [(n, s, str(out), recipe_args) for n in names for s in ([0] if ROWS[n].kind == "teacher" else a.seeds)
+    jobs = [(n, s, str(out), recipe_args, a.quick_suite) for n in names for s in ([0] if ROWS[n].kind == "teacher" else a.seeds)
             if (n, s) not in done]
     failed = []
     if jobs and not a.report_only:
