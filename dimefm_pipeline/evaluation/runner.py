@@ -29,6 +29,32 @@ def _correct(features, labels, weights):
     return (predict(features, weights) == torch.as_tensor(labels)).numpy()
 
 
+def _task_row(model, task, feats, *, probe: bool, probe_config: ProbeConfig, keep_correct: bool) -> dict:
+    """Every metric of one task; `feats(images)` gives (cached) features of an image set."""
+    weights = classifier_weights(model, task.classnames, task.templates)
+    zs = zero_shot_metrics(feats(task.test.images), task.test.labels, weights)
+    row: dict = {"n_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
+                 "n_test": len(task.test.labels), "test_set": task.test.images.key,
+                 "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
+                 "zero_shot_mean_per_class_recall": zs["mean_per_class_recall"]}
+    if keep_correct:
+        row["zero_shot_correct"] = pack(_correct(feats(task.test.images), task.test.labels, weights))
+    if probe and len(task.train.labels) and len(task.val.labels):  # a test-only dataset has no probe
+        res = linear_probe(feats(task.train.images), task.train.labels, feats(task.val.images),
+                           task.val.labels, feats(task.test.images), task.test.labels,
+                           len(task.classnames), probe_config)
+        row["linear_probe"] = res.accuracy
+        row["linear_probe_weight_decay"] = res.weight_decay
+        if keep_correct:
+            row["linear_probe_correct"] = pack(res.correct)
+    if task.shifts:
+        correct = {name: _correct(feats(s.images), s.labels, weights) for name, s in task.shifts.items()}
+        row["robustness"] = {name: int(c.sum()) / len(c) if len(c) else float("nan") for name, c in correct.items()}
+        if keep_correct:
+            row["robustness_correct"] = {name: pack(c) for name, c in correct.items()}
+    return row
+
+
 def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConfig = ProbeConfig(), batch_size: int = 256,
              progress: bool = True, keep_correct: bool = False) -> dict:
     """Zero-shot, linear probe, robustness and retrieval of `model` (a LoadedModel or anything with
@@ -48,28 +74,8 @@ def evaluate(model, suite: Suite, *, probe: bool = True, probe_config: ProbeConf
             return cache[images.key]
 
         for task in suite.tasks:
-            weights = classifier_weights(model, task.classnames, task.templates)
-            zs = zero_shot_metrics(feats(task.test.images), task.test.labels, weights)
-            row: dict = {"n_classes": len(task.classnames), "chance": 1.0 / len(task.classnames),
-                         "n_test": len(task.test.labels), "test_set": task.test.images.key,
-                         "zero_shot": zs["acc1"], "zero_shot_acc5": zs["acc5"],
-                         "zero_shot_mean_per_class_recall": zs["mean_per_class_recall"]}
-            if keep_correct:
-                row["zero_shot_correct"] = pack(_correct(feats(task.test.images), task.test.labels, weights))
-            if probe and len(task.train.labels) and len(task.val.labels):  # a test-only dataset has no probe
-                res = linear_probe(feats(task.train.images), task.train.labels, feats(task.val.images),
-                                   task.val.labels, feats(task.test.images), task.test.labels,
-                                   len(task.classnames), probe_config)
-                row["linear_probe"] = res.accuracy
-                row["linear_probe_weight_decay"] = res.weight_decay
-                if keep_correct:
-                    row["linear_probe_correct"] = pack(res.correct)
-            if task.shifts:
-                correct = {name: _correct(feats(s.images), s.labels, weights) for name, s in task.shifts.items()}
-                row["robustness"] = {name: int(c.sum()) / len(c) if len(c) else float("nan") for name, c in correct.items()}
-                if keep_correct:
-                    row["robustness_correct"] = {name: pack(c) for name, c in correct.items()}
-            tasks[task.name] = row
+            tasks[task.name] = _task_row(model, task, feats, probe=probe, probe_config=probe_config,
+                                         keep_correct=keep_correct)
 
         retrieval = {}
         if suite.retrieval is not None:
