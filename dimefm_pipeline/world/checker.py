@@ -23,27 +23,28 @@ from dimefm_pipeline.world.vocab import (
 )
 
 
-def _lookup(table: dict) -> dict[str, object]:
+def phrase_lookup(table: dict) -> dict[str, object]:
+    """{phrase: value} from a table of {value: synonyms}."""
     return {phrase: value for value, phrases in table.items() for phrase in phrases}
 
 
-SHAPE_OF = _lookup(SHAPE_WORDS) | {g: None for g in GENERIC_NOUNS}
-COLOUR_OF = _lookup(COLOUR_WORDS)
-SIZE_OF = _lookup(SIZE_WORDS)
-POSITION_OF = _lookup(POSITION_WORDS)
-COUNT_OF = _lookup(COUNT_WORDS)
+SHAPE_OF = phrase_lookup(SHAPE_WORDS) | {g: None for g in GENERIC_NOUNS}
+COLOUR_OF = phrase_lookup(COLOUR_WORDS)
+SIZE_OF = phrase_lookup(SIZE_WORDS)
+POSITION_OF = phrase_lookup(POSITION_WORDS)
+COUNT_OF = phrase_lookup(COUNT_WORDS)
 
 
-def _alt(phrases) -> str:
-    # Longest first so "top-left corner" wins over a shorter prefix.
+def alternatives(phrases) -> str:
+    """A regex alternation of `phrases`, longest first so "top-left corner" wins over a shorter prefix."""
     return "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))
 
 
 MENTION = re.compile(
-    rf"\b(?:a|an) (?:(?P<size>{_alt(SIZE_OF)}) )?(?:(?P<colour>{_alt(COLOUR_OF)}) )?"
-    rf"(?P<noun>{_alt(SHAPE_OF)})\b(?: (?:in|at) the (?P<pos>{_alt(POSITION_OF)})\b)?"
+    rf"\b(?:a|an) (?:(?P<size>{alternatives(SIZE_OF)}) )?(?:(?P<colour>{alternatives(COLOUR_OF)}) )?"
+    rf"(?P<noun>{alternatives(SHAPE_OF)})\b(?: (?:in|at) the (?P<pos>{alternatives(POSITION_OF)})\b)?"
 )
-COUNT = re.compile(rf"(?:^|\b)(?P<count>{_alt(COUNT_OF)}) (?:objects?|shapes?)\b")
+COUNT = re.compile(rf"(?:^|\b)(?P<count>{alternatives(COUNT_OF)}) (?:objects?|shapes?)\b")
 VISUAL = all_visual_words()
 
 

@@ -12,6 +12,7 @@ import itertools
 import re
 from dataclasses import dataclass
 
+from dimefm_pipeline.world.checker import alternatives, phrase_lookup
 from dimefm_pipeline.world.hard.scene import HardObject, HardScene, relation
 from dimefm_pipeline.world.hard.vocab import (
     COLOUR_WORDS,
@@ -25,25 +26,17 @@ from dimefm_pipeline.world.hard.vocab import (
 )
 
 
-def _lookup(table: dict) -> dict[str, object]:
-    return {phrase: value for value, phrases in table.items() for phrase in phrases}
-
-
-def _alt(phrases) -> str:
-    return "|".join(re.escape(p) for p in sorted(phrases, key=len, reverse=True))  # longest first
-
-
-SHAPE_OF = _lookup(SHAPE_WORDS) | {g: None for g in GENERIC_NOUNS}
-COLOUR_OF = _lookup(COLOUR_WORDS)
-PATTERN_OF = _lookup(PATTERN_WORDS)
-COUNT_OF = _lookup(COUNT_WORDS)
-RELATION_OF = _lookup(RELATION_WORDS)
+SHAPE_OF = phrase_lookup(SHAPE_WORDS) | {g: None for g in GENERIC_NOUNS}
+COLOUR_OF = phrase_lookup(COLOUR_WORDS)
+PATTERN_OF = phrase_lookup(PATTERN_WORDS)
+COUNT_OF = phrase_lookup(COUNT_WORDS)
+RELATION_OF = phrase_lookup(RELATION_WORDS)
 NOUNS = set(COUNT_NOUNS) | {n[:-1] for n in COUNT_NOUNS}
 
-MENTION = re.compile(rf"\b(?:a|an) (?:(?P<pattern>{_alt(PATTERN_OF)}) )?(?:(?P<colour>{_alt(COLOUR_OF)}) )?"
-                     rf"(?P<noun>{_alt(SHAPE_OF)})\b")
-COUNT = re.compile(rf"(?:^|\b)(?P<count>{_alt(COUNT_OF)}) (?:{_alt(NOUNS)})\b")
-RELATED = re.compile(rf"^(?:is )?(?P<rel>{_alt(RELATION_OF)})$")
+MENTION = re.compile(rf"\b(?:a|an) (?:(?P<pattern>{alternatives(PATTERN_OF)}) )?(?:(?P<colour>{alternatives(COLOUR_OF)}) )?"
+                     rf"(?P<noun>{alternatives(SHAPE_OF)})\b")
+COUNT = re.compile(rf"(?:^|\b)(?P<count>{alternatives(COUNT_OF)}) (?:{alternatives(NOUNS)})\b")
+RELATED = re.compile(rf"^(?:is )?(?P<rel>{alternatives(RELATION_OF)})$")
 VISUAL = all_visual_words()
 
 
