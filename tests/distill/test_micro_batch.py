@@ -62,6 +62,16 @@ def test_micro_batches_give_the_full_batch_gradients(cache_copy, tmp_path, text_
     assert micro_losses == pytest.approx(full_losses, rel=1e-6)
 
 
+def test_micro_batches_under_bf16_autocast_stay_within_bf16s_own_error(cache_copy, tmp_path):
+    cache, student = cache_copy
+    exact, _ = first_step_gradients(config(cache, student, tmp_path / "a"))
+    full, _ = first_step_gradients(config(cache, student, tmp_path / "b", precision="bf16"))
+    micro, _ = first_step_gradients(config(cache, student, tmp_path / "c", precision="bf16", micro_batch=5))
+    own = max(relative_differences(full, exact).values())  # bf16's own rounding: about 2e-2 here
+    print(f"bf16: full batch {own:.2e}, micro-batches {max(relative_differences(micro, exact).values()):.2e} from fp32")
+    assert max(relative_differences(micro, exact).values()) < 2 * own
+
+
 LAUNCH = """
 import json, sys, torch
 from dimefm_pipeline.core import distributed as dist
