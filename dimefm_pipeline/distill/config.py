@@ -24,9 +24,10 @@ class DistillConfig:
     # data
     batch_size: int = option(640, "Images per rank per step.")  # the reference: 640 per GPU
     text_batch_size: int | None = option(None, "Sentences per rank per step (default: --batch-size).")
-    micro_batch: int | None = option(None, "Images (and sentences) per forward pass: the loss still spans the whole batch and "
-                                           "the update is the full batch's (exact without BatchNorm, docs/losses.md) in the "
-                                           "memory of a micro-batch, for a second forward pass (default: the whole batch).")
+    micro_batch: int | None = option(None, "Images (and sentences) per forward pass: the loss still spans the whole "
+                                           "batch and the update is the full batch's (exact without BatchNorm, "
+                                           "docs/losses.md) in the memory of a micro-batch, for a second forward pass "
+                                           "(default: the whole batch).")
     workers: int = option(4, "DataLoader workers (read, decode, augment).")
     augment: str | None = option(None, "reference | light | none: augmentation drawn afresh on the fly every epoch (the "
                                        "reference's behaviour); the teacher target stays the un-augmented image's "

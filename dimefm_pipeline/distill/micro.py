@@ -56,8 +56,10 @@ def micro_backward(cfg: DistillConfig, job, pixels, tokens, targets: dict, devic
         check(losses["total"])
     (losses["total"] if job.scaler is None else job.scaler.scale(losses["total"])).backward()
     # 3. every micro-batch again, with a graph, back-propagating its slice of the embedding gradients.
-    # The plain module, not the DDP wrapper: a DDP forward with one tower would leave the other
-    # tower's parameters unused and break its reduction, so gradients are averaged by hand, once.
+    # The plain module, not the DDP wrapper (whose gradient hooks stay idle without its forward): a DDP
+    # forward with one tower leaves the other tower's parameters without gradients and breaks its
+    # reduction. The gradients are averaged over ranks once instead, after the last micro-batch: the
+    # average DDP takes, so the update is one process's on the global batch.
     for (encode, chunks), (_, states), leaf in zip(towers, passes, leaves):
         grads = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)  # a tower no term uses
         for chunk, state, grad in zip(chunks, states, grads.split(cfg.micro_batch)):
