@@ -11,6 +11,8 @@ It prints one JSON line (and writes it to --out/gpu_check.json):
 - distill_steps_per_s, distill_images_per_s: `dimefm distill` with the ViT-B/32-768 student, the
   teacher's text tower kept (the reference mode), AMP, batch --batch, over the cache just encoded;
   the rate between the 10th step and the last.
+- micro: `distill --micro-batch` at batch --micro-of with both student towers (benchmarks/bench_micro.py):
+  peak GPU memory (max_memory_allocated) and step time per micro-batch size (0: the whole batch).
 - mining_pairs_per_s: the exact mining engine (fp16 matmul + fp32 re-scoring, sentences resident) on
   --mine-images x --mine-texts synthetic 768-d rows: image-sentence pairs scored per second.
 
@@ -93,6 +95,14 @@ def part_distill(args, scratch: Path, cache: str) -> dict:
             "distill_images_per_s": round(rate * args.batch, 1)}
 
 
+def part_micro(args) -> dict:
+    import bench_micro
+
+    argv = ["--device", args.device, "--student", args.student, "--text-tower", "student", "--batch", str(args.micro_of),
+            "--micro", *map(str, args.micro), "--steps", "3"]
+    return {"micro": [{k: round(v, 3) for k, v in r.items()} for r in bench_micro.run_settings(argv)]}
+
+
 def part_mining(args) -> dict:
     import torch
 
@@ -132,6 +142,8 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=256)
     p.add_argument("--steps", type=int, default=60)
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 2))
+    p.add_argument("--micro-of", type=int, default=1024, help="the batch of the micro-batch part")
+    p.add_argument("--micro", type=int, nargs="+", default=[0, 256], help="its micro-batch sizes (0: the whole batch)")
     p.add_argument("--mine-images", type=int, default=262_144)
     p.add_argument("--mine-texts", type=int, default=4_000_000)
     p.add_argument("--out", default="gpu_check_out")
@@ -144,6 +156,7 @@ def main() -> None:
                                     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}))
         args.images, args.texts, args.teacher, args.student = 300, 300, str(tiny), str(tiny)
         args.encode_batch, args.batch, args.steps, args.mine_images, args.mine_texts = 64, 16, 12, 2048, 20_000
+        args.micro_of, args.micro = 16, [0, 4]
     import torch
 
     scratch = Path(args.out)
@@ -153,6 +166,7 @@ def main() -> None:
     enc = part_encode(args, scratch)
     result.update({k: v for k, v in enc.items() if k != "cache"})
     result.update(part_distill(args, scratch, enc["cache"]))
+    result.update(part_micro(args))
     result.update(part_mining(args))
     result["total_seconds"] = round(time.time() - t0, 1)
     line = json.dumps(result)

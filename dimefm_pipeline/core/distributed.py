@@ -115,6 +115,22 @@ def gather_features(x: Tensor, *, local_loss: bool = False) -> tuple[Tensor, Ten
     return (x if local_loss else cols), cols
 
 
+def average_gradients(params) -> None:
+    """Average the `.grad` of `params` over ranks, as DDP does after a backward (sum, then divide by
+    the world size), in one all-reduce per dtype. Every rank must hold gradients for the same
+    parameters. No-op outside torchrun."""
+    if not _active() or dist.get_world_size() == 1:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    for dtype in sorted({g.dtype for g in grads}, key=str):
+        same = [g for g in grads if g.dtype == dtype]
+        flat = torch.cat([g.reshape(-1) for g in same])
+        dist.all_reduce(flat)
+        flat /= dist.get_world_size()
+        for g, part in zip(same, flat.split([g.numel() for g in same])):
+            g.copy_(part.view_as(g))
+
+
 def cpu_threads_beside_workers(workers: int) -> int:
     """On CPU, give torch the cores the DataLoader workers leave free: oversubscribed cores made
     training steps 3-4x slower on a 2-core machine (measured in docs/benchmarks.md)."""

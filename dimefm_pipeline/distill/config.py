@@ -24,6 +24,10 @@ class DistillConfig:
     # data
     batch_size: int = option(640, "Images per rank per step.")  # the reference: 640 per GPU
     text_batch_size: int | None = option(None, "Sentences per rank per step (default: --batch-size).")
+    micro_batch: int | None = option(None, "Images (and sentences) per forward pass: the loss still spans the whole "
+                                           "batch and the update is the full batch's (exact without BatchNorm, "
+                                           "docs/losses.md) in the memory of a micro-batch, for a second forward pass "
+                                           "(default: the whole batch).")
     workers: int = option(4, "DataLoader workers (read, decode, augment).")
     augment: str | None = option(None, "reference | light | none: augmentation drawn afresh on the fly every epoch (the "
                                        "reference's behaviour); the teacher target stays the un-augmented image's "
@@ -80,6 +84,8 @@ class DistillConfig:
             raise DimefmError("--mined-share must be between 0 and 1")
         if self.batch_size < 2 or (self.text_batch_size is not None and self.text_batch_size < 2):
             raise DimefmError("batch sizes must be at least 2 (similarity rows need several columns)")
+        if self.micro_batch is not None and self.micro_batch < 1:
+            raise DimefmError(f"--micro-batch must be at least 1, not {self.micro_batch}")
         if self.precision not in ("amp", "bf16", "fp32"):
             raise DimefmError(f"--precision must be amp, bf16 or fp32, not {self.precision!r}")
         if self.steps is not None and self.steps < 1:
@@ -116,6 +122,12 @@ class DistillConfig:
     @property
     def texts_per_step(self) -> int:
         return self.text_batch_size or self.batch_size
+
+    @property
+    def micro_batched(self) -> bool:
+        """Whether a step's forward passes run in micro-batches (smaller than a tower's batch)."""
+        largest = self.batch_size if self.text_tower == "teacher" else max(self.batch_size, self.texts_per_step)
+        return self.micro_batch is not None and self.micro_batch < largest
 
     def to_dict(self) -> dict:
         return asdict(self)

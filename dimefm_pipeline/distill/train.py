@@ -11,10 +11,10 @@ import numpy as np
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.core.losses import dimefm_losses
 from dimefm_pipeline.core.optim import cosine
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.data import image_loader, mix_mined
+from dimefm_pipeline.distill.micro import batch_losses, micro_backward
 from dimefm_pipeline.distill.runlog import RunLog, plot_losses
 from dimefm_pipeline.distill.setup import Job, prepare
 from dimefm_pipeline.distill.student import save_student
@@ -90,19 +90,18 @@ def step(cfg: DistillConfig, job: Job, pixels, img_rows: np.ndarray, device, *, 
     for g in job.opt.param_groups:
         g["lr"] = lr
     targets, tokens = step_inputs(cfg, job, img_rows, device)  # 2. teacher targets and sentences of this step
-    with torch.autocast(device.type, **job.autocast):  # 3. forward, losses
-        s_img, s_txt = job.ddp(pixels.to(device, non_blocking=True), tokens)[:2]
-    losses = dimefm_losses(targets["image"], targets["text"], s_img, targets["text"] if s_txt is None else s_txt,
-                           train_text=s_txt is not None, mined_text=targets["mined"], gather=world > 1,
-                           **cfg.loss.as_kwargs())
-    if check is not None:
-        check(losses["total"])
-    job.opt.zero_grad(set_to_none=True)  # 4. backward, clip, optimiser step
-    if job.scaler is not None:
-        job.scaler.scale(losses["total"]).backward()
-        job.scaler.unscale_(job.opt)
+    job.opt.zero_grad(set_to_none=True)
+    if cfg.micro_batched:  # 3. forward, losses, backward: in micro-batches (distill/micro.py), or at once
+        losses = micro_backward(cfg, job, pixels, tokens, targets, device, world=world, check=check)
     else:
-        losses["total"].backward()
+        with torch.autocast(device.type, **job.autocast):
+            s_img, s_txt = job.ddp(pixels.to(device, non_blocking=True), tokens)[:2]
+        losses = batch_losses(cfg, targets, s_img, s_txt, world=world)
+        if check is not None:
+            check(losses["total"])
+        (losses["total"] if job.scaler is None else job.scaler.scale(losses["total"])).backward()
+    if job.scaler is not None:  # 4. clip, optimiser step
+        job.scaler.unscale_(job.opt)
     if cfg.grad_clip:
         torch.nn.utils.clip_grad_norm_(job.model.parameters(), cfg.grad_clip)
     if job.scaler is not None:
