@@ -19,9 +19,8 @@ def test_every_cookbook_query_runs_in_plain_duckdb(tiny_cache, tmp_path, monkeyp
                           workers=0, augment="none", log_every=1), progress=False)
     queries = re.findall(r"```sql\n(.*?)```", DOC.read_text(), flags=re.S)
     assert len(queries) >= 5
-    monkeypatch.chdir(tmp_path)  # as the doc says: from anywhere, with the manifest's folder as search path
+    monkeypatch.chdir(tmp_path)  # as the doc says: from anywhere
     con = duckdb.connect(str(cache), read_only=True)
-    con.execute(f"SET file_search_path = '{cache.parent}'")
     results = {}
     for q in queries:
         q = q.replace("/tmp/image_embeddings.parquet", str(tmp_path / "export.parquet"))

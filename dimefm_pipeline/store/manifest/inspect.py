@@ -3,9 +3,6 @@ sources `dimefm sources list` shows, and `dimefm sql`'s locked-down, read-only q
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest.connection import Manifest
 
@@ -72,7 +69,7 @@ def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[s
     def fail(exc):
         return DimefmError(f"SQL error: {str(exc).splitlines()[0]}")
 
-    with open_for_reading(cache) as man, _working_dir(man.path.parent):
+    with open_for_reading(cache) as man:
         man.lock_down()
         try:
             statements = man.con.extract_statements(query)
@@ -95,13 +92,3 @@ def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[s
         except duckdb.Error as exc:
             raise fail(exc) from None
     return cols, rows, total
-
-
-@contextlib.contextmanager
-def _working_dir(path):
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)
