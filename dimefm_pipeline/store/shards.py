@@ -50,7 +50,7 @@ class UnitCommit:
     rank: int
     shards: list[ShardRecord] = field(default_factory=list)
     errors: list[tuple] = field(default_factory=list)  # (key, reason, file-table number)
-    items: int = 0
+    items: int = 0  # items (images, not rows: an image cached with K views is K rows)
     duplicates: int = 0
     truncated: int = 0
     pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
@@ -173,7 +173,7 @@ class UnitWriter:
         c.shards.append(ShardRecord(name, part, n, self.dim, "float16", hashlib.sha256(npy).hexdigest(),
                                     hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data) + loc_bytes, loc_sum,
                                     sample_digest(npy), loc_sample))
-        c.items += n
+        c.items += n if loc is None else int(np.count_nonzero(loc[:, 4] == 0))  # images, not their cached views
 
 
 def marker_path(cache_dir: Path, source_id: int, unit: int) -> Path:

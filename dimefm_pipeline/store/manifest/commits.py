@@ -59,8 +59,9 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
 
 
 def count_repeated_keys(man: Manifest) -> None:
-    """Per source: items whose key an earlier item of the same source already had."""
+    """Per source: items whose key an earlier item of the same source already had (an image's
+    cached views share its key and count once)."""
     man.con.execute(
         "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
-        "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
+        "FROM items WHERE coalesce(\"view\", 0) = 0 GROUP BY source) r WHERE sources.source_id = r.source"
     )

@@ -42,10 +42,12 @@ def info(man: Manifest) -> dict[str, list[tuple]]:
 
 
 def source_list(man: Manifest) -> list[tuple]:
-    """(id, modality, format, root, uri, files, items, repeated keys) of every source."""
+    """(id, modality, format, root, uri, files, items, repeated keys) of every source (items: images,
+    not their cached views)."""
     return man.query(
         """SELECT s.source_id, s.modality, s.format, s.root, s.uri, s.files,
-                  (SELECT count(*) FROM items i WHERE i.source = s.source_id), s.repeated_keys
+                  (SELECT count(*) FROM items i WHERE i.source = s.source_id AND coalesce(i."view", 0) = 0),
+                  s.repeated_keys
            FROM sources s ORDER BY s.source_id""").fetchall()
 
 
