@@ -109,9 +109,18 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
         lock = writer_lock(man.cache_dir)
         loaded = _checked_teacher(cfg, man)
         run_id = catalog.start_run(man, f"encode-{cfg.modality}", command, asdict(cfg), world)
+        recovered = 0
         for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
-            commits.ingest(man, commit, run_id)
-        planned = _plan(cfg, man, specs, run_id)
+            recovered += commits.ingest(man, commit, run_id)
+        try:
+            with man.transaction():  # a refused source leaves no other source of the command registered
+                planned = _plan(cfg, man, specs, run_id)
+        except BaseException:
+            if recovered:
+                catalog.end_run(man, run_id, "failed")
+            else:  # refused before doing anything: no run to record
+                catalog.drop_run(man, run_id)
+            raise
         cache_dir = man.cache_dir
         man.close()
         return (lock, cache_dir, loaded, run_id, *planned)

@@ -186,6 +186,11 @@ def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: 
     return run_id
 
 
+def drop_run(man: Manifest, run_id: int) -> None:
+    """Forget a run that was refused before it did anything (a user's mistake is not a run)."""
+    man.con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+
+
 def end_run(man: Manifest, run_id: int, status: str, *, output: str | None = None, metrics: dict | None = None) -> None:
     man.con.execute(
         "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",

@@ -12,6 +12,7 @@ the data can move too (`dimefm sources relocate`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -136,6 +137,17 @@ class Manifest:
 
     def query(self, sql: str, params=None):
         return self.con.execute(sql, params or [])
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Everything inside is written together or not at all."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
 
 
 def record(cache, fn):
