@@ -37,6 +37,11 @@ def print_mine_summary(s) -> None:
 
 
 def print_distill_result(r) -> None:
+    if r.finished_before:
+        console.print(f"{r.out} is a finished run ({r.steps:,} of {r.steps:,} steps): nothing to resume, nothing "
+                      "trained or written. To train longer, distill into a new --out, or --resume with more --steps "
+                      "and --allow-schedule-change.", highlight=False)
+        return
     t = Table(title=f"distilled student -> {r.out}")
     for c in ("steps", "seconds", *r.final):
         t.add_column(c, justify="right")

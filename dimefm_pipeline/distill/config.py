@@ -57,7 +57,8 @@ class DistillConfig:
     checkpoint_every: int = option(1000, "Steps between checkpoints (one is always written at the end).")
     log_every: int = option(10, "Steps between metric rows (CSV, manifest, progress).")
     seed: int = option(0, "Seed of the data order, augmentation and the student's initialisation.")
-    resume: bool = option(False, "Continue from the latest checkpoint in --out (same schedule).")
+    resume: bool = option(False, "Continue from the latest checkpoint in --out (same schedule). A finished run is left "
+                                 "as it is: nothing trained or written, exit code 0.")
     allow_schedule_change: bool = option(False, "With --resume: accept a schedule (steps, epochs, lr, warm-up, batch "
                                                 "sizes, seed) other than the checkpoint's.")
     stop_after: int | None = option(None, "End this invocation after N steps with a checkpoint (time-boxed jobs).")

@@ -29,6 +29,7 @@ class DistillResult:
     seconds: float
     final: dict  # last logged loss terms
     run_id: int | None
+    finished_before: bool = False  # --resume of a finished run: nothing trained or written
 
 
 def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
@@ -51,6 +52,9 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         dist.cpu_threads_beside_workers(cfg.workers)
     try:
         job = prepare(cfg, rank, world, device)
+        if cfg.resume and job.step >= job.total and (Path(cfg.out) / "open_clip_model.safetensors").exists():
+            # finished: no step, no new run row, the student left as it is
+            return DistillResult(Path(cfg.out), None, None, job.step, 0.0, {}, None, True) if rank == 0 else None
         with RunLog(cfg, job, rank=rank, world=world, command=command, progress=progress) as log:
             while not log.done:
                 epoch, in_epoch = divmod(job.step, job.per_epoch)

@@ -113,6 +113,23 @@ def test_resume_continues_exactly(cache_copy, tmp_path):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
 
+def test_resume_of_a_finished_run_trains_nothing_writes_nothing_and_adds_no_run(cache_copy, tmp_path):
+    from tests.conftest import run_cli
+
+    cache, student = cache_copy
+    out = tmp_path / "done"
+    args = ("distill", "--cache", cache, "--out", out, "--student", student, "--batch-size", "8", "--steps", "3",
+            "--workers", "0", "--augment", "none")
+    assert run_cli(*args).returncode == 0
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    runs = duckdb.connect(str(cache), read_only=True).execute("SELECT count(*) FROM runs").fetchall()
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "is a finished run (3 of 3 steps): nothing to resume" in " ".join(r.stdout.split())
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == files
+    assert duckdb.connect(str(cache), read_only=True).execute("SELECT count(*) FROM runs").fetchall() == runs
+
+
 def test_teacher_text_tower_mode_keeps_the_teachers_text_weights(cache_copy, tmp_path):
     cache, student = cache_copy
     r = distill(_cfg(cache, student, tmp_path / "out", text_tower="teacher", steps=3), progress=False)
