@@ -24,7 +24,7 @@ class DistillConfig:
     # data
     batch_size: int = option(640, "Images per rank per step.")  # the reference: 640 per GPU
     text_batch_size: int | None = option(None, "Sentences per rank per step (default: --batch-size).")
-    workers: int = option(4, "DataLoader workers (read, decode, augment).")
+    workers: int = option(4, "DataLoader workers (read, decode, augment); at most one per CPU core.")
     augment: str | None = option(None, "reference | light | none: augmentation drawn afresh on the fly every epoch (the "
                                        "reference's behaviour); the teacher target stays the un-augmented image's "
                                        "(default: reference, or none with cached views).")

@@ -172,6 +172,9 @@ def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: i
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
+    from dimefm_pipeline.core.distributed import loader_workers
+
+    workers = loader_workers(workers)
     plan = EpochPlan(n_images, batch_size, world, seed, epoch)
     batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout,
                            views_per_image=views_per_image, view_input=view_input)

@@ -24,7 +24,8 @@ class EncodeConfig:
                                        "teacher).")
     pretrained: str | None = option(None, "open_clip tag, checkpoint path, or `random` (tests and benchmarks only).")
     batch_size: int = option(256, "Items per teacher forward.", min=1)
-    workers: int = option(4, "DataLoader worker processes for reading, decoding and transforms.", min=0)
+    workers: int = option(4, "DataLoader worker processes for reading, decoding and transforms; at most one per CPU "
+                               "core.", min=0)
     shard_size: int = option(DEFAULT_SHARD_SIZE, "Maximum rows per shard file (also the unit of resume).", min=1)
     precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")  # auto: fp16 on CUDA, fp32 on CPU
     # column/field names of the sources: options of their own per modality (`cli.encode`)

@@ -76,7 +76,7 @@ def _loader(units, loaded, cfg, device) -> DataLoader:
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
                      cached_views)
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
-    workers = cfg.workers if units else 0
+    workers = dist.loader_workers(cfg.workers) if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None, persistent_workers=False,
                       timeout=LOADER_TIMEOUT if workers else 0)
