@@ -121,6 +121,11 @@ class DistillConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def as_run(self, total: int, per_epoch: int) -> dict:
+        """The options as the run uses them (its `config.json` and its row in `runs`): the steps it
+        trains and the epochs they make, whichever of --steps and --epochs was given."""
+        return {**self.to_dict(), "steps": total, "epochs": round(total / per_epoch, 4), "steps_per_epoch": per_epoch}
+
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":
         """Build from a flat or nested dict (recipes); unknown keys are an error, not ignored."""

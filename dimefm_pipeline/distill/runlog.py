@@ -79,10 +79,10 @@ class RunLog:
 
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            as_run = self.cfg.as_run(self.job.total, self.job.per_epoch)
+            (self.out / "config.json").write_text(json.dumps(as_run, indent=2))
             _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
-            self.run_id = record(self.cfg.cache, lambda m: catalog.start_run(m, "distill", self._command, self.cfg.to_dict(),
-                                                                             self.world))
+            self.run_id = record(self.cfg.cache, lambda m: catalog.start_run(m, "distill", self._command, as_run, self.world))
         self.run_id = dist.broadcast_object(self.run_id)
         self.tb = _tensorboard(self.cfg.tensorboard) if self.rank == 0 and self.cfg.tensorboard else None
         self._bar_cm = progress_bar(self._progress)

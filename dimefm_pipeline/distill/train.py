@@ -79,7 +79,9 @@ def _save_student(cfg: DistillConfig, job: Job, log: RunLog) -> None:
     """Rank 0, every step done: the student as an open_clip hub folder, with its provenance, and its
     loss curves beside it."""
     teacher = job.idx.teacher
-    about = {"teacher": {"arch": teacher.arch, "pretrained": teacher.pretrained, "fingerprint": teacher.fingerprint},
+    # a local checkpoint by its file name (the folder is meant to be shared), with its sha256
+    pretrained = Path(teacher.pretrained).name if Path(teacher.pretrained).is_absolute() else teacher.pretrained
+    about = {"teacher": {"arch": teacher.arch, "pretrained": pretrained, "fingerprint": teacher.fingerprint},
              "text_tower": cfg.text_tower, "steps": job.step, "run_id": log.run_id}
     log.config_path, log.weights_path = save_student(job.student, log.out, logit_scale=cfg.loss.logit_scale, about=about)
     plot_losses(log.csv, log.out / "loss_curves.png")

@@ -66,6 +66,29 @@ def test_tiny_run_moves_student_similarities_toward_the_teacher(tiny_cache, tmp_
     assert run == ("complete", str(r.out.resolve())) and n_metrics == 60
 
 
+def test_the_folder_is_shareable_and_its_config_says_what_ran(cache_copy, tmp_path):
+    """Files readable by the group that serves them whatever the umask; the steps and epochs that ran;
+    the teacher by name and sha256, not by a path on this machine."""
+    import os
+
+    cache, student = cache_copy
+    before = os.umask(0o077)
+    try:
+        r = distill(_cfg(cache, student, tmp_path / "out", steps=3, batch_size=8), progress=False)
+    finally:
+        os.umask(before)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (r.config_path, r.weights_path)} == {
+        "open_clip_config.json": "0o644", "open_clip_model.safetensors": "0o644"}
+    ran = json.loads((r.out / "config.json").read_text())
+    assert (ran["steps"], ran["steps_per_epoch"], ran["epochs"]) == (3, 8, 0.375)  # 64 images / 8 per step
+    about = json.loads(r.config_path.read_text())["dimefm"]
+    assert about["teacher"]["pretrained"] == "tiny-teacher-s0.safetensors" and len(about["teacher"]["fingerprint"]) == 64
+    assert about["text_tower"] == "student" and "/" not in json.dumps(about)
+    with duckdb.connect(str(cache), read_only=True) as con:
+        row = json.loads(con.execute("SELECT config FROM runs WHERE kind = 'distill' ORDER BY run_id DESC").fetchall()[0][0])
+    assert (row["steps"], row["epochs"]) == (3, 0.375)
+
+
 def test_output_is_an_open_clip_hub_folder_that_open_clip_alone_loads(cache_copy, tmp_path):
     cache, student = cache_copy
     r = distill(_cfg(cache, student, tmp_path / "out", steps=3), progress=False)
