@@ -38,7 +38,7 @@ def write_prompts(classes: list[list[str]], templates: list[str], out: str | Pat
     if out.suffix not in (".txt", ".jsonl"):
         raise DimefmError(f"--out must end in .txt or .jsonl, not {out.name}")
     if out.exists():
-        raise DimefmError(f"{out} already exists")
+        raise DimefmError(f"{out} already exists: name a new --out, or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     n = 0
@@ -138,7 +138,7 @@ def filter_corpus(sources: list[str], vocab: Vocabulary, out: str | Path, *, max
     if out.suffix != ".txt":
         raise DimefmError(f"--out must end in .txt, not {out.name}")
     if out.exists():
-        raise DimefmError(f"{out} already exists")
+        raise DimefmError(f"{out} already exists: name a new --out, or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     mentioned = [0] * len(vocab.names)
     kept_for = [0] * len(vocab.names)

@@ -51,8 +51,9 @@ def eval_command(
                               "dataset has its own classnames.txt and zeroshot_classification_templates.txt")
         else:
             chosen = clip_benchmark_suite(suite)
+    chosen = resolve_suite(chosen, cfg)  # a wrong --suite fails before the model loads
     loaded = models.load(model, pretrained, device=device)
-    result = evaluate(loaded, resolve_suite(chosen, cfg), probe=not no_probe, batch_size=batch_size)
+    result = evaluate(loaded, chosen, probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)

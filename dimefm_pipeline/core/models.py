@@ -281,6 +281,9 @@ def load(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet
                                   "name one with --pretrained")
             pretrained = str(weights[0])
         model_spec = resolve_spec(str(configs[0]), pretrained)
+    elif not shipped and "/" in spec and ":" not in spec and not spec.endswith(".json") and not path.exists():
+        raise DimefmError(f"--model {spec}: no such folder or file (a student's --out folder, a model-config .json, "
+                          "an open_clip name or `world`)")
     elif not shipped and not spec.endswith(".json") and ":" in spec:
         if pretrained is not None:
             raise DimefmError(f"--model {spec} already names its weights; drop --pretrained")

@@ -208,7 +208,8 @@ class TextSampler:
     def __init__(self, pool: np.ndarray, per_rank: int, *, rank: int, world: int, seed: int):
         self.pool, self.per_rank, self.rank, self.world, self.seed = pool, per_rank, rank, world, seed
         if len(pool) < per_rank * world:
-            raise ValueError(f"only {len(pool)} sentences for a global text batch of {per_rank * world}")
+            raise ValueError(f"only {len(pool)} sentences for a text batch of {per_rank} x {world} rank(s): lower "
+                             "--text-batch-size (default: --batch-size), or encode more sentences")
         self._cache: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,7 +37,16 @@ COMMIT_EVERY = 2.0  # seconds between manifest commits of finished units (their 
 
 def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> EncodeSummary | None:
     """Run stage one; returns the summary on rank 0 (None on other ranks)."""
-    _check_early(cfg)  # mistakes in paths fail before torch loads
+    made = _check_early(cfg)  # mistakes in paths fail before torch loads
+    try:
+        return _encode(cfg, command, progress)
+    except BaseException:
+        if made is not None:  # a command that failed before caching anything leaves no new folder behind
+            _remove_empty_folders(Path(cfg.cache).resolve().parent, made)
+        raise
+
+
+def _encode(cfg: EncodeConfig, command: str, progress: bool) -> EncodeSummary | None:
     import torch
 
     from dimefm_pipeline.core import distributed as dist
@@ -143,6 +153,9 @@ def _checked_teacher(cfg: EncodeConfig, man: Manifest):
     else:
         spec = models.resolve_spec(cfg.teacher, cfg.pretrained)
     loaded = models.build(spec, quiet=True)
+    if spec.pretrained == models.RANDOM:
+        print(f"warning: teacher {spec.arch} has random weights (--pretrained random): its embeddings carry no meaning; "
+              "fine for tests and benchmarks, not for a student", file=sys.stderr, flush=True)
     catalog.check_teacher(man, TeacherInfo.of_model(loaded))
     if cfg.modality == "image":
         catalog.check_views(man, cfg.views, cfg.view_augment, cfg.view_seed)
@@ -228,19 +241,39 @@ def _end_failed(cache: str, run_id: int, summary: "EncodeSummary") -> None:
         pass
 
 
-def _check_early(cfg: EncodeConfig) -> None:
-    """The cheap checks of a command (sources resolve to readable files, the manifest's folder can be
-    made), before anything heavy is imported: a typo costs a fraction of a second."""
+def _check_early(cfg: EncodeConfig) -> Path | None:
+    """The cheap checks of a command (sources resolve to readable files, a new manifest has a teacher
+    and a folder that can be made), before anything heavy is imported: a typo costs a fraction of a
+    second. Returns the topmost folder made for a new manifest, if any."""
     for spec in resolve_sources(cfg.sources, cfg.modality, cfg.source_options):
         file_entries(spec.root, spec.files)  # the files of a pattern (a folder is listed by planning)
     path = Path(cfg.cache)
-    if not path.exists():
-        if path.suffix != ".duckdb":
-            raise DimefmError(f"manifest path must end in .duckdb: {cfg.cache}")
+    if path.exists():
+        return None
+    if path.suffix != ".duckdb":
+        raise DimefmError(f"manifest path must end in .duckdb: {cfg.cache}")
+    if cfg.teacher is None:
+        raise DimefmError(f"no manifest at {cfg.cache}: check the path to add to an existing cache, or pass --teacher "
+                          "(and --pretrained) to start a new one")
+    folder = path.resolve().parent
+    made = next((f for f in reversed([folder, *folder.parents]) if not f.exists()), None)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DimefmError(f"cannot create the manifest's folder {folder}: {exc.strerror}") from None
+    return made
+
+
+def _remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top`, as long as they are empty."""
+    while True:
         try:
-            path.resolve().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DimefmError(f"cannot create the manifest's folder {path.resolve().parent}: {exc.strerror}") from None
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 def _metrics(s: EncodeSummary) -> dict:

@@ -255,3 +255,9 @@ def test_tensorboard_scalars_and_a_resume_that_would_change_the_schedule(cache_c
         distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True), progress=False)
     r = distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True, allow_schedule_change=True), progress=False)
     assert r.steps == 8
+
+
+def test_a_text_batch_larger_than_the_sentences_says_which_option_to_lower(cache_copy, tmp_path):
+    cache, student = cache_copy  # 60 sentences
+    with pytest.raises(DimefmError, match=r"only 60 sentences for a text batch of 64 x 1 rank\(s\): lower --text-batch-size"):
+        distill(_cfg(cache, student, tmp_path / "out", text_batch_size=64, steps=1), progress=False)

@@ -225,3 +225,13 @@ def test_a_tars_captions_join_the_cache_of_its_images_and_a_refusal_leaves_no_ru
     with Manifest(cache, read_only=True) as man:
         assert man.query("SELECT run_id, kind, status FROM runs ORDER BY run_id").fetchall() == runs
         assert man.query("SELECT count(*) FROM sources").fetchall()[0][0] == 2
+
+
+def test_a_random_teacher_is_announced(teacher, images, tmp_path):
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "m.duckdb", "--teacher", teacher[0], "--pretrained",
+                "random", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert "warning: teacher tiny-teacher has random weights (--pretrained random)" in r.stderr
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "n.duckdb", "--teacher", teacher[0], "--pretrained",
+                teacher[1], "--workers", "0")
+    assert r.returncode == 0 and "random weights" not in r.stderr, r.stderr
