@@ -30,7 +30,8 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
-    from dimefm_pipeline.app.summaries import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.app.plots import plot_results
+    from dimefm_pipeline.app.summaries import results_table, retrieval_table
     from dimefm_pipeline.core import models
     from dimefm_pipeline.core.errors import DimefmError
     from dimefm_pipeline.core.progress import make_console

@@ -197,6 +197,16 @@ def _drop_csv_rows_after(path: Path, step: int) -> None:
 
 def plot_losses(csv_path: Path, png: Path) -> None:
     """Loss curves of every term against the step."""
+    fig = loss_figure(csv_path)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        fig.savefig(png, dpi=120)
+        plt.close(fig)
+
+
+def loss_figure(csv_path: Path):
+    """The figure of `plot_losses` (None without logged rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +215,7 @@ def plot_losses(csv_path: Path, png: Path) -> None:
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        return
+        return None
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in rows[0]:
@@ -215,8 +225,7 @@ def plot_losses(csv_path: Path, png: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # beside the curves, not on them
     ax.set_title("DIME-FM distillation losses")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    return fig
