@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest import catalog, record
+
+
+def metrics_every() -> float:
+    """Seconds between moves of logged metric rows into the manifest while a run trains, so that
+    `dimefm sql` sees a live run (DIMEFM_METRICS_SECONDS, default 30; also at every checkpoint)."""
+    try:
+        return float(os.environ.get("DIMEFM_METRICS_SECONDS", "30"))
+    except ValueError:
+        return 30.0
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -70,7 +80,7 @@ class RunLog:
         self.status = "failed"
         self.config_path = self.weights_path = None  # the student's files, once saved
         self.run_id = None
-        self.t0 = time.time()
+        self.t0 = self._flushed = time.time()
         self._progress, self._command = progress and rank == 0, command
 
     # ---- the run's start and end ------------------------------------------------------------------
@@ -134,6 +144,8 @@ class RunLog:
                     self.tb.add_scalar(name if name == "lr" else f"loss/{name}", value, step)
             rate = self.images / max(time.time() - self.t0, 1e-9)
             self.bar.update(self.task, completed=step, items=self.images, rate=rate, description=f"distill loss {self.final['total']:.4f}")
+            if time.time() - self._flushed >= metrics_every():
+                self._flush()
         if step % cfg.checkpoint_every == 0 or self.done:
             if self.rank == 0:
                 job = self.job
@@ -148,6 +160,7 @@ class RunLog:
             return
         data = [(self.run_id, r["step"], name, value) for r in self.rows for name, value in r.items() if name != "step"]
         self.rows.clear()
+        self._flushed = time.time()
         record(self.cfg.cache, lambda man: catalog.add_metrics(man, data))
 
     def _flush_failed(self) -> None:

@@ -261,3 +261,32 @@ def test_a_text_batch_larger_than_the_sentences_says_which_option_to_lower(cache
     cache, student = cache_copy  # 60 sentences
     with pytest.raises(DimefmError, match=r"only 60 sentences for a text batch of 64 x 1 rank\(s\): lower --text-batch-size"):
         distill(_cfg(cache, student, tmp_path / "out", text_batch_size=64, steps=1), progress=False)
+
+
+def test_metrics_are_in_the_manifest_while_the_run_trains(cache_copy, tmp_path):
+    """A running distillation's logged metrics reach the manifest between checkpoints (here every
+    logged row), where a reader sees them before the run ends."""
+    import os
+    import time
+
+    cache, student = cache_copy
+    cmd = [sys.executable, "-m", "dimefm_pipeline", "distill", "--cache", str(cache), "--out", str(tmp_path / "live"),
+           "--student", str(student), "--batch-size", "8", "--steps", "100000", "--workers", "0", "--augment", "none",
+           "--log-every", "1", "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "DIMEFM_METRICS_SECONDS": "0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen, deadline = 0, time.time() + 120
+        while not seen and time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            try:
+                with duckdb.connect(str(cache), read_only=True) as con:
+                    seen = con.execute("SELECT count(DISTINCT step) FROM metrics WHERE run_id = "
+                                       "(SELECT max(run_id) FROM runs WHERE kind = 'distill')").fetchall()[0][0]
+            except duckdb.Error:  # the writer's short transaction: look again
+                continue
+        assert proc.poll() is None, proc.stderr.read()
+        assert seen > 0
+    finally:
+        proc.kill()
+        proc.wait()
