@@ -21,6 +21,12 @@ def print_encode_summary(cfg, s) -> None:
     t.add_row(str(s.units_done), str(s.units_skipped), f"{s.items:,}", f"{s.errors:,}", f"{s.duplicates:,}",
               f"{s.truncated:,}", f"{s.seconds:.1f}", f"{rate:,.1f}")
     console.print(t)
+    if s.import_check is not None:
+        c = s.import_check
+        console.print(f"{s.imported:,} of {s.items:,} rows taken from {cfg.embeddings_from} (the teacher agreed on {c.items} "
+                      f"sampled items: lowest cosine {c.min_cosine:.4f}); the others encoded. Which ones: "
+                      f"dimefm sql --cache {cfg.cache} \"SELECT imported, count(*) FROM items GROUP BY ALL\"",
+                      highlight=False)
     if s.errors:
         console.print(f"[yellow]{s.errors} item(s) skipped; see: dimefm sql --cache {cfg.cache} \"SELECT * FROM errors\"")
     if s.other_files:

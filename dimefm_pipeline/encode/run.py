@@ -50,6 +50,7 @@ def _encode(cfg: EncodeConfig, command: str, progress: bool) -> EncodeSummary | 
     import torch
 
     from dimefm_pipeline.core import distributed as dist
+    from dimefm_pipeline.encode.imports import open_on_rank
     from dimefm_pipeline.encode.loop import encode_units
 
     rank, world, _, device = dist.init_distributed()
@@ -62,28 +63,33 @@ def _encode(cfg: EncodeConfig, command: str, progress: bool) -> EncodeSummary | 
         result = None
         if rank == 0:
             try:
-                lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
-                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
+                lock, cache_dir, checked, run_id, pending, skipped, listed, other, imported, check = _prepare(
+                    cfg, command, world, device)
+                prefixes = imported.prefixes if imported is not None else None
+                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir), prefixes)
             except DimefmError as exc:
                 result = ("error", str(exc))
         result = dist.broadcast_object(result)
         if result[0] == "error":
             raise DimefmError(result[1])
-        _, spec, run_id, pending, skipped, cache_dir = result
+        _, spec, run_id, pending, skipped, cache_dir, prefixes = result
         if rank == 0:
             loaded = checked  # built once to check it against the manifest; reused, not rebuilt
             loaded.model.to(device)
         else:
             loaded = models.build(spec, device=str(device), quiet=True)
+            imported = open_on_rank(cfg.embeddings_from, cfg.modality, loaded.embed_dim, prefixes)
         mine = pending[rank::world]
         summary = EncodeSummary(run_id, units_skipped=skipped)
         if rank == 0:
             summary.errors, summary.other_files = listed, other
+            summary.import_check = check
             committer = Committer(cfg.cache, run_id, summary)
         failed = True
         try:
             meter = RankProgress(Path(cache_dir), rank, world, pending)
-            encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, progress and rank == 0, meter)
+            encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, progress and rank == 0, meter,
+                         imported)
             dist.barrier()
             if committer is not None:
                 meter.close()
@@ -109,8 +115,11 @@ def _finish(man: Manifest, run_id: int, summary: EncodeSummary, t0: float) -> No
     catalog.end_run(man, run_id, "complete", metrics=_metrics(summary))
 
 
-def _prepare(cfg: EncodeConfig, command: str, world: int):
-    """Rank 0: open the manifest, check the teacher, recover markers, plan pending units."""
+def _prepare(cfg: EncodeConfig, command: str, world: int, device):
+    """Rank 0: open the manifest, check the teacher, recover markers, plan pending units, and check
+    and record teacher rows to import."""
+    from dimefm_pipeline.encode.imports import prepare_import
+
     specs = resolve_sources(cfg.sources, cfg.modality, cfg.source_options)
     created = not Path(cfg.cache).exists()
     man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir, wait=lock_wait())
@@ -123,8 +132,14 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
         for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
             recovered += commits.ingest(man, commit, run_id)
         try:
-            with man.transaction():  # a refused source leaves no other source of the command registered
-                planned = _plan(cfg, man, specs, run_id)
+            with man.transaction():  # a refused source (or import) leaves no other source of the command registered
+                *planned, files_of = _plan(cfg, man, specs, run_id)
+                imported = check = None
+                if cfg.embeddings_from and planned[0]:
+                    imported, check = prepare_import(cfg.embeddings_from, cfg.modality, loaded, planned[0], files_of,
+                                                     device, cfg.precision)
+                    catalog.add_import(man, run_id, cfg.modality, str(Path(cfg.embeddings_from).resolve()),
+                                       len(imported.parts), imported.total, check.items, check.min_cosine)
         except BaseException:
             if recovered:
                 catalog.end_run(man, run_id, "failed")
@@ -133,7 +148,7 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
             raise
         cache_dir = man.cache_dir
         man.close()
-        return (lock, cache_dir, loaded, run_id, *planned)
+        return (lock, cache_dir, loaded, run_id, *planned, imported, check)
     except BaseException:
         man.close()
         if lock is not None:
@@ -166,7 +181,7 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
     """Plan and register every source: (pending units, units done before, errors found while listing,
     files of image folders that are not images)."""
     seen = SeenHashes(sources.text_hashes(man)) if cfg.modality == "text" else None
-    pending, skipped, listed_errors, other_files = [], 0, 0, {}
+    pending, skipped, listed_errors, other_files, files_of = [], 0, 0, {}, {}
     plans = []
     for s in specs:
         known = sources.source_row(man, s.modality, s.uri)
@@ -180,13 +195,14 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
             listed_errors += len(plan.problems)
             for ext, n in plan.other_files.items():
                 other_files[ext] = other_files.get(ext, 0) + n
+        files_of[sid] = [e.path for e in plan.files] if cfg.embeddings_from else []
         done = sources.completed_units(man, sid)
         for u in plan.units:
             if u.index in done:
                 skipped += 1
             else:
                 pending.append(replace(u, source_id=sid))
-    return pending, skipped, listed_errors, other_files
+    return pending, skipped, listed_errors, other_files, files_of
 
 
 def writer_lock(cache_dir: Path):
@@ -285,6 +301,7 @@ def _commit_pending(man, run_id: int, summary: EncodeSummary) -> None:
     for path, commit in read_markers(man.cache_dir):
         if commits.ingest(man, commit, run_id):
             summary.items += commit.items
+            summary.imported += commit.imported
             summary.errors += len(commit.errors)
             summary.duplicates += commit.duplicates
             summary.truncated += commit.truncated

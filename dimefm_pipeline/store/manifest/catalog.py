@@ -209,6 +209,14 @@ def add_distill_errors(man: Manifest, rows: list[tuple]) -> None:
                         [(reason, run_id, now(), item) for reason, run_id, item in rows])
 
 
+def add_import(man: Manifest, run_id: int, modality: str, folder: str, partitions: int, rows: int, checked: int,
+               min_cosine: float) -> None:
+    """An `encode --embeddings-from` folder: its rows, and how the teacher agreed with a sample of them
+    (which cached rows came from it: `items.imported`)."""
+    man.con.execute("INSERT INTO imports VALUES (?, ?, ?, 'clip-retrieval', ?, ?, ?, ?, ?)",
+                    [run_id, modality, folder, partitions, rows, checked, min_cosine, now()])
+
+
 def add_token_files(man: Manifest, rows: list[tuple]) -> None:
     """(tokenizer, text checksum, path, rows, checksum) of token-id files written beside the cache."""
     man.con.executemany("INSERT INTO token_files VALUES (?, ?, ?, ?, ?, ?)", [(*r, now()) for r in rows])
