@@ -260,3 +260,24 @@ def test_an_output_of_other_items_or_another_dimension_is_refused(data, tmp_path
     with pytest.raises(DimefmError, match="holds 64-d embeddings but the teacher's are 32-d"):
         encode(_cfg(data, "image", [root / "data" / "photos"], tmp_path / "b.duckdb", embeddings_from=str(wide)),
                progress=False)
+
+
+def test_an_export_in_the_tools_layout_imports_back_whole(data, tmp_path):
+    root = data[0]
+    cache = tmp_path / "a.duckdb"
+    encode(_cfg(data, "image", [root / "data" / "photos"], cache, views=2), progress=False)
+    (tmp_path / "s.txt").write_text("a hill\na photo of a hill\nfog\n")
+    encode(_cfg(data, "text", [tmp_path / "s.txt"], cache), progress=False)
+    r = run_cli("export", "clip-retrieval", "--cache", cache, "--out", tmp_path / "emb", "--rows-per-partition", "8")
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.relative_to(tmp_path / "emb").as_posix() for p in (tmp_path / "emb").rglob("*") if p.is_file())
+    assert names == ["img_emb/img_emb_0.npy", "img_emb/img_emb_1.npy", "img_emb/img_emb_2.npy",
+                     *[f"metadata/metadata_{i}.parquet" for i in range(4)], "text_emb/text_emb_3.npy"]
+    meta = pq.read_table(tmp_path / "emb" / "metadata" / "metadata_0.parquet")
+    assert meta.column_names == ["image_path", "source", "file", "pos"] and meta.num_rows == 8  # view 0 of 8 images
+    again = encode(_cfg(data, "image", [root / "data" / "photos"], tmp_path / "b.duckdb", embeddings_from=str(tmp_path / "emb")),
+                   progress=False)
+    assert (again.items, again.imported) == (21, 21)
+    texts = encode(_cfg(data, "text", [tmp_path / "s.txt"], tmp_path / "b.duckdb", embeddings_from=str(tmp_path / "emb")),
+                   progress=False)
+    assert (texts.items, texts.imported) == (3, 3)
