@@ -26,7 +26,8 @@ def test_every_cookbook_query_runs_in_plain_duckdb(tiny_cache, tmp_path, monkeyp
         q = q.replace("/tmp/image_embeddings.parquet", str(tmp_path / "export.parquet"))
         results[q.split("\n")[0]] = con.execute(q).fetchall()
     con.close()
-    may_be_empty = ("COPY", "SELECT source, key, length", "SELECT s.uri, e.reason", "SELECT s.uri, i.key")  # no errors, truncations, repeats
+    may_be_empty = ("COPY", "SELECT source, key, length", "SELECT s.uri, e.reason", "SELECT s.uri, i.key",
+                    "SELECT run_id, modality, folder")  # no errors, truncations, repeats, imports
     empty = [q for q, rows in results.items() if not rows and not q.startswith(may_be_empty)]
     assert not empty
     assert duckdb.sql(f"SELECT count(*) FROM '{tmp_path / 'export.parquet'}'").fetchall()[0][0] == 64
