@@ -60,8 +60,10 @@ class LoadedModel:
 
 @contextlib.contextmanager
 def quiet_open_clip():
-    """open_clip logs a root-level warning for every model built without a tag; we warn ourselves."""
-    logging.disable(logging.WARNING)
+    """open_clip logs a root-level warning for every model built without a tag, and an error line before
+    raising when weights cannot be downloaded; we warn ourselves, and its exception becomes our one
+    error line."""
+    logging.disable(logging.ERROR)
     try:
         yield
     finally:
@@ -213,7 +215,9 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
             with quiet_open_clip():
                 model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
         except RuntimeError as exc:  # offline machines fail the download here
-            raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag}: {exc}") from None
+            raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag} ({str(exc).split('. ')[0]}): on a "
+                              "machine without network, pass a local checkpoint file as --pretrained, or fill the "
+                              "Hugging Face cache (HF_HOME) where there is network") from None
     if tag is None and spec.pretrained != RANDOM:
         state = load_state_dict(spec.pretrained)
         try:

@@ -235,3 +235,13 @@ def test_a_random_teacher_is_announced(teacher, images, tmp_path):
     r = run_cli("encode", "images", images, "--cache", tmp_path / "n.duckdb", "--teacher", teacher[0], "--pretrained",
                 teacher[1], "--workers", "0")
     assert r.returncode == 0 and "random weights" not in r.stderr, r.stderr
+
+
+def test_weights_that_cannot_be_downloaded_are_one_line_with_the_fix(images, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # an empty cache, no network
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "m" / "run.duckdb", "--teacher", "RN50",
+                "--pretrained", "openai", env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: cannot load open_clip weights"), r.stderr
+    assert "pass a local checkpoint file as --pretrained" in lines[0]
+    assert not (tmp_path / "m").exists()
