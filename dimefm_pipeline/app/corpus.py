@@ -36,7 +36,10 @@ COLOUR_WORDS = {"orange", "lemon", "lime", "olive", "peach", "plum", "cherry", "
                 "chocolate", "wine", "gold", "silver", "rust", "mustard", "salmon", "navy", "jade", "amber"}
 FUNCTION_WORDS = {"and", "or", "but", "with", "without", "on", "in", "at", "of", "to", "from", "by", "for", "near",
                   "next", "under", "over", "beside", "behind", "is", "are", "was", "were", "has", "have", "had", "that",
-                  "which", "who", "it", "its", "a", "an", "the", "this", "these", "those", "than", "as", "while", "so"}
+                  "which", "who", "it", "its", "a", "an", "the", "this", "these", "those", "than", "as", "while", "so",
+                  "about", "above", "across", "after", "against", "along", "among", "around", "before", "below",
+                  "beneath", "between", "beyond", "during", "inside", "into", "like", "onto", "outside", "through",
+                  "toward", "towards", "upon", "within", "sits", "lies", "being"}
 SAME_PLURAL = {"sheep", "fish", "deer", "moose", "bison", "series", "species", "aircraft", "salmon", "trout", "swine"}
 
 

@@ -204,7 +204,8 @@ def test_the_help_of_the_sentence_options_names_the_fields_that_are_guessed():
 
     from dimefm_pipeline.formats.base import TEXT_FIELDS
 
-    out = " ".join(run_cli("encode", "texts", "--help", env={"COLUMNS": "200"}).stdout.split())
     guessed = ", ".join(TEXT_FIELDS)
-    assert f"JSONL field holding the sentence (default: the first of {guessed} that the first record has)" in out
-    assert f"Parquet column holding the sentence (default: the first of {guessed} that the file has)" in out
+    for command in (("encode", "texts"), ("corpus", "filter")):
+        out = " ".join(run_cli(*command, "--help", env={"COLUMNS": "200"}).stdout.split())
+        assert f"JSONL field holding the sentence (default: the first of {guessed} that the first record has)" in out
+        assert f"Parquet column holding the sentence (default: the first of {guessed} that the file has)" in out
