@@ -10,7 +10,7 @@ from pathlib import Path
 COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["info"], ["sql"], ["sources", "list"], ["sources", "relocate"], ["corpus", "prompts"], ["corpus", "filter"],
             ["mine"], ["distill"], ["eval"],
             ["run"], ["demo"], ["world", "images"], ["world", "texts"], ["world", "train-teacher"],
-            ["world", "export-teacher"], ["world", "export-suite"]]
+            ["world", "export-teacher"], ["world", "export-suite"], ["export", "clip-retrieval"]]
 
 
 def main() -> None:

@@ -78,13 +78,11 @@ def run_cli(*args, cwd=None, env=None, timeout=300):
 
 
 def plain_duckdb(cache):
-    """A plain read-only DuckDB connection to a manifest, opened as docs/sql-cookbook.md says: the
-    manifest's folder as search path, so its views find their Parquet shards from any directory."""
+    """A plain read-only DuckDB connection to a manifest, opened as docs/sql-cookbook.md says (its
+    views find their Parquet shards from any working directory)."""
     import duckdb
 
-    con = duckdb.connect(str(cache), read_only=True)
-    con.execute(f"SET file_search_path = '{Path(cache).parent}'")
-    return con
+    return duckdb.connect(str(cache), read_only=True)
 
 
 TINY_STUDENT = {

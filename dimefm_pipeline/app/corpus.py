@@ -24,10 +24,22 @@ from pathlib import Path
 from dimefm_pipeline.core.errors import DimefmError
 
 WORD = re.compile(r"[a-z0-9]+(?:['’-][a-z0-9]+)*")
+CLAUSE_END = re.compile(r"[,.;:!?()\[\]\"]")
 IRREGULAR = {"man": "men", "woman": "women", "child": "children", "person": "people", "mouse": "mice", "goose": "geese",
              "foot": "feet", "tooth": "teeth", "ox": "oxen", "louse": "lice", "die": "dice", "leaf": "leaves",
              "knife": "knives", "wife": "wives", "wolf": "wolves", "life": "lives", "loaf": "loaves", "calf": "calves",
              "half": "halves", "shelf": "shelves", "thief": "thieves", "cactus": "cacti", "fungus": "fungi"}
+# Colour words that are also one-word class names (ImageNet's orange, lemon...): "an orange car" names a
+# colour. Such a name counts as the class when no word follows it or a function word does ("an orange
+# and a pear", "peeled the orange"); its plural always does.
+COLOUR_WORDS = {"orange", "lemon", "lime", "olive", "peach", "plum", "cherry", "chestnut", "coral", "ivory", "cream",
+                "chocolate", "wine", "gold", "silver", "rust", "mustard", "salmon", "navy", "jade", "amber"}
+FUNCTION_WORDS = {"and", "or", "but", "with", "without", "on", "in", "at", "of", "to", "from", "by", "for", "near",
+                  "next", "under", "over", "beside", "behind", "is", "are", "was", "were", "has", "have", "had", "that",
+                  "which", "who", "it", "its", "a", "an", "the", "this", "these", "those", "than", "as", "while", "so",
+                  "about", "above", "across", "after", "against", "along", "among", "around", "before", "below",
+                  "beneath", "between", "beyond", "during", "inside", "into", "like", "onto", "outside", "through",
+                  "toward", "towards", "upon", "within", "sits", "lies", "being"}
 SAME_PLURAL = {"sheep", "fish", "deer", "moose", "bison", "series", "species", "aircraft", "salmon", "trout", "swine"}
 
 
@@ -38,7 +50,7 @@ def write_prompts(classes: list[list[str]], templates: list[str], out: str | Pat
     if out.suffix not in (".txt", ".jsonl"):
         raise DimefmError(f"--out must end in .txt or .jsonl, not {out.name}")
     if out.exists():
-        raise DimefmError(f"{out} already exists")
+        raise DimefmError(f"{out} already exists: name a new --out, or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     n = 0
@@ -89,16 +101,22 @@ class Vocabulary:
         return v
 
     def concepts(self, sentence: str) -> set[int]:
-        """Concepts a sentence mentions as whole words (case-folded)."""
-        words = WORD.findall(sentence.lower())
+        """Concepts a sentence mentions as whole words (case-folded), a name never spanning punctuation."""
         found = set()
         get = self.phrases.get
-        for i in range(len(words)):
-            for n in range(1, min(self.longest, len(words) - i) + 1):
-                c = get(tuple(words[i : i + n]))
-                if c is not None:
-                    found.add(c)
+        for clause in CLAUSE_END.split(sentence.lower()):
+            words = WORD.findall(clause)
+            for i in range(len(words)):
+                for n in range(1, min(self.longest, len(words) - i) + 1):
+                    c = get(tuple(words[i : i + n]))
+                    if c is not None and not (n == 1 and _colour_adjective(words, i)):
+                        found.add(c)
         return found
+
+
+def _colour_adjective(words: list[str], i: int) -> bool:
+    """Word i is a colour word used as one ("orange" in "an orange car")."""
+    return words[i] in COLOUR_WORDS and i + 1 < len(words) and words[i + 1] not in FUNCTION_WORDS
 
 
 def iter_sentences(sources: list[str], options: dict | None = None):
@@ -138,7 +156,7 @@ def filter_corpus(sources: list[str], vocab: Vocabulary, out: str | Path, *, max
     if out.suffix != ".txt":
         raise DimefmError(f"--out must end in .txt, not {out.name}")
     if out.exists():
-        raise DimefmError(f"{out} already exists")
+        raise DimefmError(f"{out} already exists: name a new --out, or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     mentioned = [0] * len(vocab.names)
     kept_for = [0] * len(vocab.names)

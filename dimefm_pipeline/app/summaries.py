@@ -21,6 +21,12 @@ def print_encode_summary(cfg, s) -> None:
     t.add_row(str(s.units_done), str(s.units_skipped), f"{s.items:,}", f"{s.errors:,}", f"{s.duplicates:,}",
               f"{s.truncated:,}", f"{s.seconds:.1f}", f"{rate:,.1f}")
     console.print(t)
+    if s.import_check is not None:
+        c = s.import_check
+        console.print(f"{s.imported:,} of {s.items:,} rows taken from {cfg.embeddings_from} (the teacher agreed on {c.items} "
+                      f"sampled items: lowest cosine {c.min_cosine:.4f}); the others encoded. Which ones: "
+                      f"dimefm sql --cache {cfg.cache} \"SELECT imported, count(*) FROM items GROUP BY ALL\"",
+                      highlight=False)
     if s.errors:
         console.print(f"[yellow]{s.errors} item(s) skipped; see: dimefm sql --cache {cfg.cache} \"SELECT * FROM errors\"")
     if s.other_files:
@@ -37,6 +43,11 @@ def print_mine_summary(s) -> None:
 
 
 def print_distill_result(r) -> None:
+    if r.finished_before:
+        console.print(f"{r.out} is a finished run ({r.steps:,} of {r.steps:,} steps): nothing to resume, nothing "
+                      "trained or written. To train longer, distill into a new --out, or --resume with more --steps "
+                      "and --allow-schedule-change.", highlight=False)
+        return
     t = Table(title=f"distilled student -> {r.out}")
     for c in ("steps", "seconds", *r.final):
         t.add_column(c, justify="right")
@@ -91,51 +102,3 @@ def retrieval_table(result: dict) -> Table | None:
     for k, v in result["retrieval"].items():
         table.add_row(k, _pct(v))
     return table
-
-
-def plot_results(result: dict, path: str | Path) -> None:
-    """Bar charts: per-task zero-shot vs linear probe vs chance; robustness per shift; retrieval."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    names = list(result["tasks"])
-    rows = [result["tasks"][n] for n in names]
-    panels = 1 + bool(result.get("robustness")) + bool(result.get("retrieval"))
-    fig, axes = plt.subplots(1, panels, figsize=(5 + 4 * (panels - 1), 4), squeeze=False)
-    ax = axes[0][0]
-    x = np.arange(len(names))
-    ax.bar(x - 0.2, [r["zero_shot"] for r in rows], 0.4, label="zero-shot")
-    ax.bar(x + 0.2, [r.get("linear_probe") or 0 for r in rows], 0.4, label="linear probe")
-    ax.scatter(x, [r["chance"] for r in rows], marker="_", s=300, color="k", label="chance", zorder=3)
-    ax.set_xticks(x, names, rotation=30, ha="right")
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy")
-    ax.legend(fontsize=8)
-    ax.set_title("classification")
-    col = 1
-    if result.get("robustness"):
-        ax = axes[0][col]
-        shifts = list(result["robustness"])
-        ax.bar(["clean", *shifts], [result["zero_shot_mean"], *(result["robustness"][s] for s in shifts)],
-               color=["tab:blue"] + ["tab:orange"] * len(shifts))
-        ax.set_ylim(0, 1)
-        ax.set_title("zero-shot mean under shift")
-        ax.tick_params(axis="x", rotation=30)
-        col += 1
-    if result.get("retrieval"):
-        ax = axes[0][col]
-        keys = list(result["retrieval"])
-        ax.bar([k.replace("_to_", "->").replace("image", "img").replace("text", "txt") for k in keys],
-               [result["retrieval"][k] for k in keys], color="tab:green")
-        ax.set_ylim(0, 1)
-        ax.set_title("retrieval")
-        ax.tick_params(axis="x", rotation=30)
-    model = result.get("model") or {}
-    fig.suptitle(f"{result['suite']} suite: {model.get('arch', 'in-memory model')}")
-    fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

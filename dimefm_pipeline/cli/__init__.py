@@ -44,6 +44,7 @@ from dimefm_pipeline.cli import world as _world  # noqa: E402,F401
 from dimefm_pipeline.cli import world_export as _world_export  # noqa: E402,F401
 from dimefm_pipeline.cli import eval as _eval  # noqa: E402,F401
 from dimefm_pipeline.cli import demo as _demo  # noqa: E402,F401
+from dimefm_pipeline.cli import export as _export  # noqa: E402,F401
 
 
 def main(argv: list[str] | None = None) -> None:

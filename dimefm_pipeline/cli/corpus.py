@@ -7,6 +7,7 @@ from typing import List, Optional
 import typer
 
 from dimefm_pipeline.cli import app
+from dimefm_pipeline.formats.base import TEXT_FIELDS
 
 corpus_app = typer.Typer(help="Sentence corpora: class-name prompts, or a large corpus filtered by a vocabulary.",
                          no_args_is_help=True)
@@ -41,8 +42,10 @@ def filter_cmd(
     out: str = typer.Option(..., "--out", help="Sentence file to write (.txt); per-concept counts go to OUT.counts.parquet."),
     max_per_concept: Optional[int] = typer.Option(None, "--max-per-concept", min=1, help="Stop keeping sentences for a "
                                                   "concept once it has this many (balances frequent concepts)."),
-    text_field: Optional[str] = typer.Option(None, help="JSONL field holding the sentence (default: text)."),
-    text_column: Optional[str] = typer.Option(None, help="Parquet column holding the sentence (default: text)."),
+    text_field: Optional[str] = typer.Option(None, help=f"JSONL field holding the sentence (default: the first of "
+                                             f"{', '.join(TEXT_FIELDS)} that the first record has)."),
+    text_column: Optional[str] = typer.Option(None, help=f"Parquet column holding the sentence (default: the first of "
+                                              f"{', '.join(TEXT_FIELDS)} that the file has)."),
     top: int = typer.Option(15, "--top", help="Concepts shown in the table."),
 ):
     """Keep the sentences that mention at least one concept (whole words, any case, plurals, multi-word names)."""
@@ -59,7 +62,7 @@ def filter_cmd(
     t = Table(title=f"concepts in {s.read:,} sentences (most mentioned)")
     for col in ("concept", "sentences", "kept"):
         t.add_column(col, justify="left" if col == "concept" else "right")
-    for name, n, k in sorted(s.counts, key=lambda c: -c[1])[:top]:
+    for name, n, k in [c for c in sorted(s.counts, key=lambda c: -c[1]) if c[1]][:top]:
         t.add_row(name, f"{n:,}", f"{k:,}")
     console.print(t)
     missing = sum(1 for _, n, _ in s.counts if n == 0)

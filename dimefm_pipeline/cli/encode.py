@@ -11,6 +11,7 @@ import typer
 from dimefm_pipeline.cli import app
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.formats.base import TEXT_FIELDS
 
 encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)
 app.add_typer(encode_app, name="encode")
@@ -46,9 +47,11 @@ def encode_images(
 def encode_texts(
     given: dict,
     sources: List[str] = typer.Argument(..., help="Sentence files: .txt (one per line), .jsonl, .parquet, .tsv (key, text or JSON with captions)."),
-    text_field: Optional[str] = typer.Option(None, help="JSONL field holding the sentence (default: text)."),
+    text_field: Optional[str] = typer.Option(None, help=f"JSONL field holding the sentence (default: the first of "
+                                             f"{', '.join(TEXT_FIELDS)} that the first record has)."),
     key_field: Optional[str] = typer.Option(None, help="JSONL field holding the key (default: line number)."),
-    text_column: Optional[str] = typer.Option(None, help="Parquet column holding the sentence (default: text)."),
+    text_column: Optional[str] = typer.Option(None, help=f"Parquet column holding the sentence (default: the first of "
+                                              f"{', '.join(TEXT_FIELDS)} that the file has)."),
     key_column: Optional[str] = typer.Option(None, help="Parquet column with keys (default: key/__key__/id, else row number)."),
 ):
     """Encode sentences with the teacher's text tower (exact duplicates are encoded once)."""

@@ -30,7 +30,8 @@ def eval_command(
     batch_size: int = typer.Option(256, "--batch-size", help="Images per forward pass."),
 ) -> None:
     """Evaluate a model: zero-shot, linear probe, robustness to shifts, retrieval."""
-    from dimefm_pipeline.app.summaries import plot_results, results_table, retrieval_table
+    from dimefm_pipeline.app.plots import plot_results
+    from dimefm_pipeline.app.summaries import results_table, retrieval_table
     from dimefm_pipeline.core import models
     from dimefm_pipeline.core.errors import DimefmError
     from dimefm_pipeline.core.progress import make_console
@@ -50,8 +51,9 @@ def eval_command(
                               "dataset has its own classnames.txt and zeroshot_classification_templates.txt")
         else:
             chosen = clip_benchmark_suite(suite)
+    chosen = resolve_suite(chosen, quick=quick)  # a wrong --suite fails before the model loads
     loaded = models.load(model, pretrained, device=device)
-    result = evaluate(loaded, resolve_suite(chosen, quick=quick), probe=not no_probe, batch_size=batch_size)
+    result = evaluate(loaded, chosen, probe=not no_probe, batch_size=batch_size)
     console = make_console()
     console.print(results_table(result))
     table = retrieval_table(result)

@@ -131,14 +131,25 @@ def average_gradients(params) -> None:
             g.copy_(part.view_as(g))
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def loader_workers(requested: int) -> int:
+    """DataLoader workers: as requested, at most one per usable core (more only contend for the cores,
+    and torch warns about them)."""
+    return min(requested, usable_cores())
+
+
 def cpu_threads_beside_workers(workers: int) -> int:
     """On CPU, give torch the cores the DataLoader workers leave free: oversubscribed cores made
     training steps 3-4x slower on a 2-core machine (measured in docs/benchmarks.md)."""
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cores = os.cpu_count() or 1
-    threads = max(1, cores // max(1, world_size_on_node()) - workers)
+    cores = usable_cores()
+    threads = max(1, cores // max(1, world_size_on_node()) - loader_workers(workers))
     torch.set_num_threads(threads)
     return threads
 

@@ -62,8 +62,10 @@ class LoadedModel:
 
 @contextlib.contextmanager
 def quiet_open_clip():
-    """open_clip logs a root-level warning for every model built without a tag; we warn ourselves."""
-    logging.disable(logging.WARNING)
+    """open_clip logs a root-level warning for every model built without a tag, and an error line before
+    raising when weights cannot be downloaded; we warn ourselves, and its exception becomes our one
+    error line."""
+    logging.disable(logging.ERROR)
     try:
         yield
     finally:
@@ -215,7 +217,9 @@ def build(spec: ModelSpec, *, device: str = "cpu", quiet: bool = False) -> Loade
             with quiet_open_clip():
                 model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=tag)
         except RuntimeError as exc:  # offline machines fail the download here
-            raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag}: {exc}") from None
+            raise DimefmError(f"cannot load open_clip weights {spec.arch}:{tag} ({str(exc).split('. ')[0]}): on a "
+                              "machine without network, pass a local checkpoint file as --pretrained, or fill the "
+                              "Hugging Face cache (HF_HOME) where there is network") from None
     if tag is None and spec.pretrained != RANDOM:
         state = load_state_dict(spec.pretrained)
         try:
@@ -283,6 +287,9 @@ def load(spec: str, pretrained: str | None = None, *, device: str = "cpu", quiet
                                   "name one with --pretrained")
             pretrained = str(weights[0])
         model_spec = resolve_spec(str(configs[0]), pretrained)
+    elif not shipped and "/" in spec and ":" not in spec and not spec.endswith(".json") and not path.exists():
+        raise DimefmError(f"--model {spec}: no such folder or file (a student's --out folder, a model-config .json, "
+                          "an open_clip name or `world`)")
     elif not shipped and not spec.endswith(".json") and ":" in spec:
         if pretrained is not None:
             raise DimefmError(f"--model {spec} already names its weights; drop --pretrained")

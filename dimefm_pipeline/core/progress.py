@@ -52,7 +52,7 @@ class LogProgress:
         self.stream = stream or sys.stdout
         self.interval = _interval() if interval is None else interval
         self.tasks: list[_Task] = []
-        self._last = 0.0
+        self._last = time.time()  # the first line after one interval, not at 0 items
 
     def add_task(self, description: str, total: float | None = None, completed: float = 0, **fields) -> int:
         self.tasks.append(_Task(description, total, completed, fields))
@@ -102,11 +102,11 @@ class LogProgress:
             parts.append(f"{t.completed:,.0f}/{t.total:,.0f} ({100 * t.completed / t.total:.1f}%)")
         else:
             parts.append(f"{t.completed:,.0f}")
-        if "items" in t.fields:
+        if t.fields.get("items"):
             parts.append(f"{t.fields['items']:,} items")
-        if "rate" in t.fields:
-            parts.append(f"{t.fields['rate']:,.1f} items/s")
-        else:
+            if "rate" in t.fields:
+                parts.append(f"{t.fields['rate']:,.1f} items/s")
+        if "rate" not in t.fields and done:
             parts.append(f"{rate:,.2f}/s")
         eta = (t.total - t.completed) / rate if t.total and rate > 0 else None
         parts.append(f"elapsed {_clock(elapsed)} ETA {_clock(eta)}")

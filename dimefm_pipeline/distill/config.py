@@ -28,7 +28,7 @@ class DistillConfig:
                                            "batch and the update is the full batch's (exact without BatchNorm, "
                                            "docs/losses.md) in the memory of a micro-batch, for a second forward pass "
                                            "(default: the whole batch).")
-    workers: int = option(4, "DataLoader workers (read, decode, augment).")
+    workers: int = option(4, "DataLoader workers (read, decode, augment); at most one per CPU core.")
     augment: str | None = option(None, "reference | light | none: augmentation drawn afresh on the fly every epoch (the "
                                        "reference's behaviour); the teacher target stays the un-augmented image's "
                                        "(default: reference, or none with cached views).")
@@ -61,7 +61,8 @@ class DistillConfig:
     checkpoint_every: int = option(1000, "Steps between checkpoints (one is always written at the end).")
     log_every: int = option(10, "Steps between metric rows (CSV, manifest, progress).")
     seed: int = option(0, "Seed of the data order, augmentation and the student's initialisation.")
-    resume: bool = option(False, "Continue from the latest checkpoint in --out (same schedule).")
+    resume: bool = option(False, "Continue from the latest checkpoint in --out (same schedule). A finished run is left "
+                                 "as it is: nothing trained or written, exit code 0.")
     allow_schedule_change: bool = option(False, "With --resume: accept a schedule (steps, epochs, lr, warm-up, batch "
                                                 "sizes, seed) other than the checkpoint's.")
     stop_after: int | None = option(None, "End this invocation after N steps with a checkpoint (time-boxed jobs).")
@@ -131,6 +132,11 @@ class DistillConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def as_run(self, total: int, per_epoch: int) -> dict:
+        """The options as the run uses them (its `config.json` and its row in `runs`): the steps it
+        trains and the epochs they make, whichever of --steps and --epochs was given."""
+        return {**self.to_dict(), "steps": total, "epochs": round(total / per_epoch, 4), "steps_per_epoch": per_epoch}
 
     @classmethod
     def from_dict(cls, d: dict) -> "DistillConfig":

@@ -172,6 +172,9 @@ def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: i
     worker, which reads only its own images; the DataLoader returns them in step order."""
     from torch.utils.data import DataLoader
 
+    from dimefm_pipeline.core.distributed import loader_workers
+
+    workers = loader_workers(workers)
     plan = EpochPlan(n_images, batch_size, world, seed, epoch)
     batches = ImageBatches(plan, rank, reader, transform, seed=seed, epoch=epoch, item_timeout=item_timeout,
                            views_per_image=views_per_image, view_input=view_input)
@@ -205,7 +208,8 @@ class TextSampler:
     def __init__(self, pool: np.ndarray, per_rank: int, *, rank: int, world: int, seed: int):
         self.pool, self.per_rank, self.rank, self.world, self.seed = pool, per_rank, rank, world, seed
         if len(pool) < per_rank * world:
-            raise ValueError(f"only {len(pool)} sentences for a global text batch of {per_rank * world}")
+            raise ValueError(f"only {len(pool)} sentences for a text batch of {per_rank} x {world} rank(s): lower "
+                             "--text-batch-size (default: --batch-size), or encode more sentences")
         self._cache: dict[int, np.ndarray] = {}
 
     def _perm(self, epoch: int) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,15 @@ from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest import catalog, record
+
+
+def metrics_every() -> float:
+    """Seconds between moves of logged metric rows into the manifest while a run trains, so that
+    `dimefm sql` sees a live run (DIMEFM_METRICS_SECONDS, default 30; also at every checkpoint)."""
+    try:
+        return float(os.environ.get("DIMEFM_METRICS_SECONDS", "30"))
+    except ValueError:
+        return 30.0
 
 
 def latest_checkpoint(out: Path) -> Path | None:
@@ -70,7 +80,7 @@ class RunLog:
         self.status = "failed"
         self.config_path = self.weights_path = None  # the student's files, once saved
         self.run_id = None
-        self.t0 = time.time()
+        self.t0 = self._flushed = time.time()
         self._progress, self._command = progress and rank == 0, command
 
     # ---- the run's start and end ------------------------------------------------------------------
@@ -79,10 +89,10 @@ class RunLog:
 
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.json").write_text(json.dumps(self.cfg.to_dict(), indent=2))
+            as_run = self.cfg.as_run(self.job.total, self.job.per_epoch)
+            (self.out / "config.json").write_text(json.dumps(as_run, indent=2))
             _drop_csv_rows_after(self.csv, self.job.step)  # a resumed run rewrites the steps after its checkpoint
-            self.run_id = record(self.cfg.cache, lambda m: catalog.start_run(m, "distill", self._command, self.cfg.to_dict(),
-                                                                             self.world))
+            self.run_id = record(self.cfg.cache, lambda m: catalog.start_run(m, "distill", self._command, as_run, self.world))
         self.run_id = dist.broadcast_object(self.run_id)
         self.tb = _tensorboard(self.cfg.tensorboard) if self.rank == 0 and self.cfg.tensorboard else None
         self._bar_cm = progress_bar(self._progress)
@@ -134,6 +144,8 @@ class RunLog:
                     self.tb.add_scalar(name if name == "lr" else f"loss/{name}", value, step)
             rate = self.images / max(time.time() - self.t0, 1e-9)
             self.bar.update(self.task, completed=step, items=self.images, rate=rate, description=f"distill loss {self.final['total']:.4f}")
+            if time.time() - self._flushed >= metrics_every():
+                self._flush()
         if step % cfg.checkpoint_every == 0 or self.done:
             if self.rank == 0:
                 job = self.job
@@ -148,6 +160,7 @@ class RunLog:
             return
         data = [(self.run_id, r["step"], name, value) for r in self.rows for name, value in r.items() if name != "step"]
         self.rows.clear()
+        self._flushed = time.time()
         record(self.cfg.cache, lambda man: catalog.add_metrics(man, data))
 
     def _flush_failed(self) -> None:
@@ -197,6 +210,16 @@ def _drop_csv_rows_after(path: Path, step: int) -> None:
 
 def plot_losses(csv_path: Path, png: Path) -> None:
     """Loss curves of every term against the step."""
+    fig = loss_figure(csv_path)
+    if fig is not None:
+        import matplotlib.pyplot as plt
+
+        fig.savefig(png, dpi=120)
+        plt.close(fig)
+
+
+def loss_figure(csv_path: Path):
+    """The figure of `plot_losses` (None without logged rows)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -205,7 +228,7 @@ def plot_losses(csv_path: Path, png: Path) -> None:
     with open(csv_path) as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        return
+        return None
     steps = [int(r["step"]) for r in rows]
     fig, ax = plt.subplots(figsize=(7, 4))
     for name in rows[0]:
@@ -215,8 +238,7 @@ def plot_losses(csv_path: Path, png: Path) -> None:
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_yscale("log")
-    ax.legend()
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)  # beside the curves, not on them
     ax.set_title("DIME-FM distillation losses")
     fig.tight_layout()
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    return fig

@@ -29,6 +29,7 @@ class DistillResult:
     seconds: float
     final: dict  # last logged loss terms
     run_id: int | None
+    finished_before: bool = False  # --resume of a finished run: nothing trained or written
 
 
 def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
@@ -51,6 +52,9 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
         dist.cpu_threads_beside_workers(cfg.workers)
     try:
         job = prepare(cfg, rank, world, device)
+        if cfg.resume and job.step >= job.total and (Path(cfg.out) / "open_clip_model.safetensors").exists():
+            # finished: no step, no new run row, the student left as it is
+            return DistillResult(Path(cfg.out), None, None, job.step, 0.0, {}, None, True) if rank == 0 else None
         with RunLog(cfg, job, rank=rank, world=world, command=command, progress=progress) as log:
             while not log.done:
                 epoch, in_epoch = divmod(job.step, job.per_epoch)
@@ -75,7 +79,9 @@ def _save_student(cfg: DistillConfig, job: Job, log: RunLog) -> None:
     """Rank 0, every step done: the student as an open_clip hub folder, with its provenance, and its
     loss curves beside it."""
     teacher = job.idx.teacher
-    about = {"teacher": {"arch": teacher.arch, "pretrained": teacher.pretrained, "fingerprint": teacher.fingerprint},
+    # a local checkpoint by its file name (the folder is meant to be shared), with its sha256
+    pretrained = Path(teacher.pretrained).name if Path(teacher.pretrained).is_absolute() else teacher.pretrained
+    about = {"teacher": {"arch": teacher.arch, "pretrained": pretrained, "fingerprint": teacher.fingerprint},
              "text_tower": cfg.text_tower, "steps": job.step, "run_id": log.run_id}
     log.config_path, log.weights_path = save_student(job.student, log.out, logit_scale=cfg.loss.logit_scale, about=about)
     plot_losses(log.csv, log.out / "loss_curves.png")

@@ -19,7 +19,7 @@ from torch.utils.data import IterableDataset, get_worker_info
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, time_limit
 from dimefm_pipeline.formats import format_named
 from dimefm_pipeline.formats.base import Unit, text_hash, unpack_mask
-from dimefm_pipeline.formats.images import decode_image
+from dimefm_pipeline.formats.images import centre_box, decode_image, header_size
 from dimefm_pipeline.formats.files import BadItem, payload_hash
 
 
@@ -45,6 +45,8 @@ class Batch:
     truncated: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # (key, reason, file-table number)
     duplicates: int = 0
+    # per row: its teacher embedding taken from --embeddings-from (no input in `inputs`), or None
+    imported: list = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,14 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None):
-        """`cached_views`: how to draw the cached views of every image, or None (one view: the image)."""
+                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None, imported=None):
+        """`cached_views`: how to draw the cached views of every image, or None (one view: the image).
+        `imported`: teacher rows computed elsewhere (`formats.clip_retrieval.Imported`), or None."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
         self.cached_views = cached_views
+        self.imported = imported
 
     def __iter__(self):
         info = get_worker_info()
@@ -153,10 +157,13 @@ class UnitBatches(IterableDataset):
             if rec.error is not None:
                 batch.errors.append((rec.key, rec.error, rec.file))
                 continue
+            row = None if self.imported is None else self.imported.row_of(batch.unit.source_id, rec.key)
             try:
                 with time_limit(self.item_timeout):
-                    img = decode_image(rec.data)
-                    inputs = self._view_inputs(img, batch.unit, rec.pos)
+                    if row is not None and self.cached_views is None:  # no pixels needed: located and hashed only
+                        inputs = [(None, centre_box(*header_size(rec.data)))]
+                    else:
+                        inputs = self._view_inputs(decode_image(rec.data), batch.unit, rec.pos)
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
                 continue
@@ -165,7 +172,9 @@ class UnitBatches(IterableDataset):
                 continue
             raw = rec.data[1].encode("ascii") if isinstance(rec.data, tuple) else rec.data
             for v, (tensor, box) in enumerate(inputs):  # one row per view, all pointing at the same bytes
-                pixels.append(tensor)
+                batch.imported.append(row if v == 0 else None)
+                if batch.imported[-1] is None:
+                    pixels.append(tensor)
                 batch.keys.append(rec.key)
                 batch.pos.append(rec.pos)
                 batch.view_numbers.append(v)
@@ -205,4 +214,6 @@ class UnitBatches(IterableDataset):
             batch.hashes.append(text_hash(text))
             # The tokenizer truncates silently; count it (start and end tokens take two places).
             batch.truncated.append(bool(encode and len(encode(text)) + 2 > self.context_length))
-        batch.inputs = self.tokenizer(batch.texts) if batch.texts else None
+            batch.imported.append(None if self.imported is None else self.imported.row_of(batch.unit.source_id, text))
+        encoded = [t for t, row in zip(batch.texts, batch.imported) if row is None]
+        batch.inputs = self.tokenizer(encoded) if encoded else None

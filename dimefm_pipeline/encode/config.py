@@ -24,7 +24,8 @@ class EncodeConfig:
                                        "teacher).")
     pretrained: str | None = option(None, "open_clip tag, checkpoint path, or `random` (tests and benchmarks only).")
     batch_size: int = option(256, "Items per teacher forward.", min=1)
-    workers: int = option(4, "DataLoader worker processes for reading, decoding and transforms.", min=0)
+    workers: int = option(4, "DataLoader worker processes for reading, decoding and transforms; at most one per CPU "
+                               "core.", min=0)
     shard_size: int = option(DEFAULT_SHARD_SIZE, "Maximum rows per shard file (also the unit of resume).", min=1)
     precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")  # auto: fp16 on CUDA, fp32 on CPU
     # column/field names of the sources: options of their own per modality (`cli.encode`)
@@ -37,6 +38,12 @@ class EncodeConfig:
                                             "light (50-100%, flip) | a JSON file {\"scale\": \\[a, b], \"ratio\": \\[a, b], "
                                             "\"flip\": p}.")
     view_seed: int = option(0, "Seed of the views' crops and flips.")
+    embeddings_from: str | None = option(None, "A clip-retrieval `inference` output folder (img_emb/ or text_emb/ "
+                                               "with metadata/) made with this teacher: each item's row is taken "
+                                               "from it, matched by key (an image's path or WebDataset key, a "
+                                               "sentence's text); items it has no row for are encoded. A random "
+                                               "sample is encoded too and the import refused if any cosine is below "
+                                               "0.99.")
 
     def __post_init__(self):
         if self.modality not in ("image", "text"):
@@ -71,9 +78,11 @@ class EncodeSummary:
     units_done: int = 0
     units_skipped: int = 0
     items: int = 0
+    imported: int = 0  # rows taken from --embeddings-from
     errors: int = 0
     duplicates: int = 0
     truncated: int = 0
     seconds: float = 0.0
     per_source: list = field(default_factory=list)
     other_files: dict = field(default_factory=dict)  # extension -> files of image folders that are not images
+    import_check: object = None  # encode.imports.ImportCheck of --embeddings-from

@@ -19,12 +19,13 @@ from dimefm_pipeline.formats.guards import LOADER_TIMEOUT, guarded
 from dimefm_pipeline.store.shards import UnitWriter
 
 
-def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, show: bool, meter) -> None:
+def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, show: bool, meter, imported=None) -> None:
     """Encode `units` (this rank's share) into shards; `committer` (rank 0) moves finished units into
-    the manifest now and then; `meter` counts for the one progress display of all ranks."""
-    loader = _loader(units, loaded, cfg, device)
+    the manifest now and then; `meter` counts for the one progress display of all ranks. `imported`:
+    teacher rows computed elsewhere, taken for the items that have one."""
+    loader = _loader(units, loaded, cfg, device, imported)
     encode_fn = loaded.model.encode_image if cfg.modality == "image" else loaded.model.encode_text
-    amp = _autocast(cfg.precision, device)
+    amp = autocast(cfg.precision, device)
     open_units: dict = {}  # (source, unit) -> [writer, blocks finished]
     with progress_bar(show) as bar:
         what = "records" if meter.by_records else "units"
@@ -37,11 +38,10 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
                 writer = UnitWriter(cache_dir, u.source_id, u.index, cfg.modality, loaded.embed_dim, cfg.shard_size, rank)
                 state = open_units[(u.source_id, u.index)] = [writer, 0]
             writer = state[0]
-            if batch.inputs is not None:
-                with torch.no_grad(), amp:
-                    feats = encode_fn(batch.inputs.to(device, non_blocking=True))
-                emb = torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
-                writer.add(emb, **(_text_columns(batch) if cfg.modality == "text" else _image_columns(batch, writer)))
+            if batch.keys:
+                emb = _embeddings(batch, encode_fn, amp, device, loaded.embed_dim)
+                columns = _text_columns(batch) if cfg.modality == "text" else _image_columns(batch, writer)
+                writer.add(emb, imported=[r is not None for r in batch.imported], **columns)
             writer.commit.errors.extend(batch.errors)
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
@@ -65,7 +65,21 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
         raise RuntimeError(f"{len(open_units)} unit(s) ended before all their read blocks arrived")
 
 
-def _loader(units, loaded, cfg, device) -> DataLoader:
+def _embeddings(batch, encode_fn, amp, device, dim: int) -> np.ndarray:
+    """The batch's fp16 unit rows: the teacher's for its inputs, the imported ones for the others."""
+    emb = np.empty((len(batch.keys), dim), np.float16)
+    mine = [i for i, row in enumerate(batch.imported) if row is None]
+    if batch.inputs is not None:
+        with torch.no_grad(), amp:
+            feats = encode_fn(batch.inputs.to(device, non_blocking=True))
+        emb[mine] = torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
+    for i, row in enumerate(batch.imported):
+        if row is not None:
+            emb[i] = row
+    return emb
+
+
+def _loader(units, loaded, cfg, device, imported=None) -> DataLoader:
     cached_views = None
     if cfg.modality == "image" and cfg.views > 1:
         from dimefm_pipeline.formats.images import ViewAugment
@@ -74,9 +88,9 @@ def _loader(units, loaded, cfg, device) -> DataLoader:
         cached_views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],
                             pp["std"])
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
-                     cached_views)
+                     cached_views, imported)
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
-    workers = cfg.workers if units else 0
+    workers = dist.loader_workers(cfg.workers) if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None, persistent_workers=False,
                       timeout=LOADER_TIMEOUT if workers else 0)
@@ -104,7 +118,8 @@ def _image_columns(batch, writer) -> dict:
                 crop_x1=boxes[:, 2], crop_y1=boxes[:, 3], flip=boxes[:, 4])
 
 
-def _autocast(precision: str, device):
+def autocast(precision: str, device):
+    """The teacher's autocast context for `--precision` (fp16 or bf16 on CUDA; nothing on CPU)."""
     if device.type != "cuda" or precision == "fp32":
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16

@@ -16,6 +16,7 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -36,10 +37,20 @@ COMMIT_EVERY = 2.0  # seconds between manifest commits of finished units (their 
 
 def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> EncodeSummary | None:
     """Run stage one; returns the summary on rank 0 (None on other ranks)."""
-    _check_early(cfg)  # mistakes in paths fail before torch loads
+    made = _check_early(cfg)  # mistakes in paths fail before torch loads
+    try:
+        return _encode(cfg, command, progress)
+    except BaseException:
+        if made is not None:  # a command that failed before caching anything leaves no new folder behind
+            _remove_empty_folders(Path(cfg.cache).resolve().parent, made)
+        raise
+
+
+def _encode(cfg: EncodeConfig, command: str, progress: bool) -> EncodeSummary | None:
     import torch
 
     from dimefm_pipeline.core import distributed as dist
+    from dimefm_pipeline.encode.imports import open_on_rank
     from dimefm_pipeline.encode.loop import encode_units
 
     rank, world, _, device = dist.init_distributed()
@@ -52,28 +63,33 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
         result = None
         if rank == 0:
             try:
-                lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
-                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
+                lock, cache_dir, checked, run_id, pending, skipped, listed, other, imported, check = _prepare(
+                    cfg, command, world, device)
+                prefixes = imported.prefixes if imported is not None else None
+                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir), prefixes)
             except DimefmError as exc:
                 result = ("error", str(exc))
         result = dist.broadcast_object(result)
         if result[0] == "error":
             raise DimefmError(result[1])
-        _, spec, run_id, pending, skipped, cache_dir = result
+        _, spec, run_id, pending, skipped, cache_dir, prefixes = result
         if rank == 0:
             loaded = checked  # built once to check it against the manifest; reused, not rebuilt
             loaded.model.to(device)
         else:
             loaded = models.build(spec, device=str(device), quiet=True)
+            imported = open_on_rank(cfg.embeddings_from, cfg.modality, loaded.embed_dim, prefixes)
         mine = pending[rank::world]
         summary = EncodeSummary(run_id, units_skipped=skipped)
         if rank == 0:
             summary.errors, summary.other_files = listed, other
+            summary.import_check = check
             committer = Committer(cfg.cache, run_id, summary)
         failed = True
         try:
             meter = RankProgress(Path(cache_dir), rank, world, pending)
-            encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, progress and rank == 0, meter)
+            encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, progress and rank == 0, meter,
+                         imported)
             dist.barrier()
             if committer is not None:
                 meter.close()
@@ -99,8 +115,11 @@ def _finish(man: Manifest, run_id: int, summary: EncodeSummary, t0: float) -> No
     catalog.end_run(man, run_id, "complete", metrics=_metrics(summary))
 
 
-def _prepare(cfg: EncodeConfig, command: str, world: int):
-    """Rank 0: open the manifest, check the teacher, recover markers, plan pending units."""
+def _prepare(cfg: EncodeConfig, command: str, world: int, device):
+    """Rank 0: open the manifest, check the teacher, recover markers, plan pending units, and check
+    and record teacher rows to import."""
+    from dimefm_pipeline.encode.imports import prepare_import
+
     specs = resolve_sources(cfg.sources, cfg.modality, cfg.source_options)
     created = not Path(cfg.cache).exists()
     man = Manifest(cfg.cache, create=True, cache_dir=cfg.cache_dir, wait=lock_wait())
@@ -109,12 +128,27 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
         lock = writer_lock(man.cache_dir)
         loaded = _checked_teacher(cfg, man)
         run_id = catalog.start_run(man, f"encode-{cfg.modality}", command, asdict(cfg), world)
+        recovered = 0
         for _, commit in read_markers(man.cache_dir):  # units finished by a run that died before committing
-            commits.ingest(man, commit, run_id)
-        planned = _plan(cfg, man, specs, run_id)
+            recovered += commits.ingest(man, commit, run_id)
+        try:
+            with man.transaction():  # a refused source (or import) leaves no other source of the command registered
+                *planned, files_of = _plan(cfg, man, specs, run_id)
+                imported = check = None
+                if cfg.embeddings_from and planned[0]:
+                    imported, check = prepare_import(cfg.embeddings_from, cfg.modality, loaded, planned[0], files_of,
+                                                     device, cfg.precision)
+                    catalog.add_import(man, run_id, cfg.modality, str(Path(cfg.embeddings_from).resolve()),
+                                       len(imported.parts), imported.total, check.items, check.min_cosine)
+        except BaseException:
+            if recovered:
+                catalog.end_run(man, run_id, "failed")
+            else:  # refused before doing anything: no run to record
+                catalog.drop_run(man, run_id)
+            raise
         cache_dir = man.cache_dir
         man.close()
-        return (lock, cache_dir, loaded, run_id, *planned)
+        return (lock, cache_dir, loaded, run_id, *planned, imported, check)
     except BaseException:
         man.close()
         if lock is not None:
@@ -134,6 +168,9 @@ def _checked_teacher(cfg: EncodeConfig, man: Manifest):
     else:
         spec = models.resolve_spec(cfg.teacher, cfg.pretrained)
     loaded = models.build(spec, quiet=True)
+    if spec.pretrained == models.RANDOM:
+        print(f"warning: teacher {spec.arch} has random weights (--pretrained random): its embeddings carry no meaning; "
+              "fine for tests and benchmarks, not for a student", file=sys.stderr, flush=True)
     catalog.check_teacher(man, TeacherInfo.of_model(loaded))
     if cfg.modality == "image":
         catalog.check_views(man, cfg.views, cfg.view_augment, cfg.view_seed)
@@ -144,7 +181,7 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
     """Plan and register every source: (pending units, units done before, errors found while listing,
     files of image folders that are not images)."""
     seen = SeenHashes(sources.text_hashes(man)) if cfg.modality == "text" else None
-    pending, skipped, listed_errors, other_files = [], 0, 0, {}
+    pending, skipped, listed_errors, other_files, files_of = [], 0, 0, {}, {}
     plans = []
     for s in specs:
         known = sources.source_row(man, s.modality, s.uri)
@@ -158,13 +195,14 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
             listed_errors += len(plan.problems)
             for ext, n in plan.other_files.items():
                 other_files[ext] = other_files.get(ext, 0) + n
+        files_of[sid] = [e.path for e in plan.files] if cfg.embeddings_from else []
         done = sources.completed_units(man, sid)
         for u in plan.units:
             if u.index in done:
                 skipped += 1
             else:
                 pending.append(replace(u, source_id=sid))
-    return pending, skipped, listed_errors, other_files
+    return pending, skipped, listed_errors, other_files, files_of
 
 
 def writer_lock(cache_dir: Path):
@@ -219,19 +257,39 @@ def _end_failed(cache: str, run_id: int, summary: "EncodeSummary") -> None:
         pass
 
 
-def _check_early(cfg: EncodeConfig) -> None:
-    """The cheap checks of a command (sources resolve to readable files, the manifest's folder can be
-    made), before anything heavy is imported: a typo costs a fraction of a second."""
+def _check_early(cfg: EncodeConfig) -> Path | None:
+    """The cheap checks of a command (sources resolve to readable files, a new manifest has a teacher
+    and a folder that can be made), before anything heavy is imported: a typo costs a fraction of a
+    second. Returns the topmost folder made for a new manifest, if any."""
     for spec in resolve_sources(cfg.sources, cfg.modality, cfg.source_options):
         file_entries(spec.root, spec.files)  # the files of a pattern (a folder is listed by planning)
     path = Path(cfg.cache)
-    if not path.exists():
-        if path.suffix != ".duckdb":
-            raise DimefmError(f"manifest path must end in .duckdb: {cfg.cache}")
+    if path.exists():
+        return None
+    if path.suffix != ".duckdb":
+        raise DimefmError(f"manifest path must end in .duckdb: {cfg.cache}")
+    if cfg.teacher is None:
+        raise DimefmError(f"no manifest at {cfg.cache}: check the path to add to an existing cache, or pass --teacher "
+                          "(and --pretrained) to start a new one")
+    folder = path.resolve().parent
+    made = next((f for f in reversed([folder, *folder.parents]) if not f.exists()), None)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DimefmError(f"cannot create the manifest's folder {folder}: {exc.strerror}") from None
+    return made
+
+
+def _remove_empty_folders(folder: Path, top: Path) -> None:
+    """Remove `folder` and its parents up to `top`, as long as they are empty."""
+    while True:
         try:
-            path.resolve().parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise DimefmError(f"cannot create the manifest's folder {path.resolve().parent}: {exc.strerror}") from None
+            folder.rmdir()
+        except OSError:
+            return
+        if folder == top:
+            return
+        folder = folder.parent
 
 
 def _metrics(s: EncodeSummary) -> dict:
@@ -243,6 +301,7 @@ def _commit_pending(man, run_id: int, summary: EncodeSummary) -> None:
     for path, commit in read_markers(man.cache_dir):
         if commits.ingest(man, commit, run_id):
             summary.items += commit.items
+            summary.imported += commit.imported
             summary.errors += len(commit.errors)
             summary.duplicates += commit.duplicates
             summary.truncated += commit.truncated

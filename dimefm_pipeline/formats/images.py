@@ -160,6 +160,17 @@ def sample_view(rng: np.random.Generator, width: int, height: int, aug: ViewAugm
     return x0, y0, x0 + w, y0 + h, flip
 
 
+def header_size(payload) -> tuple[int, int]:
+    """An image's (width, height) from its header alone (no pixels decoded), or BadItem."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(load_bytes(payload))) as img:
+            return img.size
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as exc:
+        raise BadItem(f"not an image: {exc}") from None
+
+
 def centre_box(width: int, height: int) -> tuple[int, int, int, int, int]:
     """View 0's record: the centre square a resize-then-centre-crop keeps, no flip."""
     side = min(width, height)

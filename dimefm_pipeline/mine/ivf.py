@@ -29,6 +29,18 @@ def default_nprobe(nlist: int) -> int:
     return min(nlist, max(32, nlist // 32))
 
 
+def require_faiss():
+    """The faiss module, or a one-line error saying how to install it (the package leaves faiss to an
+    extra: faiss-cpu and faiss-gpu ship the same module and must never be installed together)."""
+    try:
+        import faiss
+    except ImportError:
+        raise DimefmError("--engine ivf needs faiss, which is not installed: pip install 'dimefm[cpu]' (faiss-cpu), or "
+                          "'dimefm[gpu]' (faiss-gpu-cu12) on a CUDA machine; --engine exact (the default) needs no "
+                          "faiss") from None
+    return faiss
+
+
 def _gpu_available() -> bool:
     import faiss
 
@@ -49,7 +61,7 @@ def build_text_index(
     `exact_threshold`, else `IndexIVFFlat` trained on a seeded sample with `nlist` lists (default
     `default_nlist`) and `nprobe` lists searched (default `default_nprobe`). `use_gpu=None` picks the
     GPU when faiss has GPU support and sees one; `use_gpu=True` without one is an error."""
-    import faiss
+    faiss = require_faiss()
 
     check_matrix("text embeddings", text_emb)
     if use_gpu is None:

@@ -38,6 +38,10 @@ class MineSummary:
 
 def mine_cache(cfg: MineConfig, *, command: str = "", progress: bool = True) -> MineSummary | None:
     """Mine pseudo pairs over a whole cache into the manifest's `pseudo_pairs` (returns on rank 0)."""
+    if cfg.engine == "ivf":
+        from dimefm_pipeline.mine.ivf import require_faiss
+
+        require_faiss()  # before the cache is read
     rank, world, _, _ = dist.init_distributed()
     try:
         return _mine(cfg.cache, cfg.k, cfg.engine, cfg.nprobe, cfg.use_gpu, cfg.image_block, cfg.text_block, command,

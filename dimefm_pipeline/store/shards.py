@@ -50,7 +50,8 @@ class UnitCommit:
     rank: int
     shards: list[ShardRecord] = field(default_factory=list)
     errors: list[tuple] = field(default_factory=list)  # (key, reason, file-table number)
-    items: int = 0
+    items: int = 0  # items (images, not rows: an image cached with K views is K rows)
+    imported: int = 0  # rows taken from teacher embeddings computed elsewhere
     duplicates: int = 0
     truncated: int = 0
     pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
@@ -150,7 +151,9 @@ class UnitWriter:
         c = self.commit
         part, n = len(c.shards), len(emb)
         name = f"{c.modality}/{unit_stem(c.source_id, c.unit)}-{part:03d}"
-        table = {"source_id": np.full(n, c.source_id, np.int32), "row": np.arange(n, dtype=np.int32)}
+        table = {"source_id": np.full(n, c.source_id, np.int32), "row": np.arange(n, dtype=np.int32),
+                 # rows taken from teacher embeddings computed elsewhere (encode --embeddings-from)
+                 "imported": np.asarray(cols.pop("imported", np.zeros(n, bool)), dtype=bool)}
         loc = None
         if c.modality == "image":
             loc = np.stack([np.asarray(cols.pop(k), dtype=np.int64) for k in LOC_COLUMNS], axis=1)
@@ -173,7 +176,8 @@ class UnitWriter:
         c.shards.append(ShardRecord(name, part, n, self.dim, "float16", hashlib.sha256(npy).hexdigest(),
                                     hashlib.sha256(pq_data).hexdigest(), len(npy) + len(pq_data) + loc_bytes, loc_sum,
                                     sample_digest(npy), loc_sample))
-        c.items += n
+        c.items += n if loc is None else int(np.count_nonzero(loc[:, 4] == 0))  # images, not their cached views
+        c.imported += int(np.count_nonzero(table["imported"]))
 
 
 def marker_path(cache_dir: Path, source_id: int, unit: int) -> Path:

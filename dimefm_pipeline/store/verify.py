@@ -3,8 +3,6 @@ the manifest (files it does not know, files it knows that are gone)."""
 
 from __future__ import annotations
 
-import time
-
 from dimefm_pipeline.core.progress import progress_bar
 from dimefm_pipeline.store.files import sha256_file
 from dimefm_pipeline.store.manifest.inspect import cache_files
@@ -17,9 +15,8 @@ def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
     files = [(kind, cache_dir / rel, checksum) for kind, rel, checksum in cache_files(man)]
     findings, known, total = [], set(), 0
     sizes = {p: p.stat().st_size for _, p, _ in files if p.is_file()}
-    t0 = time.time()
     with progress_bar(progress) as bar:
-        task = bar.add_task("verify", total=len(files), items=0, rate=0.0)
+        task = bar.add_task("verify files", total=len(files))
         for kind, path, checksum in files:
             known.add(path)
             if path not in sizes:
@@ -27,7 +24,7 @@ def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
             elif sha256_file(path) != checksum:
                 findings.append(f"{kind} file does not match its checksum: {path}")
             total += sizes.get(path, 0)
-            bar.update(task, advance=1, items=total, rate=total / max(time.time() - t0, 1e-9))
+            bar.update(task, advance=1, description=f"verify files ({total / 2**20:,.1f} MiB hashed)")
     for path in sorted(p for p in cache_dir.rglob("*") if p.is_file()):
         if path in known:
             continue

@@ -128,7 +128,7 @@ def _check_out(out: Path, n: int) -> None:
     if n < 1:
         raise DimefmError(f"--n must be at least 1 (got {n})")
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise DimefmError(f"{out} already exists and is not an empty folder")
+        raise DimefmError(f"{out} already exists and is not an empty folder: name a new --out, or remove it")
 
 
 def write_images(out: str | Path, cfg: ImageCorpusConfig, *, on_progress: Callable[[int], None] | None = None) -> list[Path]:
@@ -191,7 +191,7 @@ def write_texts(out: str | Path, cfg: TextCorpusConfig, *, on_progress: Callable
     if cfg.n < 1:
         raise DimefmError(f"--n must be at least 1 (got {cfg.n})")
     if out.exists():
-        raise DimefmError(f"{out} already exists")
+        raise DimefmError(f"{out} already exists: name a new --out, or remove it")
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", encoding="utf-8", newline="\n") as f:

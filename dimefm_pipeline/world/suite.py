@@ -156,7 +156,10 @@ def resolve_suite(suite, world_config=None, *, quick: bool = False) -> Suite:
         return hard_suite(world_config or (HardSuiteConfig.quick() if quick else HardSuiteConfig()))
     path = Path(suite)
     if not path.is_dir():
-        raise DimefmError(f"--suite must be `world`, `world-hard` or a dataset folder; {suite} is neither")
+        what = "is a file" if path.exists() else "does not exist"
+        raise DimefmError(f"--suite {suite} {what}: give `world-hard`, `world`, a folder of CLIP_benchmark datasets "
+                          "(wds/NAME/...), or a folder with a subfolder of images per class and classnames.txt "
+                          "(docs/evaluation.md)")
     if is_clip_benchmark_folder(path):
         return clip_benchmark_suite(path)
     return folder_suite(path)

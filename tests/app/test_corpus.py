@@ -55,3 +55,13 @@ def test_filter_keeps_whole_word_mentions_and_balances_concepts(tmp_path):
                       {"concept": "goose", "sentences": 2, "kept": 2}]
     r = run_cli("corpus", "filter", tmp_path / "s.txt", "--vocabulary", tmp_path / "v.txt", "--out", tmp_path / "cli.txt")
     assert r.returncode == 0 and len((tmp_path / "cli.txt").read_text().splitlines()) == 5, r.stderr
+
+
+def test_a_colour_is_not_the_fruit_of_the_same_name():
+    vocab = Vocabulary.from_classes(load_classes("imagenet"))
+    orange = vocab.names.index("orange")
+    for colour in ("an orange car parked on the street", "a man in an orange shirt", "Orange juice in a glass"):
+        assert orange not in vocab.concepts(colour), colour
+    for fruit in ("a bowl with an orange and two bananas", "she peeled the orange", "three oranges on a table",
+                  "an orange, sliced in half", "an orange", "a photo of an orange by the window"):
+        assert orange in vocab.concepts(fruit), fruit

@@ -66,6 +66,29 @@ def test_tiny_run_moves_student_similarities_toward_the_teacher(tiny_cache, tmp_
     assert run == ("complete", str(r.out.resolve())) and n_metrics == 60
 
 
+def test_the_folder_is_shareable_and_its_config_says_what_ran(cache_copy, tmp_path):
+    """Files readable by the group that serves them whatever the umask; the steps and epochs that ran;
+    the teacher by name and sha256, not by a path on this machine."""
+    import os
+
+    cache, student = cache_copy
+    before = os.umask(0o077)
+    try:
+        r = distill(_cfg(cache, student, tmp_path / "out", steps=3, batch_size=8), progress=False)
+    finally:
+        os.umask(before)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (r.config_path, r.weights_path)} == {
+        "open_clip_config.json": "0o644", "open_clip_model.safetensors": "0o644"}
+    ran = json.loads((r.out / "config.json").read_text())
+    assert (ran["steps"], ran["steps_per_epoch"], ran["epochs"]) == (3, 8, 0.375)  # 64 images / 8 per step
+    about = json.loads(r.config_path.read_text())["dimefm"]
+    assert about["teacher"]["pretrained"] == "tiny-teacher-s0.safetensors" and len(about["teacher"]["fingerprint"]) == 64
+    assert about["text_tower"] == "student" and "/" not in json.dumps(about)
+    with duckdb.connect(str(cache), read_only=True) as con:
+        row = json.loads(con.execute("SELECT config FROM runs WHERE kind = 'distill' ORDER BY run_id DESC").fetchall()[0][0])
+    assert (row["steps"], row["epochs"]) == (3, 0.375)
+
+
 def test_output_is_an_open_clip_hub_folder_that_open_clip_alone_loads(cache_copy, tmp_path):
     cache, student = cache_copy
     r = distill(_cfg(cache, student, tmp_path / "out", steps=3), progress=False)
@@ -111,6 +134,23 @@ def test_resume_continues_exactly(cache_copy, tmp_path):
     a, b = load_file(str(full.weights_path)), load_file(str(done.weights_path))
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_resume_of_a_finished_run_trains_nothing_writes_nothing_and_adds_no_run(cache_copy, tmp_path):
+    from tests.conftest import run_cli
+
+    cache, student = cache_copy
+    out = tmp_path / "done"
+    args = ("distill", "--cache", cache, "--out", out, "--student", student, "--batch-size", "8", "--steps", "3",
+            "--workers", "0", "--augment", "none")
+    assert run_cli(*args).returncode == 0
+    files = {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()}
+    runs = duckdb.connect(str(cache), read_only=True).execute("SELECT count(*) FROM runs").fetchall()
+    r = run_cli(*args, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert "is a finished run (3 of 3 steps): nothing to resume" in " ".join(r.stdout.split())
+    assert {p: (p.stat().st_mtime_ns, p.read_bytes()) for p in out.rglob("*") if p.is_file()} == files
+    assert duckdb.connect(str(cache), read_only=True).execute("SELECT count(*) FROM runs").fetchall() == runs
 
 
 def test_teacher_text_tower_mode_keeps_the_teachers_text_weights(cache_copy, tmp_path):
@@ -215,3 +255,38 @@ def test_tensorboard_scalars_and_a_resume_that_would_change_the_schedule(cache_c
         distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True), progress=False)
     r = distill(_cfg(cache, student, tmp_path / "out", steps=8, resume=True, allow_schedule_change=True), progress=False)
     assert r.steps == 8
+
+
+def test_a_text_batch_larger_than_the_sentences_says_which_option_to_lower(cache_copy, tmp_path):
+    cache, student = cache_copy  # 60 sentences
+    with pytest.raises(DimefmError, match=r"only 60 sentences for a text batch of 64 x 1 rank\(s\): lower --text-batch-size"):
+        distill(_cfg(cache, student, tmp_path / "out", text_batch_size=64, steps=1), progress=False)
+
+
+def test_metrics_are_in_the_manifest_while_the_run_trains(cache_copy, tmp_path):
+    """A running distillation's logged metrics reach the manifest between checkpoints (here every
+    logged row), where a reader sees them before the run ends."""
+    import os
+    import time
+
+    cache, student = cache_copy
+    cmd = [sys.executable, "-m", "dimefm_pipeline", "distill", "--cache", str(cache), "--out", str(tmp_path / "live"),
+           "--student", str(student), "--batch-size", "8", "--steps", "100000", "--workers", "0", "--augment", "none",
+           "--log-every", "1", "--checkpoint-every", "100000"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "DIMEFM_METRICS_SECONDS": "0"}, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        seen, deadline = 0, time.time() + 120
+        while not seen and time.time() < deadline and proc.poll() is None:
+            time.sleep(1)
+            try:
+                with duckdb.connect(str(cache), read_only=True) as con:
+                    seen = con.execute("SELECT count(DISTINCT step) FROM metrics WHERE run_id = "
+                                       "(SELECT max(run_id) FROM runs WHERE kind = 'distill')").fetchall()[0][0]
+            except duckdb.Error:  # the writer's short transaction: look again
+                continue
+        assert proc.poll() is None, proc.stderr.read()
+        assert seen > 0
+    finally:
+        proc.kill()
+        proc.wait()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -48,6 +50,26 @@ def test_every_image_has_k_recorded_views_queryable_in_sql(view_cache):
         assert 0 <= x0 < x1 <= 48 and 0 <= y0 < y1 <= 40
     assert len({c[1:] for c in crops}) == K  # distinct crops
     assert items == (19 * K, 19)
+
+
+def test_counts_are_of_images_not_of_their_views(view_cache):
+    """`info`, `sources list`, the repeated-key count and the cookbook's count say 19 images, not 76 rows."""
+    import re
+
+    from dimefm_pipeline.store.manifest.inspect import info, open_for_reading, source_list
+
+    with open_for_reading(str(view_cache)) as man:
+        sources = {r[0]: r for r in info(man)["sources"] if r[1] == "image"}
+        listed = {r[0]: r for r in source_list(man) if r[1] == "image"}
+    assert [r[6] for r in sources.values()] == [12, 7]  # items per source
+    assert [r[10] for r in sources.values()] == [0, 0]  # repeated keys
+    assert [r[6] for r in listed.values()] == [12, 7]
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "sql-cookbook.md").read_text()
+    per_source = next(q for q in re.findall(r"```sql\n(.*?)```", doc, flags=re.S) if "AS items" in q and "GROUP BY ALL ORDER" in q)
+    con = plain_duckdb(view_cache)
+    counts = [n for _, modality, n in con.execute(per_source).fetchall() if modality == "image"]
+    con.close()
+    assert sorted(counts) == [7, 12]
 
 
 def test_the_student_input_is_the_crop_the_teacher_encoded(view_cache, teacher):

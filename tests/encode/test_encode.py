@@ -191,3 +191,57 @@ def test_sql_command_runs_read_only_queries(teacher, images, tmp_path):
     assert r.returncode == 0 and r.stdout.splitlines() == ["source,n", "1,24"]
     r = run_cli("sql", "--cache", cache, "DELETE FROM items")
     assert r.returncode == 2 and "read-only" in r.stderr.lower()
+
+
+def test_a_tars_captions_join_the_cache_of_its_images_and_a_refusal_leaves_no_run(teacher, tmp_path):
+    """One tar is an image source and a sentence source of one cache; an overlapping source of the same
+    modality is refused in one line naming the shared file once, and leaves the manifest as it was."""
+    import io
+    import tarfile
+
+    from PIL import Image
+
+    tar = tmp_path / "shard-00000.tar"
+    with tarfile.open(tar, "w") as tf:
+        for i in range(4):
+            buf = io.BytesIO()
+            Image.new("RGB", (20, 16), (40 * i, 90, 200)).save(buf, "JPEG")
+            for ext, data in (("jpg", buf.getvalue()), ("txt", f"a photo of thing {i}".encode())):
+                info = tarfile.TarInfo(f"{i:09d}.{ext}")
+                info.size = len(data)
+                tf.addfile(info, io.BytesIO(data))
+    cache = tmp_path / "m" / "run.duckdb"
+    t = ["--teacher", teacher[0], "--pretrained", teacher[1], "--workers", "0"]
+    for modality in ("images", "texts"):
+        r = run_cli("encode", modality, tar, "--cache", cache, *t)
+        assert r.returncode == 0, r.stderr
+    with Manifest(cache, read_only=True) as man:
+        assert man.query("SELECT modality, count(*) FROM items GROUP BY ALL ORDER BY 1").fetchall() == [("image", 4), ("text", 4)]
+        runs = man.query("SELECT run_id, kind, status FROM runs ORDER BY run_id").fetchall()
+    assert runs == [(1, "encode-image", "complete"), (2, "encode-text", "complete")]
+    r = run_cli("encode", "images", str(tmp_path / "shard-{00000..00000}.tar"), "--cache", cache)
+    assert r.returncode == 2 and r.stderr.count("shard-00000.tar") == 1, r.stderr  # the shared file named once
+    assert "is already cached as source 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    with Manifest(cache, read_only=True) as man:
+        assert man.query("SELECT run_id, kind, status FROM runs ORDER BY run_id").fetchall() == runs
+        assert man.query("SELECT count(*) FROM sources").fetchall()[0][0] == 2
+
+
+def test_a_random_teacher_is_announced(teacher, images, tmp_path):
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "m.duckdb", "--teacher", teacher[0], "--pretrained",
+                "random", "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert "warning: teacher tiny-teacher has random weights (--pretrained random)" in r.stderr
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "n.duckdb", "--teacher", teacher[0], "--pretrained",
+                teacher[1], "--workers", "0")
+    assert r.returncode == 0 and "random weights" not in r.stderr, r.stderr
+
+
+def test_weights_that_cannot_be_downloaded_are_one_line_with_the_fix(images, tmp_path):
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1"}  # an empty cache, no network
+    r = run_cli("encode", "images", images, "--cache", tmp_path / "m" / "run.duckdb", "--teacher", "RN50",
+                "--pretrained", "openai", env=env)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: cannot load open_clip weights"), r.stderr
+    assert "pass a local checkpoint file as --pretrained" in lines[0]
+    assert not (tmp_path / "m").exists()

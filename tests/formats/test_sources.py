@@ -197,3 +197,15 @@ def test_captions_from_image_shards_and_caption_fields_are_sentences(teacher, tm
     used = {os.path.basename(u): json.loads(o) for u, o in _q(cache, "SELECT uri, options FROM sources")}
     assert used["c.jsonl"] == {"text_field": "caption"} and used["c.parquet"]["text_column"] == "caption"
     assert used["shard.tar"] == {"text_field": "caption"}
+
+
+def test_the_help_of_the_sentence_options_names_the_fields_that_are_guessed():
+    from tests.conftest import run_cli
+
+    from dimefm_pipeline.formats.base import TEXT_FIELDS
+
+    guessed = ", ".join(TEXT_FIELDS)
+    for command in (("encode", "texts"), ("corpus", "filter")):
+        out = " ".join(run_cli(*command, "--help", env={"COLUMNS": "200"}).stdout.split())
+        assert f"JSONL field holding the sentence (default: the first of {guessed} that the first record has)" in out
+        assert f"Parquet column holding the sentence (default: the first of {guessed} that the file has)" in out

@@ -382,7 +382,7 @@ MISTAKES = [
     kind("--cache that is not a DuckDB file", "cli", "refused: is not a DuckDB manifest"),
     kind("a FIFO as a source", "cli", "refused: is not a regular file"),
     kind("a sentence file given to encode images", "cli", "refused: unsupported image source"),
-    kind("a failed first encode leaves no manifest", "cli", "refused: has no teacher yet"),
+    kind("a failed first encode leaves no manifest and no folder (a --cache typo)", "cli", "refused: no manifest at"),
     kind("distill --out is a file", "cli", "refused: is a file, not a folder"),
     kind("distill --steps -5", "cli", "refused: --steps must be at least 1"),
     kind("distill --batch-size 1", "cli", "refused: batch sizes must be at least 2"),
@@ -419,8 +419,12 @@ def test_user_mistakes_are_one_error_line(teacher, tmp_path):
     assert_refused(run_cli("encode", "images", tmp_path / "pipe.tar", "--cache", tmp_path / "f.duckdb", *t), "is not a regular file")
     (tmp_path / "s.txt").write_text("a sentence\nanother one\nand a third\n")
     assert_refused(run_cli("encode", "images", tmp_path / "s.txt", "--cache", tmp_path / "g.duckdb", *t), "unsupported image source")
-    assert_refused(run_cli("encode", "texts", tmp_path / "s.txt", "--cache", tmp_path / "new.duckdb"), "has no teacher yet")
-    assert not (tmp_path / "new.duckdb").exists() and not (tmp_path / "new").exists()
+    assert_refused(run_cli("encode", "texts", tmp_path / "s.txt", "--cache", tmp_path / "typo" / "new.duckdb"),
+                   "no manifest at")
+    assert not (tmp_path / "typo").exists()
+    assert_refused(run_cli("encode", "images", tmp_path / "data", "--cache", tmp_path / "deep" / "er" / "new.duckdb",
+                           "--teacher", tmp_path / "no-such-model.json"), "model config not found")
+    assert not (tmp_path / "deep").exists()
     (tmp_path / "out.txt").write_text("x")
     distill = ["distill", "--cache", cache, "--workers", "0", "--augment", "none"]
     assert_refused(run_cli(*distill, "--out", tmp_path / "out.txt", "--steps", "2", "--batch-size", "2",

@@ -129,3 +129,21 @@ def test_ivf_engine_stays_available(cache_copy):
     s = mine_cache(MineConfig(str(cache), 2, engine="ivf", nprobe=1), progress=False)
     assert s.index_type == "IndexIVFFlat" and len(_pairs(cache, s.mining_id)) > 0
     json.dumps(s.__dict__)
+
+
+def test_ivf_without_faiss_is_one_line_that_says_what_to_install(cache_copy):
+    """faiss is an extra (its CPU and GPU wheels must not meet): without it `--engine ivf` says what to
+    install, and the default engine still mines."""
+    import subprocess
+    import sys
+
+    cache, _ = cache_copy
+    no_faiss = ("import sys; sys.modules['faiss'] = None; from dimefm_pipeline.cli import main; "
+                "main(sys.argv[1:])")
+    run = lambda *a: subprocess.run([sys.executable, "-c", no_faiss, "mine", "--cache", str(cache), "--k", "2", *a],  # noqa: E731
+                                    capture_output=True, text=True, timeout=300)
+    r = run("--engine", "ivf")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip().splitlines() == [r.stderr.strip()] and "pip install 'dimefm[cpu]'" in r.stderr
+    r = run()
+    assert r.returncode == 0, r.stderr

@@ -91,25 +91,78 @@ def shard_files(man: Manifest, modality: str) -> list[tuple]:
     return [(base / r[0], base / r[1], r[2], r[3], r[4]) for r in rows]
 
 
-def refresh_relations(man: Manifest) -> None:
-    """(Re)create the SQL views `image_embeddings` / `text_embeddings` over the current shards, their
-    files named relative to the manifest's folder (absolute when the cache lives elsewhere)."""
+def refresh_relations(man: Manifest, *, temporary: bool = False) -> None:
+    """(Re)create the SQL views `image_embeddings` / `text_embeddings` over the current shards
+    (`temporary`: as this connection's own views, for a read-only open of a manifest whose stored
+    views are of an older layout)."""
     import duckdb
 
     for modality, cols in RELATION_COLUMNS.items():
         files = [relative_if_inside(Path(f[1]), man.path.parent) for f in shard_files(man, modality)]
         name = f"{modality}_embeddings"
         if files:
-            listing = ", ".join("'" + sql_string(f) + "'" for f in files)
-            sql = (f"SELECT {cols} FROM read_parquet([{listing}]) p JOIN sources s ON p.source_id = s.source_id "
+            sql = (f"SELECT {cols} FROM read_parquet({_shard_list(man, name, files)}) p "
+                   "JOIN sources s ON p.source_id = s.source_id "
                    "LEFT JOIN source_files f ON f.source_id = p.source_id AND f.file_id = p.file")
         else:
             sql = f"SELECT {_empty_columns(modality)} WHERE false"
         try:
-            man.con.execute(f"CREATE OR REPLACE VIEW {name} AS {sql}")
+            man.con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW {name} AS {sql}")
         except duckdb.Error as exc:
             raise DimefmError(f"cannot build the SQL view {name}: {str(exc).splitlines()[0]} "
                               f"(dimefm info --cache {man.path} --verify lists what is missing)") from None
+    if not temporary:
+        man.set_meta("relations", relations_layout(man))
+
+
+def relations_layout(man: Manifest) -> str:
+    """What the stored SQL views were made for: the layout below and the manifest's file name (a
+    renamed manifest gets new views at its next read-write open)."""
+    return f"{RELATIONS_LAYOUT}:{man.path.name}"
+
+
+RELATIONS_LAYOUT = "2"  # shards found beside the manifest through the client's temp_directory
+
+
+def _shard_list(man: Manifest, relation: str, files: list[str]) -> str:
+    """The SQL list of a view's Parquet files, found from any working directory.
+
+    A shard inside the manifest's folder is named relative to it, so the folder can be copied or
+    moved whole. DuckDB resolves a relative path against the client's working directory, not the
+    database's folder, and offers no function that names a database's file; but its default
+    `temp_directory` is the opened database's own path plus `.tmp`, as the client gave it. So a
+    relative name is prefixed, when the view is read, with the folder part of that setting: the
+    manifest's folder in any client that opened the manifest as its database (`duckdb -readonly
+    manifests/run1.duckdb`, `duckdb.connect(path)`), from any working directory and whatever
+    characters the folder's name holds. A client that attached the manifest, renamed it or changed
+    temp_directory gets the relative names (resolved against its working directory and
+    `file_search_path`) when it has set a search path, else an error that says what to do.
+    Shards kept outside the manifest's folder (`--cache-dir` elsewhere) are named absolutely.
+    """
+    rel = [f for f in files if not Path(f).is_absolute()]
+    absolute = [f for f in files if Path(f).is_absolute()]
+    parts = []
+    if rel:
+        parts.append(f"list_transform({_literals(rel)}, lambda f: {_manifest_folder(man.path.name, relation)} || f)")
+    if absolute:
+        parts.append(_literals(absolute))
+    return parts[0] if len(parts) == 1 else f"list_concat({parts[0]}, {parts[1]})"
+
+
+def _manifest_folder(name: str, relation: str) -> str:
+    """SQL for the manifest's folder as the reading client names it ('' or ending in '/')."""
+    tmp = "current_setting('temp_directory')"
+    own = sql_string(f"{name}.tmp")
+    hint = sql_string(f"{relation} reads Parquet shards named relative to the folder of {name}, found through "
+                      "DuckDB's default temp_directory (the opened database's path + .tmp); this connection attached "
+                      "the manifest, renamed it or changed temp_directory: open the manifest itself (duckdb -readonly "
+                      "PATH), or first SET file_search_path = 'FOLDER OF THE MANIFEST'")
+    return (f"(CASE WHEN {tmp} = '{own}' OR suffix({tmp}, '/{own}') THEN regexp_replace({tmp}, '[^/]*$', '') "
+            f"WHEN current_setting('file_search_path') <> '' THEN '' ELSE error('{hint}') END)")
+
+
+def _literals(paths: list[str]) -> str:
+    return "[" + ", ".join("'" + sql_string(f) + "'" for f in paths) + "]"
 
 
 def _empty_columns(modality: str) -> str:
@@ -133,6 +186,11 @@ def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: 
     return run_id
 
 
+def drop_run(man: Manifest, run_id: int) -> None:
+    """Forget a run that was refused before it did anything (a user's mistake is not a run)."""
+    man.con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+
+
 def end_run(man: Manifest, run_id: int, status: str, *, output: str | None = None, metrics: dict | None = None) -> None:
     man.con.execute(
         "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",
@@ -149,6 +207,14 @@ def add_distill_errors(man: Manifest, rows: list[tuple]) -> None:
     """(reason, run, item id) of images stage two could not read, as `errors` rows of stage `distill`."""
     man.con.executemany("INSERT INTO errors SELECT source, key, 'distill', ?, ?, ?, file FROM items WHERE item_id = ?",
                         [(reason, run_id, now(), item) for reason, run_id, item in rows])
+
+
+def add_import(man: Manifest, run_id: int, modality: str, folder: str, partitions: int, rows: int, checked: int,
+               min_cosine: float) -> None:
+    """An `encode --embeddings-from` folder: its rows, and how the teacher agreed with a sample of them
+    (which cached rows came from it: `items.imported`)."""
+    man.con.execute("INSERT INTO imports VALUES (?, ?, ?, 'clip-retrieval', ?, ?, ?, ?, ?)",
+                    [run_id, modality, folder, partitions, rows, checked, min_cosine, now()])
 
 
 def add_token_files(man: Manifest, rows: list[tuple]) -> None:

@@ -36,7 +36,8 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
             )
             hash_col, view_col = ("text_hash", "NULL") if commit.modality == "text" else ("NULL", "view")
             con.execute(
-                f"INSERT INTO items SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos, {view_col} "
+                "INSERT INTO items (item_id, modality, source, key, shard, \"row\", text_hash, file, pos, \"view\", imported) "
+                f"SELECT nextval('item_seq'), ?, source_id, key, ?, row, {hash_col}, file, pos, {view_col}, imported "
                 "FROM read_parquet(?) ORDER BY row",
                 [commit.modality, shard_id, str(cache_dir / f"{s.name}.parquet")],
             )
@@ -59,8 +60,9 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
 
 
 def count_repeated_keys(man: Manifest) -> None:
-    """Per source: items whose key an earlier item of the same source already had."""
+    """Per source: items whose key an earlier item of the same source already had (an image's
+    cached views share its key and count once)."""
     man.con.execute(
         "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
-        "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
+        "FROM items WHERE coalesce(\"view\", 0) = 0 GROUP BY source) r WHERE sources.source_id = r.source"
     )

@@ -5,15 +5,14 @@ modules are the queries, grouped by who asks (catalog, sources, commits, snapsho
 Only one process ever opens it read-write (DuckDB's own file lock enforces this; we turn the lock
 error into a clear message). Shard paths are stored relative to the cache dir, and the cache dir
 relative to the manifest, so the whole folder can move. The SQL views over the Parquet shards name
-their files relative to the manifest's folder too: DuckDB resolves such paths against the client's
-working directory or its `file_search_path`, which every connection made here sets to the
-manifest's folder (a plain `duckdb` client: start it in that folder, or SET file_search_path).
-Every source records an absolute root folder and its files relative to it (`source_files`), so
+their files relative to the manifest's folder too, and find that folder from any working directory
+(`catalog._shard_list` says how), so a plain `duckdb` client reads them as dimefm does. Every source records an absolute root folder and its files relative to it (`source_files`), so
 the data can move too (`dimefm sources relocate`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import sys
@@ -70,7 +69,6 @@ class Manifest:
             except OSError as exc:
                 raise DimefmError(f"cannot create the manifest's folder {self.path.parent}: {exc.strerror}") from None
         self.con = _connect(self.path, path, read_only, wait)
-        self.con.execute(f"SET file_search_path = '{sql_string(str(self.path.parent))}'")
         version = self.meta("schema_version")
         if version is not None and version != SCHEMA_VERSION:
             self.con.close()
@@ -87,6 +85,20 @@ class Manifest:
             self.con.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE status = 'running'", [now()])
         elif self.meta("schema_version") is None:
             raise DimefmError(f"{path} is not a dimefm manifest (no schema_version)")
+        self._current_relations()
+
+    def _current_relations(self) -> None:
+        """SQL views of an older layout (or made under another file name) are made anew: stored by a
+        read-write open, this connection's own by a read-only one. Shards that cannot be read leave
+        the views as they were (their queries then name the missing file; `info --verify` lists it)."""
+        from dimefm_pipeline.store.manifest import catalog
+
+        if self.meta("relations") == catalog.relations_layout(self):
+            return
+        try:
+            catalog.refresh_relations(self, temporary=self.read_only)
+        except DimefmError:
+            pass
 
     def close(self) -> None:
         self.con.close()
@@ -115,23 +127,27 @@ class Manifest:
     def lock_down(self) -> None:
         """From now on this connection reads the manifest and the cache's own files and nothing else
         (DuckDB's external access off, the cache folder the one allowed directory, settings locked).
-
-        The SQL views name their shards relative to the manifest's folder, and DuckDB checks the path as
-        written: the relative form of the cache folder is allowed too, so queries must run with the
-        manifest's folder as working directory (`inspect.run_sql` does), where it means the cache."""
+        The SQL views name their shards by absolute paths in this connection, which opened the
+        manifest by its absolute path."""
         if not self.read_only:
             raise RuntimeError("lock_down is for read-only connections")
-        allowed = [f"{self.cache_dir}/"]
-        rel = relative_if_inside(self.cache_dir, self.path.parent)
-        if not os.path.isabs(rel):
-            allowed.append(f"{rel}/")
-        listing = ", ".join(f"'{sql_string(a)}'" for a in allowed)
-        self.con.execute(f"SET allowed_directories = [{listing}]")
+        self.con.execute(f"SET allowed_directories = ['{sql_string(str(self.cache_dir))}/']")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
     def query(self, sql: str, params=None):
         return self.con.execute(sql, params or [])
+
+    @contextlib.contextmanager
+    def transaction(self):
+        """Everything inside is written together or not at all."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield self
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
 
 
 def record(cache, fn):

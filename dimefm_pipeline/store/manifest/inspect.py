@@ -3,9 +3,6 @@ sources `dimefm sources list` shows, and `dimefm sql`'s locked-down, read-only q
 
 from __future__ import annotations
 
-import contextlib
-import os
-
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest.connection import Manifest
 
@@ -45,10 +42,12 @@ def info(man: Manifest) -> dict[str, list[tuple]]:
 
 
 def source_list(man: Manifest) -> list[tuple]:
-    """(id, modality, format, root, uri, files, items, repeated keys) of every source."""
+    """(id, modality, format, root, uri, files, items, repeated keys) of every source (items: images,
+    not their cached views)."""
     return man.query(
         """SELECT s.source_id, s.modality, s.format, s.root, s.uri, s.files,
-                  (SELECT count(*) FROM items i WHERE i.source = s.source_id), s.repeated_keys
+                  (SELECT count(*) FROM items i WHERE i.source = s.source_id AND coalesce(i."view", 0) = 0),
+                  s.repeated_keys
            FROM sources s ORDER BY s.source_id""").fetchall()
 
 
@@ -72,7 +71,7 @@ def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[s
     def fail(exc):
         return DimefmError(f"SQL error: {str(exc).splitlines()[0]}")
 
-    with open_for_reading(cache) as man, _working_dir(man.path.parent):
+    with open_for_reading(cache) as man:
         man.lock_down()
         try:
             statements = man.con.extract_statements(query)
@@ -95,13 +94,3 @@ def run_sql(cache: str, query: str, *, limit: int | None = None) -> tuple[list[s
         except duckdb.Error as exc:
             raise fail(exc) from None
     return cols, rows, total
-
-
-@contextlib.contextmanager
-def _working_dir(path):
-    before = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(before)

@@ -48,6 +48,10 @@ CREATE TABLE IF NOT EXISTS minings (
 CREATE TABLE IF NOT EXISTS pseudo_pairs (
     mining_id INTEGER, image_item BIGINT, "rank" INTEGER, text_item BIGINT, score FLOAT);
 CREATE TABLE IF NOT EXISTS metrics (run_id INTEGER, step INTEGER, name VARCHAR, value DOUBLE);
+CREATE TABLE IF NOT EXISTS imports (
+    run_id INTEGER, modality VARCHAR, folder VARCHAR, layout VARCHAR, partitions INTEGER, "rows" BIGINT,
+    checked INTEGER, min_cosine DOUBLE, created_at TIMESTAMP);
+ALTER TABLE items ADD COLUMN IF NOT EXISTS imported BOOLEAN;
 CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
 """
 

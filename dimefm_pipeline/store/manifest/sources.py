@@ -58,11 +58,14 @@ def record_mtimes(man: Manifest, source_id: int, plan, files: list[int]) -> None
 
 
 def check_overlap(man: Manifest, new: list) -> None:
-    """Refuse new sources that share a file with each other or with a source already cached: its
-    items would be cached, and trained on, twice. `new`: (spec, plan) of sources not yet registered."""
+    """Refuse new sources that share a file with each other or with a cached source of the same
+    modality: its items would be cached, and trained on, twice. `new`: (spec, plan) of sources not
+    yet registered, all of one modality. (The captions of a tar whose images are cached are not a
+    repeat: a file may be one image source and one sentence source.)"""
     import pyarrow as pa
 
     paths, owners = [], []
+    modality = new[0][0].modality if new else None
     for i, (spec, plan) in enumerate(new):
         paths.extend(os.path.join(spec.root, e.path) for e in plan.files)
         owners.extend([i] * len(plan.files))
@@ -74,17 +77,26 @@ def check_overlap(man: Manifest, new: list) -> None:
                                 "HAVING count(DISTINCT owner) > 1 LIMIT 1").fetchall()
         if twice:
             a, b = new[twice[0][1]][0].uri, new[twice[0][2]][0].uri
-            raise DimefmError(f"{twice[0][0]} belongs to two sources of this command ({a} and {b}): give it once")
+            raise DimefmError(f"{_overlap(twice[0][0], a)} is also part of {b}, given in the same command: give it once")
         cached = man.con.execute(
             "SELECT n.path, n.owner, s.source_id, s.uri FROM _new_files n JOIN source_files f "
             "ON n.path = (SELECT root FROM sources WHERE source_id = f.source_id) || '/' || f.path "
-            "JOIN sources s ON s.source_id = f.source_id LIMIT 1").fetchall()
+            "JOIN sources s ON s.source_id = f.source_id AND s.modality = ? LIMIT 1", [modality]).fetchall()
     finally:
         man.con.unregister("_new_files")
     if cached:
         path, owner, sid, uri = cached[0]
-        raise DimefmError(f"{path} of {new[owner][0].uri} is already cached as part of source {sid} ({uri}): "
-                          "encode only what is new")
+        where = f"as source {sid}" if _same(path, uri) else f"as part of source {sid} ({uri})"
+        raise DimefmError(f"{_overlap(path, new[owner][0].uri)} is already cached {where}: encode only what is new")
+
+
+def _overlap(path: str, uri: str) -> str:
+    """A shared file named once: the source itself when it is that file."""
+    return uri if _same(path, uri) else f"{path} (of {uri})"
+
+
+def _same(path: str, uri: str) -> bool:
+    return os.path.abspath(path) == os.path.abspath(uri)
 
 
 def source_row(man: Manifest, modality: str, uri: str):
