@@ -1,5 +1,5 @@
 """`dimefm demo`: the whole pipeline on the built-in hard world, ending in a teacher-vs-student report
-with 95% intervals; `--quick` is a seconds-long cut of the easy world's demo (a smoke test: at 12
+with 95% intervals; `--quick` is a short cut of the easy world's demo (a smoke test: at 12
 steps its student is near chance by design)."""
 
 from __future__ import annotations

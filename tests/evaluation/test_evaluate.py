@@ -99,6 +99,6 @@ def test_wrong_eval_paths_say_what_is_expected_before_any_model_loads(tmp_path):
     from tests.conftest import run_cli
 
     r = run_cli("eval", "--model", "world", "--suite", tmp_path / "no-such-suite")
-    assert r.returncode == 2 and "does not exist: give `world`, a folder of CLIP_benchmark datasets" in r.stderr, r.stderr
+    assert r.returncode == 2 and "does not exist: give `world-hard`, `world`, a folder of CLIP_benchmark datasets" in r.stderr, r.stderr
     r = run_cli("eval", "--model", tmp_path / "runs" / "typo", "--suite", "world", "--quick")
     assert r.returncode == 2 and "no such folder or file (a student's --out folder" in r.stderr, r.stderr
