@@ -3,12 +3,11 @@ help texts and flags are written there), plus the column and field names of each
 
 from __future__ import annotations
 
-import sys
 from typing import List, Optional
 
 import typer
 
-from dimefm_pipeline.cli import app
+from dimefm_pipeline.cli import app, command_line
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.encode.config import EncodeConfig
 
@@ -24,7 +23,7 @@ def _run(modality: str, sources, given: dict, source_options: dict):
 
     options = {k: v for k, v in source_options.items() if v is not None}
     cfg = EncodeConfig(modality, tuple(sources), **given, source_options=options)
-    summary = encode(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
+    summary = encode(cfg, command=command_line())
     if summary is not None:
         print_encode_summary(cfg, summary)
 

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.progress import progress_bar
+from dimefm_pipeline.core.signals import ignore_in_worker, stop_requested
 from dimefm_pipeline.encode.batches import CachedViews, UnitBatches
 from dimefm_pipeline.formats.base import PACKED
 from dimefm_pipeline.formats.guards import LOADER_TIMEOUT, guarded
@@ -56,6 +57,9 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
             meter.add(records=n_items + len(batch.errors) + batch.duplicates, items=n_items, units=int(finished))
             done, all_items = meter.done()
             bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
+            if stop_requested():  # units not finished are left to the resume, which redoes them whole
+                open_units.clear()
+                break
         meter.flush()
         dist.barrier()  # every rank's last count is written: the last line shows the whole run
         meter.add(units=0, refresh=True)
@@ -79,7 +83,7 @@ def _loader(units, loaded, cfg, device) -> DataLoader:
     workers = cfg.workers if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None, persistent_workers=False,
-                      timeout=LOADER_TIMEOUT if workers else 0)
+                      timeout=LOADER_TIMEOUT if workers else 0, worker_init_fn=ignore_in_worker if workers else None)
 
 
 def _text_columns(batch) -> dict:

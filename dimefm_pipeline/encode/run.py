@@ -13,15 +13,17 @@ killed.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
+import signal
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
 
 from dimefm_pipeline.core import models
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError, Interrupted, write_failed
+from dimefm_pipeline.core.locks import hold
+from dimefm_pipeline.core.signals import stop_on_signals, stop_requested
 from dimefm_pipeline.encode.config import EncodeConfig, EncodeSummary
 from dimefm_pipeline.encode.progress import RankProgress
 from dimefm_pipeline.formats import plan_source, resolve_sources
@@ -35,68 +37,83 @@ COMMIT_EVERY = 2.0  # seconds between manifest commits of finished units (their 
 
 
 def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> EncodeSummary | None:
-    """Run stage one; returns the summary on rank 0 (None on other ranks)."""
+    """Run stage one; returns the summary on rank 0 (None on other ranks). SIGINT or SIGTERM stops it
+    after the current batch: finished units are committed and `Interrupted` says how to resume."""
     _check_early(cfg)  # mistakes in paths fail before torch loads
     import torch
 
     from dimefm_pipeline.core import distributed as dist
-    from dimefm_pipeline.encode.loop import encode_units
 
     rank, world, _, device = dist.init_distributed()
     threads = torch.get_num_threads()
     if device.type == "cpu":
         dist.cpu_threads_beside_workers(cfg.workers)
-    lock = committer = None
-    t0 = time.time()
+    lock = None
     try:
-        result = None
-        if rank == 0:
-            try:
-                lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
-                result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
-            except DimefmError as exc:
-                result = ("error", str(exc))
-        result = dist.broadcast_object(result)
-        if result[0] == "error":
-            raise DimefmError(result[1])
-        _, spec, run_id, pending, skipped, cache_dir = result
-        if rank == 0:
-            loaded = checked  # built once to check it against the manifest; reused, not rebuilt
-            loaded.model.to(device)
-        else:
-            loaded = models.build(spec, device=str(device), quiet=True)
-        mine = pending[rank::world]
-        summary = EncodeSummary(run_id, units_skipped=skipped)
-        if rank == 0:
-            summary.errors, summary.other_files = listed, other
-            committer = Committer(cfg.cache, run_id, summary)
-        failed = True
-        try:
-            meter = RankProgress(Path(cache_dir), rank, world, pending)
-            encode_units(mine, loaded, cfg, Path(cache_dir), rank, device, committer, progress and rank == 0, meter)
-            dist.barrier()
-            if committer is not None:
-                meter.close()
-                committer(force=True, then=lambda man: _finish(man, run_id, summary, t0))
-            failed = False
-        finally:
-            if committer is not None and failed:
-                summary.seconds = time.time() - t0
-                _end_failed(cfg.cache, run_id, summary)
+        with stop_on_signals():
+            result = None
+            if rank == 0:
+                try:
+                    lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
+                    result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
+                except DimefmError as exc:
+                    result = ("error", str(exc))
+            result = dist.broadcast_object(result)
+            if result[0] == "error":
+                raise DimefmError(result[1])
+            _, spec, run_id, pending, skipped, cache_dir = result
+            if rank == 0:
+                loaded = checked  # built once to check it against the manifest; reused, not rebuilt
+                loaded.model.to(device)
+            else:
+                loaded = models.build(spec, device=str(device), quiet=True)
+            summary = EncodeSummary(run_id, units_skipped=skipped)
+            if rank == 0:
+                summary.errors, summary.other_files = listed, other
+            _encode_pending(cfg, loaded, pending, Path(cache_dir), summary, rank, world, device, progress)
+            stopped = stop_requested()
+        if stopped:
+            raise Interrupted(stopped, f"encode stopped by {signal.Signals(stopped).name}; the units it finished are "
+                                       f"committed. Resume with: {command or 'the same dimefm encode command'}")
         return summary if rank == 0 else None
     finally:
         if lock is not None:
-            lock.close()
+            lock.release()
         torch.set_num_threads(threads)
         dist.destroy()
 
 
-def _finish(man: Manifest, run_id: int, summary: EncodeSummary, t0: float) -> None:
-    """Rank 0, when every rank is done: per-source counts, the SQL views, the run's end."""
+def _encode_pending(cfg, loaded, pending, cache_dir: Path, summary: EncodeSummary, rank: int, world: int, device,
+                    progress: bool) -> None:
+    """Every rank: its share of the pending units; rank 0 commits them and ends the run (complete,
+    interrupted by a signal, or failed)."""
+    from dimefm_pipeline.core import distributed as dist
+    from dimefm_pipeline.encode.loop import encode_units
+
+    committer = Committer(cfg.cache, summary.run_id, summary) if rank == 0 else None
+    t0 = time.time()
+    status = "failed"
+    try:
+        meter = RankProgress(cache_dir, rank, world, pending)
+        encode_units(pending[rank::world], loaded, cfg, cache_dir, rank, device, committer, progress and rank == 0, meter)
+        dist.barrier()
+        if committer is not None:
+            meter.close()
+            status = "interrupted" if stop_requested() else "complete"
+            committer(force=True, then=lambda man: _finish(man, summary, t0, status))
+        status = "ended"
+    finally:
+        if committer is not None and status != "ended":
+            summary.seconds = time.time() - t0
+            _end_failed(cfg.cache, summary.run_id, summary)
+
+
+def _finish(man: Manifest, summary: EncodeSummary, t0: float, status: str) -> None:
+    """Rank 0, when every rank is done or stopped: per-source counts, the SQL views, the run's end."""
     commits.count_repeated_keys(man)
     catalog.refresh_relations(man)
     summary.seconds = time.time() - t0
-    catalog.end_run(man, run_id, "complete", metrics=_metrics(summary))
+    catalog.end_run(man, summary.run_id, status, metrics=_metrics(summary))
 
 
 def _prepare(cfg: EncodeConfig, command: str, world: int):
@@ -118,7 +135,7 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
     except BaseException:
         man.close()
         if lock is not None:
-            lock.close()
+            lock.release()
         if created:  # nothing was cached: leave no empty manifest behind
             _remove_new_cache(man.path, man_dir=cfg.cache_dir)
         raise
@@ -168,21 +185,14 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
 
 
 def writer_lock(cache_dir: Path):
-    """The cache's stage-one lock (an open file holding an exclusive flock); a second encode fails at once."""
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    f = open(cache_dir / ".encode.lock", "a+")
+    """The cache's stage-one lock (held for the whole encode); a second encode fails at once."""
+    if cache_dir.is_dir() and not os.access(cache_dir, os.W_OK):
+        raise DimefmError(f"cannot write to the cache folder {cache_dir}: permission denied")
     try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise DimefmError(f"another dimefm encode ({holder}) is writing to this cache: one encode at a time") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}")
-    f.flush()
-    return f
+        cache_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise write_failed(exc, "the cache folder", "choose another --cache") from None
+    return hold(cache_dir / ".encode.lock", "another dimefm encode is writing to this cache: one encode at a time")
 
 
 class Committer:

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dimefm_pipeline.core.errors import write_failed
 from dimefm_pipeline.store.files import fsync_dir, npy_bytes, sample_digest, write_durable
 from dimefm_pipeline.store.tables import LOC_COLUMNS
 
@@ -78,6 +79,23 @@ def unit_stem(source_id: int, unit: int) -> str:
     return f"{source_id:05d}-{unit:07d}"
 
 
+RESUME_HINT = "units already committed are kept: free space and run the same command again to resume"
+
+
+def _writes(method):
+    """A write into the cache that fails (a full disk, a quota, a folder that is not writable) is one
+    clear error naming the file."""
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            self.abandon()
+            raise write_failed(exc, "the cache" if exc.filename else f"the cache folder {self.cache_dir}", RESUME_HINT) from None
+
+    wrapped.__doc__, wrapped.__name__ = method.__doc__, method.__name__
+    return wrapped
+
+
 class UnitWriter:
     """Collects one unit's rows, in any order, and writes them when the unit is complete.
 
@@ -87,6 +105,7 @@ class UnitWriter:
     `NAME.loc.npy`; bytes of packed formats are appended to the unit's pack file as they arrive.
     """
 
+    @_writes
     def __init__(self, cache_dir: Path, source_id: int, unit: int, modality: str, dim: int, shard_size: int, rank: int = 0):
         self.cache_dir, self.dim, self.shard_size = Path(cache_dir), dim, shard_size
         self.commit = UnitCommit(source_id, unit, modality, rank)
@@ -104,6 +123,7 @@ class UnitWriter:
         for k, v in columns.items():
             self._cols.setdefault(k, []).extend(v)
 
+    @_writes
     def add_packed(self, data: bytes) -> int:
         """Append an item's encoded bytes to the unit's pack file; returns their offset."""
         if self._pack is None:
@@ -114,6 +134,16 @@ class UnitWriter:
         self._pack.write(data)
         self._pack_hash.update(data)
         return offset
+
+    def abandon(self) -> None:
+        """Drop the unit's partial pack file (a failed write; the unit is redone whole by the rerun)."""
+        f, self._pack = getattr(self, "_pack", None), None
+        if f is not None:
+            try:
+                f.close()  # flushes what is buffered, which may fail again
+            except OSError:
+                pass
+            Path(f.name).unlink(missing_ok=True)
 
     def _close_pack(self) -> None:
         if self._pack is None:
@@ -129,6 +159,7 @@ class UnitWriter:
         fsync_dir(final.parent)
         self.commit.pack_sample = sample_digest(final)
 
+    @_writes
     def finish(self) -> UnitCommit:
         """Write the unit's shards (rows in position order) and its commit marker: the unit is durable."""
         self._close_pack()

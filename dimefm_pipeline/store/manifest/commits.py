@@ -22,7 +22,19 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
                 raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {s.name}{ext}")
     if commit.pack and not (cache_dir / commit.pack).exists():
         raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {commit.pack}")
+    import duckdb
+
     con = man.con
+    try:
+        _insert(con, commit, cache_dir, run_id)
+    except duckdb.Error as exc:  # a full disk under the manifest: the unit stays a marker, committed by the rerun
+        raise DimefmError(f"cannot write the manifest {man.path}: {str(exc).splitlines()[0]}; the unit's files are "
+                          "kept: free space and run the same command again") from None
+    return True
+
+
+def _insert(con, commit, cache_dir, run_id: int) -> None:
+    """The unit's rows in one transaction (rolled back whole on any failure)."""
     con.execute("BEGIN TRANSACTION")
     try:
         for s in commit.shards:
@@ -53,9 +65,11 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the transaction may be gone with the failure; the original error counts
+            pass
         raise
-    return True
 
 
 def count_repeated_keys(man: Manifest) -> None:
