@@ -14,7 +14,7 @@ from dimefm_pipeline.encode.config import EncodeConfig
 encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)
 app.add_typer(encode_app, name="encode")
 
-VIEW_OPTIONS = ("views", "view_augment", "view_seed")  # images only
+IMAGE_OPTIONS = ("views", "view_augment", "view_seed", "max_image_bytes", "max_image_pixels")  # images only
 
 
 def _run(modality: str, sources, given: dict, source_options: dict):
@@ -41,7 +41,7 @@ def encode_images(
 
 
 @encode_app.command("texts")
-@config_options(EncodeConfig, skip=VIEW_OPTIONS)
+@config_options(EncodeConfig, skip=IMAGE_OPTIONS)
 def encode_texts(
     given: dict,
     sources: List[str] = typer.Argument(..., help="Sentence files: .txt (one per line), .jsonl, .parquet, .tsv (key, text or JSON with captions)."),

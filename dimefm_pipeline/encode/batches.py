@@ -18,7 +18,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, time_limit
 from dimefm_pipeline.formats import format_named
-from dimefm_pipeline.formats.base import Unit, text_hash, unpack_mask
+from dimefm_pipeline.formats.accounting import Tally, accounted
+from dimefm_pipeline.formats.base import Limits, Unit, bounded_text, text_hash, unpack_mask
 from dimefm_pipeline.formats.images import decode_image
 from dimefm_pipeline.formats.files import BadItem, payload_hash
 
@@ -45,6 +46,7 @@ class Batch:
     truncated: list = field(default_factory=list)
     errors: list = field(default_factory=list)  # (key, reason, file-table number)
     duplicates: int = 0
+    listed: int = 0  # on the last batch of a block: records the block's listing was held to (duplicates included)
 
 
 @dataclass(frozen=True)
@@ -88,12 +90,15 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None):
-        """`cached_views`: how to draw the cached views of every image, or None (one view: the image)."""
+                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None,
+                 limits: Limits = Limits()):
+        """`cached_views`: how to draw the cached views of every image, or None (one view: the image);
+        `limits`: the most bytes and pixels one image may have."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
         self.cached_views = cached_views
+        self.limits = limits
 
     def __iter__(self):
         info = get_worker_info()
@@ -107,21 +112,25 @@ class UnitBatches(IterableDataset):
                 j += 1
 
     def _block_batches(self, unit: Unit, block, n_blocks: int):
+        tally, where = Tally(), f"unit {unit.index} of source {unit.source_id} ({unit.abspath})"
         if unit.modality == "image":
-            records, dups = format_named(unit.fmt).image_records(unit, block), (lambda: 0)
+            records = accounted(format_named(unit.fmt).image_records(unit, block, self.limits), where, tally)
+            dups = lambda: 0  # noqa: E731
         else:
-            records, dups = self._text(unit)
+            records, dups = self._text(unit, accounted(format_named(unit.fmt).text_records(unit), where, tally,
+                                                       several=True))
         for chunk, last in _lookahead(_chunks(records, self.batch_size)):
             batch = Batch(unit, n_blocks, last, duplicates=dups() if last else 0)
             if chunk:
                 self._fill(batch, chunk)
+            if last:  # the block's records are all given: the reader's listing was checked
+                batch.listed = tally.listed
             yield batch
 
-    def _text(self, unit: Unit):
+    def _text(self, unit: Unit, recs):
         stats = {"dups": 0}
 
         def kept():
-            recs = format_named(unit.fmt).text_records(unit)
             if unit.keep is None:
                 yield from recs
                 return
@@ -155,7 +164,7 @@ class UnitBatches(IterableDataset):
                 continue
             try:
                 with time_limit(self.item_timeout):
-                    img = decode_image(rec.data)
+                    img = decode_image(rec.data, self.limits.max_pixels)
                     inputs = self._view_inputs(img, batch.unit, rec.pos)
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
@@ -194,7 +203,8 @@ class UnitBatches(IterableDataset):
 
     def _fill_texts(self, batch: Batch, chunk) -> None:
         encode = getattr(self.tokenizer, "encode", None)
-        for pos, key, text, err in chunk:
+        inputs = []
+        for pos, key, text, err, _ in chunk:
             if err is not None:
                 batch.errors.append((key, err, batch.unit.file))
                 continue
@@ -203,6 +213,8 @@ class UnitBatches(IterableDataset):
             batch.files.append(batch.unit.file)
             batch.texts.append(text)
             batch.hashes.append(text_hash(text))
+            bounded, cut = bounded_text(text)  # one sentence costs the tokenizer a few milliseconds at most
+            inputs.append(bounded)
             # The tokenizer truncates silently; count it (start and end tokens take two places).
-            batch.truncated.append(bool(encode and len(encode(text)) + 2 > self.context_length))
-        batch.inputs = self.tokenizer(batch.texts) if batch.texts else None
+            batch.truncated.append(cut or bool(encode and len(encode(bounded)) + 2 > self.context_length))
+        batch.inputs = self.tokenizer(inputs) if inputs else None

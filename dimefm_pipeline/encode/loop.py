@@ -15,7 +15,8 @@ from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.progress import progress_bar
 from dimefm_pipeline.core.signals import ignore_in_worker, stop_requested
 from dimefm_pipeline.encode.batches import CachedViews, UnitBatches
-from dimefm_pipeline.formats.base import PACKED
+from dimefm_pipeline.formats.accounting import bug, check_unit
+from dimefm_pipeline.formats.base import PACKED, Limits
 from dimefm_pipeline.formats.guards import LOADER_TIMEOUT, guarded
 from dimefm_pipeline.store.shards import UnitWriter
 
@@ -46,9 +47,11 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
             writer.commit.errors.extend(batch.errors)
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
+            writer.commit.listed += batch.listed
             state[1] += batch.last
             finished = state[1] == batch.blocks
             if finished:
+                _check_unit(writer, u, cfg.views if cfg.modality == "image" else 1)
                 writer.finish()
                 del open_units[(u.source_id, u.index)]
                 if committer is not None:
@@ -69,6 +72,16 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
         raise RuntimeError(f"{len(open_units)} unit(s) ended before all their read blocks arrived")
 
 
+def _check_unit(writer, unit, views: int) -> None:
+    """Every record the unit's readers gave is one cached item, one recorded error or one duplicate."""
+    c = writer.commit
+    if unit.modality == "text" and unit.records >= 0 and c.listed != unit.records:
+        raise bug(f"unit {unit.index} of source {unit.source_id} ({unit.abspath})",
+                  f"planning found {unit.records} records, reading {c.listed}")
+    check_unit(f"unit {unit.index} of source {unit.source_id} ({unit.abspath})", c.listed, writer.rows // views,
+               len(c.errors), c.duplicates)
+
+
 def _loader(units, loaded, cfg, device) -> DataLoader:
     cached_views = None
     if cfg.modality == "image" and cfg.views > 1:
@@ -78,7 +91,7 @@ def _loader(units, loaded, cfg, device) -> DataLoader:
         cached_views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],
                             pp["std"])
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
-                     cached_views)
+                     cached_views, Limits(cfg.max_image_bytes, cfg.max_image_pixels))
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = cfg.workers if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",

@@ -16,9 +16,11 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import sys
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import NamedTuple
 
 from dimefm_pipeline.core import models
 from dimefm_pipeline.core.errors import DimefmError, Interrupted, write_failed
@@ -27,8 +29,9 @@ from dimefm_pipeline.core.signals import stop_on_signals, stop_requested
 from dimefm_pipeline.encode.config import EncodeConfig, EncodeSummary
 from dimefm_pipeline.encode.progress import RankProgress
 from dimefm_pipeline.formats import plan_source, resolve_sources
+from dimefm_pipeline.formats.accounting import check_unit
 from dimefm_pipeline.formats.files import file_entries
-from dimefm_pipeline.formats.planner import SeenHashes
+from dimefm_pipeline.formats.planner import SeenHashes, distinct_sources
 from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, catalog, commits, lock_wait, sources
 from dimefm_pipeline.store.shards import read_markers
 from dimefm_pipeline.store.source_check import accept_touched
@@ -54,8 +57,8 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
             result = None
             if rank == 0:
                 try:
-                    lock, cache_dir, checked, run_id, pending, skipped, listed, other = _prepare(cfg, command, world)
-                    result = ("ok", checked.spec, run_id, pending, skipped, str(cache_dir))
+                    lock, cache_dir, checked, run_id, planned = _prepare(cfg, command, world)
+                    result = ("ok", checked.spec, run_id, planned.pending, planned.skipped, str(cache_dir))
                 except DimefmError as exc:
                     result = ("error", str(exc))
             result = dist.broadcast_object(result)
@@ -69,7 +72,8 @@ def encode(cfg: EncodeConfig, *, command: str = "", progress: bool = True) -> En
                 loaded = models.build(spec, device=str(device), quiet=True)
             summary = EncodeSummary(run_id, units_skipped=skipped)
             if rank == 0:
-                summary.errors, summary.other_files = listed, other
+                summary.errors, summary.other_files = planned.listed_errors, planned.other_files
+                summary.per_source = planned.sources
             _encode_pending(cfg, loaded, pending, Path(cache_dir), summary, rank, world, device, progress)
             stopped = stop_requested()
         if stopped:
@@ -102,6 +106,10 @@ def _encode_pending(cfg, loaded, pending, cache_dir: Path, summary: EncodeSummar
             status = "interrupted" if stop_requested() else "complete"
             committer(force=True, then=lambda man: _finish(man, summary, t0, status))
         status = "ended"
+        if summary.empty and len(summary.empty) == len(summary.per_source) and not stop_requested():
+            raise DimefmError(f"nothing to encode: {'; '.join(f'{u} holds no items' for u in summary.empty)}")
+        for uri in summary.empty:
+            print(f"warning: {uri} holds no items: nothing was encoded from it", file=sys.stderr, flush=True)
     finally:
         if committer is not None and status != "ended":
             summary.seconds = time.time() - t0
@@ -109,11 +117,17 @@ def _encode_pending(cfg, loaded, pending, cache_dir: Path, summary: EncodeSummar
 
 
 def _finish(man: Manifest, summary: EncodeSummary, t0: float, status: str) -> None:
-    """Rank 0, when every rank is done or stopped: per-source counts, the SQL views, the run's end."""
+    """Rank 0, when every rank is done or stopped: the accounting of every source, per-source counts,
+    the SQL views, the run's end."""
+    totals = {}
+    for sid, uri, listed, cached, recorded, duplicates in commits.accounts(man):
+        check_unit(f"source {sid} ({uri})", listed, cached, recorded, duplicates)
+        totals[sid] = listed
     commits.count_repeated_keys(man)
     catalog.refresh_relations(man)
     summary.seconds = time.time() - t0
     catalog.end_run(man, summary.run_id, status, metrics=_metrics(summary))
+    summary.empty = [uri for sid, uri in summary.per_source if totals.get(sid, 1) == 0]
 
 
 def _prepare(cfg: EncodeConfig, command: str, world: int):
@@ -131,7 +145,7 @@ def _prepare(cfg: EncodeConfig, command: str, world: int):
         planned = _plan(cfg, man, specs, run_id)
         cache_dir = man.cache_dir
         man.close()
-        return (lock, cache_dir, loaded, run_id, *planned)
+        return lock, cache_dir, loaded, run_id, planned
     except BaseException:
         man.close()
         if lock is not None:
@@ -157,19 +171,36 @@ def _checked_teacher(cfg: EncodeConfig, man: Manifest):
     return loaded
 
 
-def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
-    """Plan and register every source: (pending units, units done before, errors found while listing,
-    files of image folders that are not images)."""
+class Planned(NamedTuple):
+    pending: list  # units to encode
+    skipped: int  # units done before
+    listed_errors: int  # problems found while listing (recorded)
+    other_files: dict  # extension -> files of image folders that are not images
+    sources: list  # (source id, uri) of the command's sources
+
+
+def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int) -> Planned:
+    """Plan and register every source of the command."""
     seen = SeenHashes(sources.text_hashes(man)) if cfg.modality == "text" else None
-    pending, skipped, listed_errors, other_files = [], 0, 0, {}
+    pending, skipped, listed_errors, other_files, registered = [], 0, 0, {}, []
     plans = []
+    specs, notes = distinct_sources(specs)
+    for i, s in enumerate(specs):
+        same = sources.same_source(man, s) if sources.source_row(man, s.modality, s.uri) is None else None
+        if same is not None:  # the data of a cached source under another spelling: that source, resumed
+            notes.append(f"{s.uri} is source {same[0]} ({same[1]}) reached by another path: continued as that source")
+            specs[i] = s = replace(s, uri=same[1])
+    for note in notes:
+        print(f"warning: {note}", file=sys.stderr, flush=True)
     for s in specs:
         known = sources.source_row(man, s.modality, s.uri)
         shard_size = known[1] if known else cfg.shard_size
         plans.append((s, plan_source(s, known[0] if known else 0, shard_size, seen), shard_size, known))
+    plans = _without_empty(plans)
     sources.check_overlap(man, [(s, plan) for s, plan, _, known in plans if known is None])
     for s, plan, shard_size, _ in plans:
         sid, new, touched = sources.register_source(man, s, plan, shard_size, run_id)
+        registered.append((sid, s.uri))
         accept_touched(man, sid, s, plan, touched)
         if new:
             listed_errors += len(plan.problems)
@@ -181,7 +212,19 @@ def _plan(cfg: EncodeConfig, man: Manifest, specs, run_id: int):
                 skipped += 1
             else:
                 pending.append(replace(u, source_id=sid))
-    return pending, skipped, listed_errors, other_files
+    return Planned(pending, skipped, listed_errors, other_files, registered)
+
+
+def _without_empty(plans: list) -> list:
+    """The plans of sources that hold something: an empty source is named in a warning (and not
+    registered, so files added to it later make a new source); a command whose every source is
+    empty is an error."""
+    empty = [p.empty for _, p, _, known in plans if p.empty and not p.problems and known is None]
+    if empty and len(empty) == len(plans):
+        raise DimefmError(f"nothing to encode: {'; '.join(empty)}")
+    for why in empty:
+        print(f"warning: {why}: nothing to encode from it", file=sys.stderr, flush=True)
+    return [p for p in plans if not (p[1].empty and not p[1].problems and p[3] is None)]
 
 
 def writer_lock(cache_dir: Path):

@@ -11,46 +11,57 @@ import os
 from typing import Iterator
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.formats.base import TEXT_FIELDS, ImageRecord, SourceFormat, TextRecord, Unit, check_text, one_line
-from dimefm_pipeline.formats.files import BadItem, read_regular
+from dimefm_pipeline.formats.base import (TEXT_FIELDS, ImageRecord, Limits, Listing, SourceFormat, TextRecord, Unit, check_text,
+                                          key_text, one_line)
+from dimefm_pipeline.formats.files import BadItem, check_size, read_regular
 
 IMAGE_COLUMNS = ("image", "jpg", "png", "webp", "img", "image_bytes", "bytes", "image_path", "path", "filepath")
 KEY_COLUMNS = ("key", "__key__", "id")
 
 
+READ_ROWS = 64  # rows decoded at a time: a row group of large images is never held whole
+
+
 def rows(pf, start: int, stop: int, col: str, key_col: str | None):
     """Rows [start, stop) of a Parquet file as (row, key, value, error), reading only the row groups
-    that overlap; every row of a row group that cannot be read comes with the reason."""
+    that overlap, a few rows at a time; every row of a row group that cannot be read comes with the
+    reason (rows given before the damage was met stay as they were)."""
     cols = [col] + ([key_col] if key_col else [])
     first = 0
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         lo, hi = max(start, first), min(stop, first + n)
         if lo < hi:
+            row = first
             try:
-                table = pf.read_row_group(rg, columns=cols).slice(lo - first, hi - lo)
-                values = table.column(col).to_pylist()
-                keys = table.column(key_col).to_pylist() if key_col else [None] * len(values)
+                for batch in pf.iter_batches(batch_size=READ_ROWS, row_groups=[rg], columns=cols, use_threads=False):
+                    a, b = max(lo, row), min(hi, row + batch.num_rows)
+                    if a < b:
+                        part = batch.slice(a - row, b - a)
+                        values = part.column(col).to_pylist()
+                        keys = part.column(key_col).to_pylist() if key_col else [None] * len(values)
+                        for i, (k, v) in enumerate(zip(keys, values)):
+                            yield a + i, k, v, None
+                    row += batch.num_rows
+                    if row >= hi:
+                        break
             except Exception as exc:  # noqa: BLE001 - pyarrow raises several types for a damaged page
-                for row in range(lo, hi):
-                    yield row, None, None, f"unreadable Parquet row group {rg} (row {row}): {one_line(exc)}"
-            else:
-                for i, (k, v) in enumerate(zip(keys, values)):
-                    yield lo + i, k, v, None
+                for r in range(max(lo, row), hi):
+                    yield r, None, None, f"unreadable Parquet row group {rg} (row {r}): {one_line(exc)}"
         first += n
         if first >= stop:
             break
 
 
 def _key(value, row: int, key_col: str | None) -> str | None:
-    """A row's key: its key cell as text (None when the cell is null), or the row number when the
-    file has no key column."""
+    """A row's key: its key cell as text (`key_text`; None when the cell is null), or the row number
+    when the file has no key column."""
     if key_col is None:
         return str(row)
-    return None if value is None else str(value)
+    return key_text(value)
 
 
-def _image_bytes(value, base: str) -> bytes:
+def _image_bytes(value, base: str, limits: Limits) -> bytes:
     """An image cell: bytes, a path (relative to the Parquet file), or a {bytes, path} struct."""
     if isinstance(value, dict):  # HF-datasets style struct {bytes, path}
         value = value.get("bytes") or value.get("path")
@@ -59,9 +70,10 @@ def _image_bytes(value, base: str) -> bytes:
     if isinstance(value, (bytes, bytearray)):
         if not value:
             raise BadItem("zero-byte file")
+        check_size(len(value), limits.max_bytes)
         return bytes(value)
     if isinstance(value, str):
-        data = read_regular(value if os.path.isabs(value) else os.path.join(base, value))
+        data = read_regular(value if os.path.isabs(value) else os.path.join(base, value), max_bytes=limits.max_bytes)
         if not data:
             raise BadItem("zero-byte file")
         return data
@@ -78,13 +90,14 @@ def parquet_text(value) -> tuple[str | None, str | None]:
     return check_text(value)
 
 
-def _texts(pf, start: int, stop: int, options: dict) -> Iterator[TextRecord]:
+def _texts(pf, start: int, stop: int, options: dict) -> Iterator:
     key_col = options.get("key_column")
+    yield Listing(tuple(range(start, stop)))
     for row, key, value, err in rows(pf, start, stop, options["text_column"], key_col):
         if err is not None:  # the row group could not be read: its keys are unknown too
-            yield TextRecord(row, None, None, err)
+            yield TextRecord(row, None, None, err, row)
         else:
-            yield TextRecord(row, _key(key, row, key_col), *parquet_text(value))
+            yield TextRecord(row, _key(key, row, key_col), *parquet_text(value), row)
 
 
 def _columns(path: str, modality: str, options: dict) -> dict:
@@ -151,13 +164,16 @@ class Parquet(SourceFormat):
             first += n
         return out or [(None, 0, 0)]
 
-    def image_records(self, unit: Unit, block) -> Iterator[ImageRecord]:
+    def image_records(self, unit: Unit, block, limits: Limits = Limits()) -> Iterator:
         import pyarrow.parquet as pq
 
-        if block[0] == "error":
-            yield ImageRecord(unit.start, "", unit.file, error=block[1])
+        if block[0] == "error":  # the file cannot be read: every row of the unit is recorded
+            yield Listing(tuple(range(unit.start, unit.stop)))
+            for row in range(unit.start, unit.stop):
+                yield ImageRecord(row, None, unit.file, error=f"{block[1]} (row {row})")
             return
         rg, lo, hi = block
+        yield Listing(tuple(range(lo, hi)))
         if rg is None:
             return
         col, key_col = unit.options["image_column"], unit.options.get("key_column")
@@ -172,7 +188,7 @@ class Parquet(SourceFormat):
             rec = ImageRecord(row, None if err else _key(key, row, key_col), unit.file, error=err)
             if err is None:
                 try:
-                    rec.data = _image_bytes(value, base)
+                    rec.data = _image_bytes(value, base, limits)
                     rec.length = len(rec.data)
                 except BadItem as exc:
                     rec.error = str(exc)
@@ -186,7 +202,8 @@ class Parquet(SourceFormat):
 
         pf = pq.ParquetFile(path)
         for rec in _texts(pf, 0, pf.metadata.num_rows, options):
-            yield rec.pos, 0, [(rec.key, rec.text, rec.error)]
+            if not isinstance(rec, Listing):
+                yield rec.pos, 0, [(rec.key, rec.text, rec.error)]
 
     def text_records(self, unit: Unit) -> Iterator[TextRecord]:
         import pyarrow.parquet as pq

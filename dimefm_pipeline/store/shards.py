@@ -54,6 +54,7 @@ class UnitCommit:
     items: int = 0
     duplicates: int = 0
     truncated: int = 0
+    listed: int = 0  # records its readers gave, each held to a listed entry: items (images: not views) + errors + duplicates
     pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
     pack_checksum: str = ""
     pack_bytes: int = 0
@@ -114,6 +115,11 @@ class UnitWriter:
         self._pack = None
         (self.cache_dir / modality).mkdir(parents=True, exist_ok=True)
         remove_partial_files(self.cache_dir, source_id, unit)
+
+    @property
+    def rows(self) -> int:
+        """Rows added so far."""
+        return sum(len(e) for e in self._emb)
 
     def add(self, emb: np.ndarray, **columns) -> None:
         """Append rows: fp16 embeddings plus per-row columns (`pos` always; `key`, locators, text...)."""

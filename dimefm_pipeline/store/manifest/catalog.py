@@ -142,9 +142,16 @@ def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: 
     return run_id
 
 
+def held_here(path: Path) -> bool:
+    """True when this process holds the run lock `path` (a run it started and never ended)."""
+    return path in _held
+
+
 def resume_run(man: Manifest, run_id: int) -> None:
     """A run taken up again by this process (a killed mining resumed): `running` again, its lock held."""
     path = run_lock_path(man.cache_dir, run_id)
+    if path in _held:
+        _held.pop(path).release()
     _held[path] = hold(path, f"run {run_id} of {man.path.name} is held by another process")
     man.con.execute("UPDATE runs SET status = 'running', ended_at = NULL WHERE run_id = ?", [run_id])
 

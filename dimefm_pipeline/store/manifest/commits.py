@@ -57,6 +57,7 @@ def _insert(con, commit, cache_dir, run_id: int) -> None:
                 "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?, ?)",
                 [[commit.source_id, k, r, run_id, now(), f] for k, r, f in commit.errors],
             )
+        con.execute("INSERT INTO unit_records VALUES (?, ?, ?)", [commit.source_id, commit.unit, commit.listed])
         con.execute(
             "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
@@ -78,3 +79,20 @@ def count_repeated_keys(man: Manifest) -> None:
         "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
         "FROM items GROUP BY source) r WHERE sources.source_id = r.source"
     )
+
+
+ACCOUNTS = """
+WITH u AS (SELECT u.source, u.unit, u.duplicates, r.listed FROM units u LEFT JOIN unit_records r
+           ON r.source = u.source AND r.unit = u.unit WHERE u.state = 'complete'),
+     i AS (SELECT source, count(*) AS n FROM items WHERE coalesce("view", 0) = 0 GROUP BY source),
+     e AS (SELECT source, count(*) AS n FROM errors WHERE stage = 'encode' GROUP BY source)
+SELECT s.source_id, s.uri, sum(u.listed), coalesce(any_value(i.n), 0), coalesce(any_value(e.n), 0), sum(u.duplicates)
+FROM sources s JOIN u ON u.source = s.source_id LEFT JOIN i ON i.source = s.source_id LEFT JOIN e ON e.source = s.source_id
+GROUP BY s.source_id, s.uri HAVING count(u.listed) = count(*) ORDER BY s.source_id
+"""
+
+
+def accounts(man: Manifest) -> list[tuple]:
+    """Per source whose every unit's records were counted: (id, uri, records listed, items cached,
+    errors recorded, duplicates skipped); the first must be the sum of the other three."""
+    return man.query(ACCOUNTS).fetchall()

@@ -7,7 +7,7 @@ from typing import Callable, Iterable
 
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.core.locks import is_held
-from dimefm_pipeline.store.manifest.catalog import end_run, resume_run, start_run
+from dimefm_pipeline.store.manifest.catalog import end_run, held_here, resume_run, start_run
 from dimefm_pipeline.store.manifest.connection import Manifest, now, run_lock_path
 
 
@@ -20,7 +20,7 @@ def start_mining(man: Manifest, k: int, index_type: str, n_images: int, n_texts:
     if row:
         mining_id, run_id = row[0]
         path = run_lock_path(man.cache_dir, run_id)
-        if is_held(path):
+        if is_held(path) and not held_here(path):
             raise DimefmError(f"mining {mining_id} of {man.path.name} is running in another process: one mining at a time")
         resume_run(man, run_id)
         return mining_id, run_id
