@@ -48,7 +48,8 @@ def accounted(items, where: str, tally: Tally, *, several: bool = False):
             listed.extend(item.entries)
             names.update(zip(item.entries, item.names))
             continue
-        seen.append(getattr(item, "entry", getattr(item, "pos", None)))
+        entry = getattr(item, "entry", None)
+        seen.append(item.pos if entry is None else entry)
         yield item
     counts = Counter(seen)
     missing = [e for e in listed if e not in counts]

@@ -86,6 +86,7 @@ class ImageRecord:
     length: int = 0  # number of bytes
     data: object = None  # bytes, or (B64, text) for base64 payloads; None when `error` is set
     error: str | None = None
+    entry: object = None  # the listed entry it accounts for, when that is not `pos` (a tar's key)
 
 
 class TextRecord(NamedTuple):

@@ -160,12 +160,21 @@ def read_chosen(path: str, entries: list[Entry], max_bytes: int) -> Iterator[tup
             yield i, e, None
 
 
+REST = "(the rest of the tar)"  # the entry of what could not be listed past damage
+
+
+def listing(members: list, damage: str | None) -> Listing:
+    """The keys of every member that is not a folder, in order of first appearance, plainly."""
+    keys = tuple(dict.fromkeys(printable(_split_member(m.name)[0]) for m in members if not m.isdir()))
+    return Listing(keys + ((REST,) if damage else ()))
+
+
 def _image_records(unit: Unit, limits: Limits) -> Iterator:
     members, compressed, damage = list_members(unit.abspath)
+    yield listing(members, damage)
     entries = group(members, lambda ext: ext.endswith(IMAGE_EXTS))
-    yield Listing(tuple(range(len(entries) + bool(damage))), tuple(e.key for e in entries) + (("(rest of the tar)",) if damage else ()))
     for pos, e, data in read_chosen(unit.abspath, entries, limits.max_bytes):
-        rec = ImageRecord(pos, e.key, unit.file)
+        rec = ImageRecord(pos, e.key, unit.file, entry=e.key)
         if data is not None and not data:
             rec.error = "zero-byte file"
         elif data is not None:
@@ -175,7 +184,7 @@ def _image_records(unit: Unit, limits: Limits) -> Iterator:
             rec.error = e.error or "no image member for this key"
         yield rec
     if damage:
-        yield ImageRecord(len(entries), "", unit.file, error=damage)
+        yield ImageRecord(len(entries), "", unit.file, error=damage, entry=REST)
 
 
 def tar_texts(path: str, opts: dict) -> Iterator:
@@ -197,17 +206,17 @@ def tar_texts(path: str, opts: dict) -> Iterator:
                 e.chosen = _resolve(txt, by_name)
             except BadItem as exc:
                 e.error = str(exc)
-    yield Listing(tuple(range(len(entries) + bool(damage))), tuple(e.key for e in entries))
+    yield listing(members, damage)
     for pos, e, data in read_chosen(path, entries, MAX_CAPTION_BYTES):
         if data is None:
             err = e.error or "no caption member (.txt or .json)"
             if err.startswith("too large"):
                 err = f"caption member too large: {size_text(e.chosen.size)} > {size_text(MAX_CAPTION_BYTES)}"
-            yield TextRecord(pos, e.key, None, err, pos)
+            yield TextRecord(pos, e.key, None, err, e.key)
         else:
-            yield TextRecord(pos, e.key, *_caption(_split_member(e.chosen.name)[1], data, field), pos)
+            yield TextRecord(pos, e.key, *_caption(_split_member(e.chosen.name)[1], data, field), e.key)
     if damage:
-        yield TextRecord(len(entries), "", None, damage, len(entries))
+        yield TextRecord(len(entries), "", None, damage, REST)
 
 
 def _caption(ext: str, data: bytes, field: str) -> tuple[str | None, str | None]:
