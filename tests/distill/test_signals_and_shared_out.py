@@ -64,7 +64,7 @@ def test_sigint_saves_the_step_records_interrupted_and_prints_the_resume_command
     assert _runs(cache)[-1][1:] == ("distill", "running")
     # a second run on the same --out is refused while the first trains, and writes nothing there
     second = run_cli("distill", "--cache", cache, "--out", out, "--student", student, "--steps", "5", "--batch-size", "8",
-                     "--resume")
+                     "--log-every", "1")
     assert second.returncode == 2 and "another dimefm distill is writing to --out" in second.stderr, second.stderr
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
