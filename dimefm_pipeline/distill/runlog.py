@@ -34,13 +34,17 @@ def save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfig
     tmp = path.with_name(path.name + ".tmp")
     module = getattr(model, "module", model)
     try:
-        torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
-                    "world": dist.world_size()}, tmp)
+        with open(tmp, "wb") as f:  # a Python file: a failed write is an OSError naming its reason
+            torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+                        "world": dist.world_size()}, f)
         tmp.replace(path)
     except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError around the OSError
         tmp.unlink(missing_ok=True)
-        err = exc if isinstance(exc, OSError) else OSError(errno.EIO, " ".join(str(exc).split())[:200])
+        err = exc if isinstance(exc, OSError) else exc.__context__
+        if not isinstance(err, OSError):
+            err = OSError(errno.EIO, " ".join(str(exc).split())[:200])
+        err.filename = str(path)
         raise write_failed(err, f"the checkpoint of step {step}", "free space, then continue with --resume from the "
                            "last checkpoint") from None
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:

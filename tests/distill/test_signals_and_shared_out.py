@@ -100,3 +100,31 @@ def test_sigterm_exits_143_and_a_killed_run_is_marked_interrupted_by_the_next_wr
     assert _runs(cache)[-1][2] == "running"
     Manifest(cache).close()
     assert _runs(cache)[-1][2] == "interrupted"
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_error_and_the_resume_completes(cache_copy, tmp_path):
+    import resource
+
+    cache, student = cache_copy
+    out = tmp_path / "out"
+    args = ["distill", "--cache", cache, "--out", out, "--student", student, "--steps", "6", "--batch-size", "8",
+            "--text-batch-size", "8", "--workers", "0", "--augment", "none", "--log-every", "1", "--checkpoint-every", "2"]
+    r = run_cli(*args, "--stop-after", "2")
+    assert r.returncode == 0, r.stderr[-3000:]
+    saved = out / "checkpoints" / "step_00000002.pt"
+    limit = saved.stat().st_size - 1  # the next checkpoint no longer fits; the manifest and the metrics do
+    assert cache.stat().st_size < limit
+
+    def full_disk():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    r = subprocess.run([sys.executable, "-m", "dimefm_pipeline", *map(str, args), "--resume"], capture_output=True,
+                       text=True, preexec_fn=full_disk, env={**os.environ, "PYTHONWARNINGS": "ignore"}, timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1, r.stderr[-3000:]
+    assert lines[0].startswith("error: cannot write the checkpoint of step 4") and "File too large" in lines[0]
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002.pt"]  # kept whole, no partial file
+    assert _runs(cache)[-1][2] == "failed"
+    r = run_cli(*args, "--resume")  # space freed
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _steps(out) == list(range(1, 7))  # the steps logged by the failed run are redone once, none lost
