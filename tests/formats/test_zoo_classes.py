@@ -210,6 +210,8 @@ BOUNDED = [
     kind("bounded", "tar.gz member over --max-image-bytes", "recorded: too large"),
     kind("bounded", "tar.gz that expands without end (a gzip bomb)", "recorded: decompression bomb"),
     kind("bounded", "Parquet cell over --max-image-bytes", "recorded: too large"),
+    kind("bounded", "Parquet row group over 16 x --max-image-bytes", "recorded: too large (each row, none read)"),
+    kind("bounded", "Parquet sentence cell of 5 MB", "recorded: text too long"),
     kind("bounded", "TSV base64 field over --max-image-bytes", "recorded: too large"),
     kind("bounded", "sentence of one 100,000-letter word", "encoded (cut before tokenizing, marked truncated)"),
     kind("bounded", "sentence line of 5 MB", "recorded: line too long"),
@@ -230,11 +232,13 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
     monkeypatch.setattr(streams, "MIN_EXPANSION_BYTES", 32 << 20)  # the bomb's bound, small enough for a test
     _tar(tmp_path / "t-1.tar.gz", [("p.png", _img(22)), ("zeros.bin", bytes(64 << 20)), ("q.png", _img(23))], gz=True)
     pq.write_table(pa.table({"key": ["pbig", "pok"], "image": [bytes(8 << 20), _img(24)]}), tmp_path / "p.parquet")
+    pq.write_table(pa.table({"key": [f"g{i}" for i in range(24)], "image": [bytes([i]) * (3 << 20) for i in range(24)]}),
+                   tmp_path / "g.parquet")
     (tmp_path / "i.tsv").write_text(f"tbig\t{'A' * (12 << 20)}\ntok\t{base64.b64encode(_img(25)).decode()}\n")
     cache = tmp_path / "m.duckdb"
     t0 = time.monotonic()
-    _encode(teacher, "image", [root, tmp_path / "t-{0..1}.tar.gz", tmp_path / "p.parquet", tmp_path / "i.tsv"], cache,
-            max_image_bytes=4 << 20)
+    _encode(teacher, "image", [root, tmp_path / "t-{0..1}.tar.gz", tmp_path / "p.parquet", tmp_path / "g.parquet",
+                               tmp_path / "i.tsv"], cache, max_image_bytes=4 << 20)
     assert time.monotonic() - t0 < 30
     cached, reasons = outcomes(cache)
     assert set(cached) == {"ok.png", "n", "p", "pok", "tok"}
@@ -242,15 +246,20 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
     assert reasons["huge.png"].startswith("too many pixels: 20000 x 20000 = 400.0 MP > --max-image-pixels")
     assert reasons["m"].startswith("too large: 8.4 MB") and reasons["pbig"].startswith("too large: 8.4 MB")
     assert reasons["tbig"].startswith("too large: the line is over")
+    group = _q(cache, "SELECT DISTINCT reason FROM errors WHERE reason LIKE '%row group%'")
+    assert group == [("too large: Parquet row group 0 holds 75.5 MB of 'image', over 16 x 4.2 MB: rewrite the file with "
+                      "smaller row groups",)] and _q(cache, "SELECT count(*) FROM errors WHERE reason LIKE '%row group 0 holds%'")[0][0] == 24
     assert reasons[""].startswith("damaged tar: decompression bomb")  # the rest of the tar after the bound
     assert_accounted(cache)
     long_word, long_line = "x" * 100_000, "y " * (5 << 19)
     (tmp_path / "s.txt").write_text(f"{long_word}\n{long_line}\na short sentence\n")
+    pq.write_table(pa.table({"key": ["huge", "fine"], "text": ["z" * (5 << 20), "a fine sentence"]}), tmp_path / "t.parquet")
     t0 = time.monotonic()
-    _encode(teacher, "text", [tmp_path / "s.txt"], cache)
+    _encode(teacher, "text", [tmp_path / "s.txt", tmp_path / "t.parquet"], cache)
     assert time.monotonic() - t0 < 20
     texts = dict(_q(cache, "SELECT key, truncated FROM text_embeddings"))
-    assert texts == {"1": True, "3": False}
+    assert texts == {"1": True, "3": False, "fine": False}
+    assert dict(_q(cache, "SELECT key, reason FROM errors WHERE key = 'huge'"))["huge"] == "text too long: 5.2 MB > 4.2 MB"
     assert dict(_q(cache, "SELECT key, reason FROM errors WHERE key = '2'"))["2"] == "line too long: more than 4.2 MB"
 
 
