@@ -150,7 +150,7 @@ class ImageBatches(Dataset):
         for row, loc in zip(wanted, Locator.rows(self.reader.locs.take(wanted))):
             try:
                 with time_limit(self.item_timeout):
-                    img = decode_image(self.reader.read(row, loc))
+                    img = decode_image(self.reader.read(row, loc), None)  # stage one checked its size
                     if loc.view == 0:  # the un-augmented image (with --augment's draws, if any)
                         pixels.append(self.transform(img))
                     else:  # a cached view: exactly the crop and flip its teacher row was encoded from

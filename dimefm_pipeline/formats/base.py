@@ -20,7 +20,7 @@ from dimefm_pipeline.formats.files import FileEntry, file_entries, fingerprint_f
 from dimefm_pipeline.formats.image_kinds import IMAGE_EXTS
 
 MAX_IMAGE_PIXELS = 32_000_000  # default --max-image-pixels: decoding costs at most about 7 bytes per pixel (224 MB)
-MAX_IMAGE_BYTES = 64 << 20  # default --max-image-bytes: an item's encoded bytes, checked before they are read
+MAX_IMAGE_BYTES = 48 << 20  # default --max-image-bytes: an item's encoded bytes, checked before they are read
 B64 = "b64"  # payload tag: base64 text still to decode
 PACKED = -1  # locator file number of bytes copied into the cache's pack file of the unit
 TEXT_FIELDS = ("text", "caption", "sentence")  # sentence column/field names, guessed in this order

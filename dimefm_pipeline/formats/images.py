@@ -31,7 +31,7 @@ from dimefm_pipeline.formats.image_kinds import register_plugins, sniff, unsuppo
 
 # Resizing the short side to the model's size would blow a 10,000 x 1 strip up to 2.24M x 224 pixels.
 MAX_ASPECT = 100
-STRIP_PIXELS = 1 << 20  # images in another mode are converted to RGB this many pixels at a time
+STRIP_PIXELS = 1 << 18  # images in another mode are converted to RGB this many pixels at a time
 
 
 def load_bytes(payload) -> bytes:

@@ -20,7 +20,9 @@ KEY_COLUMNS = ("key", "__key__", "id")
 
 
 READ_ROWS = 64  # rows turned into Python objects at a time
-CHUNK_CELLS = 16  # a row group is read whole (pyarrow's unit): its column may hold at most this many largest cells
+# pyarrow reads a row group's column whole, holding about 4 times its bytes while it does: a row group
+# whose image (or sentence) column is larger than this is recorded row by row, unread.
+MAX_ROW_GROUP_BYTES = {"image": 256 << 20, "text": 64 << 20}
 MAX_TEXT_BYTES = 4 << 20  # a sentence cell longer than this is recorded, as a sentence line would be
 
 
@@ -68,22 +70,22 @@ def _cells(column, max_cell: int) -> list:
     return [None if i is None else TooLarge(sizes[i]) if sizes[i] > max_cell else values[i].as_py() for i in codes]
 
 
-def rows(pf, start: int, stop: int, col: str, key_col: str | None, max_cell: int):
+def rows(pf, start: int, stop: int, col: str, key_col: str | None, max_cell: int, max_group: int):
     """Rows [start, stop) of a Parquet file as (row, key, value, error), reading only the row groups
     that overlap. A row group is read whole (pyarrow's unit of reading), so one whose `col` holds more
-    than CHUNK_CELLS x `max_cell` bytes is not read: its rows come with that reason; a cell over
-    `max_cell` comes as TooLarge(size). Every row of a row group that cannot be read comes with the
-    reason (rows given before the damage was met stay as they were)."""
+    than `max_group` bytes is not read: its rows come with that reason; a cell over `max_cell` comes
+    as TooLarge(size). Every row of a row group that cannot be read comes with the reason (rows given
+    before the damage was met stay as they were)."""
     cols = [col] + ([key_col] if key_col else [])
     first = 0
     for rg in range(pf.metadata.num_row_groups):
         n = pf.metadata.row_group(rg).num_rows
         lo, hi = max(start, first), min(stop, first + n)
         size = _column_size(pf, rg, col) if lo < hi else 0
-        if lo < hi and size > CHUNK_CELLS * max_cell:
+        if lo < hi and size > max_group:
             for r in range(lo, hi):
                 yield r, None, None, (f"too large: Parquet row group {rg} holds {size_text(size)} of {col!r}, over "
-                                      f"{CHUNK_CELLS} x {size_text(max_cell)}: rewrite the file with smaller row groups")
+                                      f"{size_text(max_group)}: rewrite the file with smaller row groups")
         elif lo < hi:
             row = first
             try:
@@ -150,7 +152,8 @@ def parquet_text(value) -> tuple[str | None, str | None]:
 def _texts(pf, start: int, stop: int, options: dict) -> Iterator:
     key_col = options.get("key_column")
     yield Listing(tuple(range(start, stop)))
-    for row, key, value, err in rows(pf, start, stop, options["text_column"], key_col, MAX_TEXT_BYTES):
+    for row, key, value, err in rows(pf, start, stop, options["text_column"], key_col, MAX_TEXT_BYTES,
+                                     MAX_ROW_GROUP_BYTES["text"]):
         if err is not None:  # the row group could not be read: its keys are unknown too
             yield TextRecord(row, None, None, err, row)
         else:
@@ -241,7 +244,7 @@ class Parquet(SourceFormat):
                 yield ImageRecord(row, None, unit.file, error=f"unreadable Parquet row group {rg} (row {row}): {one_line(exc)}")
             return
         base = os.path.dirname(unit.abspath)
-        for row, key, value, err in rows(pf, lo, hi, col, key_col, limits.max_bytes):
+        for row, key, value, err in rows(pf, lo, hi, col, key_col, limits.max_bytes, MAX_ROW_GROUP_BYTES["image"]):
             rec = ImageRecord(row, None if err else _key(key, row, key_col), unit.file, error=err)
             if err is None:
                 try:

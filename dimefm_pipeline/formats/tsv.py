@@ -28,7 +28,7 @@ def _line_starts(f, lo: int, hi: int) -> list[int]:
     of the block, the list its records are held to."""
     f.seek(max(lo - 1, 0))
     if lo > 0:
-        _skip_line(f)
+        _skip_line(f, hi)
     starts = []
     while (start := f.tell()) < hi:
         head = f.read(64)
@@ -42,9 +42,12 @@ def _line_starts(f, lo: int, hi: int) -> list[int]:
     return starts
 
 
-def _skip_line(f) -> None:
+def _skip_line(f, until: int | None = None) -> None:
+    """Read past the end of the current line, or stop at byte `until` (the end of a block): a line
+    that straddles many blocks is read once, not once per block."""
     while (part := f.readline(1 << 20)) and not part.endswith(b"\n"):
-        pass
+        if until is not None and f.tell() >= until:
+            return
 
 
 def _image_lines(unit: Unit, lo: int, hi: int, limits: Limits) -> Iterator:
@@ -60,7 +63,7 @@ def _image_lines(unit: Unit, lo: int, hi: int, limits: Limits) -> Iterator:
         yield Listing(tuple(_line_starts(f, lo, hi)))
         f.seek(max(lo - 1, 0))
         if lo > 0:
-            _skip_line(f)  # finish the line that straddles `lo`; it belongs to the previous block
+            _skip_line(f, hi)  # finish the line that straddles `lo`; it belongs to the previous block
         while (start := f.tell()) < hi:
             line = f.readline(limit + 1)
             if not line:

@@ -42,7 +42,7 @@ def _status(cache):
 def test_sigterm_commits_finished_units_and_the_printed_command_completes_the_cache(teacher, tmp_path):
     src = tmp_path / "my images, 'v2'"
     write_images(src, 300, size=(48, 48), seed=3)
-    cache = tmp_path / "cache dir" / "m.duckdb"
+    cache = tmp_path / "o'cache é" / "m.duckdb"
     args = ["encode", "images", str(src), "--cache", str(cache), "--teacher", str(teacher[0]), "--pretrained",
             str(teacher[1]), "--shard-size", "2", "--batch-size", "1", "--workers", "2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

@@ -29,7 +29,7 @@ from PIL import Image
 
 from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.encode.run import encode
-from dimefm_pipeline.formats import streams
+from dimefm_pipeline.formats import parquet, streams
 from dimefm_pipeline.formats.image_kinds import register_plugins
 from tests.conftest import plain_duckdb, run_cli
 from tests.formats.test_zoo import assert_refused
@@ -210,7 +210,7 @@ BOUNDED = [
     kind("bounded", "tar.gz member over --max-image-bytes", "recorded: too large"),
     kind("bounded", "tar.gz that expands without end (a gzip bomb)", "recorded: decompression bomb"),
     kind("bounded", "Parquet cell over --max-image-bytes", "recorded: too large"),
-    kind("bounded", "Parquet row group over 16 x --max-image-bytes", "recorded: too large (each row, none read)"),
+    kind("bounded", "Parquet row group whose image column is over its bound", "recorded: too large (each row, none read)"),
     kind("bounded", "Parquet sentence cell of 5 MB", "recorded: text too long"),
     kind("bounded", "TSV base64 field over --max-image-bytes", "recorded: too large"),
     kind("bounded", "sentence of one 100,000-letter word", "encoded (cut before tokenizing, marked truncated)"),
@@ -229,7 +229,8 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
     big.save(root / "huge.png", optimize=True)
     (root / "ok.png").write_bytes(_img(20))
     _tar(tmp_path / "t-0.tar.gz", [("m.png", bytes(8 << 20)), ("n.png", _img(21))], gz=True)
-    monkeypatch.setattr(streams, "MIN_EXPANSION_BYTES", 32 << 20)  # the bomb's bound, small enough for a test
+    monkeypatch.setattr(streams, "MIN_EXPANSION_BYTES", 32 << 20)  # the bounds, small enough for a test
+    monkeypatch.setitem(parquet.MAX_ROW_GROUP_BYTES, "image", 64 << 20)
     _tar(tmp_path / "t-1.tar.gz", [("p.png", _img(22)), ("zeros.bin", bytes(64 << 20)), ("q.png", _img(23))], gz=True)
     pq.write_table(pa.table({"key": ["pbig", "pok"], "image": [bytes(8 << 20), _img(24)]}), tmp_path / "p.parquet")
     pq.write_table(pa.table({"key": [f"g{i}" for i in range(24)], "image": [bytes([i]) * (3 << 20) for i in range(24)]}),
@@ -247,7 +248,7 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
     assert reasons["m"].startswith("too large: 8.4 MB") and reasons["pbig"].startswith("too large: 8.4 MB")
     assert reasons["tbig"].startswith("too large: the line is over")
     group = _q(cache, "SELECT DISTINCT reason FROM errors WHERE reason LIKE '%row group%'")
-    assert group == [("too large: Parquet row group 0 holds 75.5 MB of 'image', over 16 x 4.2 MB: rewrite the file with "
+    assert group == [("too large: Parquet row group 0 holds 75.5 MB of 'image', over 67.1 MB: rewrite the file with "
                       "smaller row groups",)] and _q(cache, "SELECT count(*) FROM errors WHERE reason LIKE '%row group 0 holds%'")[0][0] == 24
     assert reasons[""].startswith("damaged tar: decompression bomb")  # the rest of the tar after the bound
     assert_accounted(cache)
