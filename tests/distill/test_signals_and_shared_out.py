@@ -27,7 +27,7 @@ def _start(cache, student, out, *extra):
             "--checkpoint-every", "1000", *extra]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     return subprocess.Popen([sys.executable, "-m", "dimefm_pipeline", *map(str, args)], env=env, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
 
 
 def _steps(out) -> list[int]:
@@ -66,7 +66,7 @@ def test_sigint_saves_the_step_records_interrupted_and_prints_the_resume_command
     second = run_cli("distill", "--cache", cache, "--out", out, "--student", student, "--steps", "5", "--batch-size", "8",
                      "--log-every", "1")
     assert second.returncode == 2 and "another dimefm distill is writing to --out" in second.stderr, second.stderr
-    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group, loader workers included
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err[-3000:]
     line = [x for x in err.splitlines() if x.startswith("interrupted: ")]

@@ -47,13 +47,13 @@ def test_sigterm_commits_finished_units_and_the_printed_command_completes_the_ca
             str(teacher[1]), "--shard-size", "2", "--batch-size", "1", "--workers", "2"]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen([sys.executable, "-m", "dimefm_pipeline", *args], env=env, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+                            stderr=subprocess.PIPE, start_new_session=True)
     shards = cache.parent / "m" / "image"
     t0 = time.monotonic()
     while not (shards.is_dir() and any(shards.glob("*.npy"))):
         assert proc.poll() is None and time.monotonic() - t0 < 120, proc.communicate()[1][-3000:]
         time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
+    os.killpg(proc.pid, signal.SIGTERM)  # as a scheduler stops a job: every process, loader workers included
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-3000:]
     line = [x for x in err.splitlines() if x.startswith("interrupted: ")]
