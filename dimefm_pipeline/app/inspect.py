@@ -69,11 +69,11 @@ def _info_tables(rows: dict):
         t.add_row(r[0], str(r[1]), f"{r[2]:,}", str(r[3]), _size(r[4]))
     yield t
     if rows["errors"]:
-        t = Table(title="most common errors")
-        for c in ("stage", "reason", "count"):
-            t.add_column(c)
-        for r in rows["errors"]:
-            t.add_row(r[0], r[1][:90], str(r[2]))
+        t = Table(title="skipped items by reason")
+        for c in ("stage", "reason", "count", "example"):
+            t.add_column(c, justify="right" if c == "count" else "left")
+        for stage, kind, n, example in rows["errors"]:
+            t.add_row(stage, kind[:60], f"{n:,}", example[:70])
         yield t
     t = Table(title="latest runs")
     for c in ("run", "kind", "status", "started", "ended"):

@@ -10,7 +10,7 @@ import sys
 
 import typer
 
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError, Interrupted
 
 app = typer.Typer(
     name="dimefm",
@@ -31,6 +31,13 @@ def _version(value: bool) -> None:
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit.")):
     """Distil a large CLIP-style teacher into a small student from unpaired images and sentences."""
+
+
+def command_line() -> str:
+    """This process's command as a shell would take it again (quoted: paths may hold spaces or quotes)."""
+    import shlex
+
+    return shlex.join(["dimefm", *sys.argv[1:]])
 
 
 # Command modules register onto `app` at import time.
@@ -55,3 +62,7 @@ def main(argv: list[str] | None = None) -> None:
         # one line whatever the terminal width, so a log line holds the whole message
         print(f"error: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
         sys.exit(2)
+    except Interrupted as exc:
+        print(f"interrupted: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+        sys.exit(128 + exc.signum)
+

@@ -3,9 +3,8 @@
 
 from __future__ import annotations
 
-import sys
 
-from dimefm_pipeline.cli import app
+from dimefm_pipeline.cli import app, command_line
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.core.loss_config import LossConfig
 from dimefm_pipeline.distill.config import DistillConfig
@@ -21,7 +20,7 @@ def mine(given: dict):
     from dimefm_pipeline.app.summaries import print_mine_summary
     from dimefm_pipeline.mine.run import mine_cache
 
-    s = mine_cache(MineConfig(**given), command=" ".join(["dimefm", *sys.argv[1:]]))
+    s = mine_cache(MineConfig(**given), command=command_line())
     if s is not None:
         print_mine_summary(s)
 
@@ -34,6 +33,6 @@ def distill_cmd(given: dict):
     from dimefm_pipeline.app.summaries import print_distill_result
     from dimefm_pipeline.distill.train import distill
 
-    result = distill(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
+    result = distill(cfg, command=command_line())
     if result is not None:
         print_distill_result(result)

@@ -3,12 +3,11 @@ help texts and flags are written there), plus the column and field names of each
 
 from __future__ import annotations
 
-import sys
 from typing import List, Optional
 
 import typer
 
-from dimefm_pipeline.cli import app
+from dimefm_pipeline.cli import app, command_line
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.formats.base import TEXT_FIELDS
@@ -16,7 +15,7 @@ from dimefm_pipeline.formats.base import TEXT_FIELDS
 encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)
 app.add_typer(encode_app, name="encode")
 
-VIEW_OPTIONS = ("views", "view_augment", "view_seed")  # images only
+IMAGE_OPTIONS = ("views", "view_augment", "view_seed", "max_image_bytes", "max_image_pixels")  # images only
 
 
 def _run(modality: str, sources, given: dict, source_options: dict):
@@ -25,7 +24,7 @@ def _run(modality: str, sources, given: dict, source_options: dict):
 
     options = {k: v for k, v in source_options.items() if v is not None}
     cfg = EncodeConfig(modality, tuple(sources), **given, source_options=options)
-    summary = encode(cfg, command=" ".join(["dimefm", *sys.argv[1:]]))
+    summary = encode(cfg, command=command_line())
     if summary is not None:
         print_encode_summary(cfg, summary)
 
@@ -43,7 +42,7 @@ def encode_images(
 
 
 @encode_app.command("texts")
-@config_options(EncodeConfig, skip=VIEW_OPTIONS)
+@config_options(EncodeConfig, skip=IMAGE_OPTIONS)
 def encode_texts(
     given: dict,
     sources: List[str] = typer.Argument(..., help="Sentence files: .txt (one per line), .jsonl, .parquet, .tsv (key, text or JSON with captions)."),

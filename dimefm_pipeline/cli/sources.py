@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 
 import typer
 
-from dimefm_pipeline.cli import app
+from dimefm_pipeline.cli import app, command_line
 
 sources_app = typer.Typer(help="The sources of a cache: list them, or point one at a copy of its data.", no_args_is_help=True)
 app.add_typer(sources_app, name="sources")
@@ -31,6 +30,6 @@ def relocate(
     from dimefm_pipeline.app.relocate import relocate_source
     from dimefm_pipeline.app.inspect import console
 
-    r = relocate_source(cache, source, new_root, items=None if items < 0 else items, command=" ".join(["dimefm", *sys.argv[1:]]))
+    r = relocate_source(cache, source, new_root, items=None if items < 0 else items, command=command_line())
     console.print(f"source {r.source_id}: {r.old_root} -> {r.new_root} ({r.files_checked:,} files and "
                   f"{r.items_checked:,} items checked)")

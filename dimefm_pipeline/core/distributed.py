@@ -157,3 +157,13 @@ def cpu_threads_beside_workers(workers: int) -> int:
 def world_size_on_node() -> int:
     """Processes sharing this machine's cores under torchrun (1 otherwise)."""
     return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+
+
+def max_over_ranks(value: int, device=None) -> int:
+    """The largest of every rank's `value` (the value itself outside torchrun): e.g. whether any rank
+    was asked to stop, so that all stop after the same step."""
+    if not _active():
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device if device is not None else "cpu")
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item())

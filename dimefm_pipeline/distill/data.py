@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.signals import ignore_in_worker
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, LOADER_TIMEOUT, guarded, time_limit
 from dimefm_pipeline.formats import format_named
 from dimefm_pipeline.formats.files import BadItem, payload_hash
@@ -150,7 +151,7 @@ class ImageBatches(Dataset):
         for row, loc in zip(wanted, Locator.rows(self.reader.locs.take(wanted))):
             try:
                 with time_limit(self.item_timeout):
-                    img = decode_image(self.reader.read(row, loc))
+                    img = decode_image(self.reader.read(row, loc), None)  # stage one checked its size
                     if loc.view == 0:  # the un-augmented image (with --augment's draws, if any)
                         pixels.append(self.transform(img))
                     else:  # a cached view: exactly the crop and flip its teacher row was encoded from
@@ -180,7 +181,7 @@ def image_loader(n_images: int, reader: ImageReader, transform, *, batch_size: i
                            views_per_image=views_per_image, view_input=view_input)
     loader = DataLoader(batches, batch_size=None, sampler=range(start, plan.steps), num_workers=workers,
                         pin_memory=pin_memory, prefetch_factor=4 if workers else None,
-                        timeout=LOADER_TIMEOUT if workers else 0)
+                        timeout=LOADER_TIMEOUT if workers else 0, worker_init_fn=ignore_in_worker if workers else None)
     return guarded(loader, "training")
 
 

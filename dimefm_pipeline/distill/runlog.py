@@ -3,15 +3,20 @@ images it could not read, and the run's row in the manifest. The training loop c
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
 import json
 import os
+import shlex
 import time
 from pathlib import Path
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.distill.config import DistillConfig
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError, write_failed
+from dimefm_pipeline.core.locks import hold
+from dimefm_pipeline.core.signals import stop_requested
 from dimefm_pipeline.store.manifest import catalog, record
 
 
@@ -38,10 +43,20 @@ def save_checkpoint(out: Path, step: int, model, opt, scaler, cfg: DistillConfig
     path = folder / f"step_{step:08d}.pt"
     tmp = path.with_name(path.name + ".tmp")
     module = getattr(model, "module", model)
-    torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
-                "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
-                "world": dist.world_size()}, tmp)
-    tmp.replace(path)
+    try:
+        with open(tmp, "wb") as f:  # a Python file: a failed write is an OSError naming its reason
+            torch.save({"step": step, "model": module.state_dict(), "optimizer": opt.state_dict(),
+                        "scaler": scaler.state_dict() if scaler is not None else None, "config": cfg.to_dict(),
+                        "world": dist.world_size()}, f)
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # torch reports a failed write as a RuntimeError around the OSError
+        tmp.unlink(missing_ok=True)
+        err = exc if isinstance(exc, OSError) else exc.__context__
+        if not isinstance(err, OSError):
+            err = OSError(errno.EIO, " ".join(str(exc).split())[:200])
+        err.filename = str(path)
+        raise write_failed(err, f"the checkpoint of step {step}", "free space, then continue with --resume from the "
+                           "last checkpoint") from None
     for old in sorted(folder.glob("step_*.pt"))[:-keep]:
         old.unlink()
     return path
@@ -80,6 +95,7 @@ class RunLog:
         self.status = "failed"
         self.config_path = self.weights_path = None  # the student's files, once saved
         self.run_id = None
+        self.stopped = 0  # the signal that stopped the run after its current step (0: none)
         self.t0 = self._flushed = time.time()
         self._progress, self._command = progress and rank == 0, command
 
@@ -105,7 +121,7 @@ class RunLog:
         if self.tb is not None:
             self.tb.close()
         if exc_type is None:
-            self.status = "complete" if self.job.step >= self.job.total else "stopped"
+            self.status = "complete" if self.job.step >= self.job.total else "interrupted" if self.stopped else "stopped"
         self._flush_failed()
         if self.rank == 0 and self.run_id is not None:
             self._flush()
@@ -115,9 +131,9 @@ class RunLog:
 
     @property
     def done(self) -> bool:
-        """All steps trained, or this invocation's share (`--stop-after`) is."""
+        """All steps trained, this invocation's share (`--stop-after`) is, or a signal asked to stop."""
         stop = self.cfg.stop_after is not None and self.job.step - self.start_step >= self.cfg.stop_after
-        return self.job.step >= self.job.total or stop
+        return self.job.step >= self.job.total or stop or bool(self.stopped)
 
     # ---- after every optimiser step -----------------------------------------------------------------
     def check_finite(self, total_loss) -> None:
@@ -131,6 +147,7 @@ class RunLog:
         """Log (every `log_every` steps) and checkpoint (every `checkpoint_every` steps, and at the end).
         `failed`: (row, reason) of this rank's images that could not be read, recorded in `errors`."""
         step, cfg = self.job.step, self.cfg
+        self.stopped = dist.max_over_ranks(stop_requested())  # every rank stops after the same step
         self.images += images
         self.failed.extend(failed)
         self.failed_total += len(failed)
@@ -171,6 +188,46 @@ class RunLog:
         data = [(reason, self.run_id, item) for (_, reason), item in zip(self.failed, ids)]
         self.failed = []
         record(self.cfg.cache, lambda man: catalog.add_distill_errors(man, data))
+
+
+@contextlib.contextmanager
+def out_lock(out: str, rank: int):
+    """Rank 0 holds `OUT/.distill.lock` for the whole run: a second run on the same --out is refused
+    (on every rank). A folder this made and left holding only the lock is removed again."""
+    folder = Path(out)
+    made, lock, error = not folder.exists(), None, None
+    if rank == 0:
+        try:
+            lock = hold(folder / ".distill.lock", f"another dimefm distill is writing to --out {folder}: one run per "
+                                                  "output folder at a time")
+        except DimefmError as exc:
+            error = str(exc)
+    error = dist.broadcast_object(error)
+    if error:
+        raise DimefmError(error)
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+            if made and [p.name for p in folder.iterdir()] == [".distill.lock"]:
+                (folder / ".distill.lock").unlink()
+                folder.rmdir()
+
+
+def interrupted_message(cfg: DistillConfig, command: str, log: RunLog) -> str:
+    """What an interrupted run prints: where it stopped and the command that resumes it."""
+    import signal
+
+    words = shlex.split(command) if command else []
+    if words[:2] == ["dimefm", "distill"]:
+        resume = command if "--resume" in words else f"{command} --resume"
+    else:
+        resume = (f"dimefm distill --cache {shlex.quote(cfg.cache)} --out {shlex.quote(cfg.out)} --resume (with the "
+                  f"options in {Path(cfg.out) / 'config.json'})")
+    saved = f"; checkpoint {log.last_good} saved" if log.last_good else ""
+    return (f"distill stopped by {signal.Signals(log.stopped).name} at step {log.job.step} of {log.job.total}{saved}. "
+            f"Resume with: {resume}")
 
 
 def _tensorboard(folder: str):

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from dimefm_pipeline.core import distributed as dist
-from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.errors import DimefmError, Interrupted
 from dimefm_pipeline.core.optim import cosine
+from dimefm_pipeline.core.signals import stop_on_signals
 from dimefm_pipeline.distill.config import DistillConfig
 from dimefm_pipeline.distill.data import image_loader, mix_mined
 from dimefm_pipeline.distill.micro import batch_losses, micro_backward
-from dimefm_pipeline.distill.runlog import RunLog, plot_losses
+from dimefm_pipeline.distill.runlog import RunLog, interrupted_message, out_lock, plot_losses
 from dimefm_pipeline.distill.setup import Job, prepare
 from dimefm_pipeline.distill.student import save_student
 
@@ -41,7 +42,8 @@ def lr_at(step: int, total: int, cfg: DistillConfig) -> float:
 
 
 def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> DistillResult | None:
-    """Train the student of `cfg`; returns the result on rank 0 (None elsewhere)."""
+    """Train the student of `cfg`; returns the result on rank 0 (None elsewhere). SIGINT or SIGTERM
+    stops it after the current step, with a checkpoint of that step, and `Interrupted` says how to resume."""
     if Path(cfg.out).exists() and not Path(cfg.out).is_dir():
         raise DimefmError(f"--out {cfg.out} is a file, not a folder")
     import torch
@@ -51,20 +53,23 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
     if device.type == "cpu":
         dist.cpu_threads_beside_workers(cfg.workers)
     try:
-        job = prepare(cfg, rank, world, device)
-        if cfg.resume and job.step >= job.total and (Path(cfg.out) / "open_clip_model.safetensors").exists():
-            # finished: no step, no new run row, the student left as it is
-            return DistillResult(Path(cfg.out), None, None, job.step, 0.0, {}, None, True) if rank == 0 else None
-        with RunLog(cfg, job, rank=rank, world=world, command=command, progress=progress) as log:
-            while not log.done:
-                epoch, in_epoch = divmod(job.step, job.per_epoch)
-                for pixels, img_rows, failed in _image_batches(cfg, job, rank, world, device, epoch, in_epoch):
-                    losses, lr = step(cfg, job, pixels, img_rows.numpy(), device, world=world, check=log.check_finite)
-                    log.after_step(losses, lr, epoch, len(img_rows) * world, failed)  # log, checkpoint
-                    if log.done:
-                        break
-            if rank == 0 and job.step >= job.total:
-                _save_student(cfg, job, log)
+        with stop_on_signals(), out_lock(cfg.out, rank):
+            job = prepare(cfg, rank, world, device)
+            if cfg.resume and job.step >= job.total and (Path(cfg.out) / "open_clip_model.safetensors").exists():
+                # finished: no step, no new run row, the student left as it is
+                return DistillResult(Path(cfg.out), None, None, job.step, 0.0, {}, None, True) if rank == 0 else None
+            with RunLog(cfg, job, rank=rank, world=world, command=command, progress=progress) as log:
+                while not log.done:
+                    epoch, in_epoch = divmod(job.step, job.per_epoch)
+                    for pixels, img_rows, failed in _image_batches(cfg, job, rank, world, device, epoch, in_epoch):
+                        losses, lr = step(cfg, job, pixels, img_rows.numpy(), device, world=world, check=log.check_finite)
+                        log.after_step(losses, lr, epoch, len(img_rows) * world, failed)  # log, checkpoint, signals
+                        if log.done:
+                            break
+                if rank == 0 and job.step >= job.total:
+                    _save_student(cfg, job, log)
+        if log.stopped:
+            raise Interrupted(log.stopped, interrupted_message(cfg, command, log))
         if rank != 0:
             return None
         done = log.status == "complete"

@@ -18,7 +18,8 @@ from torch.utils.data import IterableDataset, get_worker_info
 
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT, time_limit
 from dimefm_pipeline.formats import format_named
-from dimefm_pipeline.formats.base import Unit, text_hash, unpack_mask
+from dimefm_pipeline.formats.accounting import Tally, accounted
+from dimefm_pipeline.formats.base import Limits, Unit, bounded_text, text_hash, unpack_mask
 from dimefm_pipeline.formats.images import centre_box, decode_image, header_size
 from dimefm_pipeline.formats.files import BadItem, payload_hash
 
@@ -47,6 +48,7 @@ class Batch:
     duplicates: int = 0
     # per row: its teacher embedding taken from --embeddings-from (no input in `inputs`), or None
     imported: list = field(default_factory=list)
+    listed: int = 0  # on the last batch of a block: records the block's listing was held to (duplicates included)
 
 
 @dataclass(frozen=True)
@@ -90,14 +92,17 @@ class UnitBatches(IterableDataset):
     """Batches of the given units, for one rank, each read block read by exactly one worker."""
 
     def __init__(self, units: list[Unit], batch_size: int, preprocess=None, tokenizer=None, context_length: int = 77,
-                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None, imported=None):
-        """`cached_views`: how to draw the cached views of every image, or None (one view: the image).
-        `imported`: teacher rows computed elsewhere (`formats.clip_retrieval.Imported`), or None."""
+                 item_timeout: float | None = ITEM_TIMEOUT, cached_views: CachedViews | None = None, imported=None,
+                 limits: Limits = Limits()):
+        """`cached_views`: how to draw the cached views of every image, or None (one view: the image);
+        `imported`: teacher rows computed elsewhere (`formats.clip_retrieval.Imported`), or None;
+        `limits`: the most bytes and pixels one image may have."""
         self.units, self.batch_size = units, batch_size
         self.preprocess, self.tokenizer, self.context_length = preprocess, tokenizer, context_length
         self.item_timeout = item_timeout
         self.cached_views = cached_views
         self.imported = imported
+        self.limits = limits
 
     def __iter__(self):
         info = get_worker_info()
@@ -111,21 +116,25 @@ class UnitBatches(IterableDataset):
                 j += 1
 
     def _block_batches(self, unit: Unit, block, n_blocks: int):
+        tally, where = Tally(), f"unit {unit.index} of source {unit.source_id} ({unit.abspath})"
         if unit.modality == "image":
-            records, dups = format_named(unit.fmt).image_records(unit, block), (lambda: 0)
+            records = accounted(format_named(unit.fmt).image_records(unit, block, self.limits), where, tally)
+            dups = lambda: 0  # noqa: E731
         else:
-            records, dups = self._text(unit)
+            records, dups = self._text(unit, accounted(format_named(unit.fmt).text_records(unit), where, tally,
+                                                       several=True))
         for chunk, last in _lookahead(_chunks(records, self.batch_size)):
             batch = Batch(unit, n_blocks, last, duplicates=dups() if last else 0)
             if chunk:
                 self._fill(batch, chunk)
+            if last:  # the block's records are all given: the reader's listing was checked
+                batch.listed = tally.listed
             yield batch
 
-    def _text(self, unit: Unit):
+    def _text(self, unit: Unit, recs):
         stats = {"dups": 0}
 
         def kept():
-            recs = format_named(unit.fmt).text_records(unit)
             if unit.keep is None:
                 yield from recs
                 return
@@ -163,7 +172,8 @@ class UnitBatches(IterableDataset):
                     if row is not None and self.cached_views is None:  # no pixels needed: located and hashed only
                         inputs = [(None, centre_box(*header_size(rec.data)))]
                     else:
-                        inputs = self._view_inputs(decode_image(rec.data), batch.unit, rec.pos)
+                        img = decode_image(rec.data, self.limits.max_pixels)
+                        inputs = self._view_inputs(img, batch.unit, rec.pos)
             except BadItem as exc:
                 batch.errors.append((rec.key, str(exc), rec.file))
                 continue
@@ -203,7 +213,8 @@ class UnitBatches(IterableDataset):
 
     def _fill_texts(self, batch: Batch, chunk) -> None:
         encode = getattr(self.tokenizer, "encode", None)
-        for pos, key, text, err in chunk:
+        inputs = []
+        for pos, key, text, err, _ in chunk:
             if err is not None:
                 batch.errors.append((key, err, batch.unit.file))
                 continue
@@ -212,8 +223,10 @@ class UnitBatches(IterableDataset):
             batch.files.append(batch.unit.file)
             batch.texts.append(text)
             batch.hashes.append(text_hash(text))
+            bounded, cut = bounded_text(text)  # one sentence costs the tokenizer a few milliseconds at most
+            inputs.append(bounded)
             # The tokenizer truncates silently; count it (start and end tokens take two places).
-            batch.truncated.append(bool(encode and len(encode(text)) + 2 > self.context_length))
+            batch.truncated.append(cut or bool(encode and len(encode(bounded)) + 2 > self.context_length))
             batch.imported.append(None if self.imported is None else self.imported.row_of(batch.unit.source_id, text))
-        encoded = [t for t, row in zip(batch.texts, batch.imported) if row is None]
+        encoded = [t for t, row in zip(inputs, batch.imported) if row is None]
         batch.inputs = self.tokenizer(encoded) if encoded else None

@@ -6,9 +6,11 @@ from dataclasses import dataclass, field, fields
 
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.core.options import option
+from dimefm_pipeline.formats.base import MAX_IMAGE_BYTES, MAX_IMAGE_PIXELS
 from dimefm_pipeline.formats.guards import ITEM_TIMEOUT
 
 DEFAULT_SHARD_SIZE = 65_536
+IMAGE_ONLY = ("views", "view_augment", "view_seed", "max_image_bytes", "max_image_pixels")  # options of images alone
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -31,6 +33,12 @@ class EncodeConfig:
     # column/field names of the sources: options of their own per modality (`cli.encode`)
     source_options: dict = option(factory=dict, cli=False)
     item_timeout: float = option(ITEM_TIMEOUT, "Seconds to read and decode one item before it is skipped and recorded.")
+    max_image_bytes: int = option(MAX_IMAGE_BYTES, "Largest image file, tar member, Parquet cell or TSV field (bytes), "
+                                                   "checked before it is read; a larger one is recorded as too large.",
+                                  min=1)
+    max_image_pixels: int = option(MAX_IMAGE_PIXELS, "Most pixels of an image, read from its header before decoding "
+                                                     "(decoding costs up to about 7 bytes per pixel); a larger one is "
+                                                     "recorded.", min=1)
     views: int = option(1, "Teacher embeddings cached per image: view 0 is the image as the teacher's preprocessing "
                            "sees it, views 1..K-1 seeded crops and flips whose parameters are recorded, so `dimefm "
                            "distill` trains on exactly those crops (--views cached).", min=1)
@@ -54,6 +62,8 @@ class EncodeConfig:
             raise DimefmError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
         if self.item_timeout <= 0:
             raise DimefmError("--item-timeout must be positive")
+        if self.max_image_bytes < 1 or self.max_image_pixels < 1:
+            raise DimefmError("--max-image-bytes and --max-image-pixels must be at least 1")
         if self.views < 1 or (self.views > 1 and self.modality != "image"):
             raise DimefmError("--views must be at least 1, and only images have views")
         if not self.sources:
@@ -65,7 +75,7 @@ class EncodeConfig:
         are the images'); unknown keys are an error, not ignored."""
         options = dict(options)
         if modality == "text":
-            options = {k: v for k, v in options.items() if k not in ("views", "view_augment", "view_seed")}
+            options = {k: v for k, v in options.items() if k not in IMAGE_ONLY}
         unknown = sorted(set(options) - {f.name for f in fields(cls)} - {"source_options"})
         if unknown:
             raise DimefmError(f"unknown encode option(s): {', '.join(unknown)}")
@@ -83,6 +93,7 @@ class EncodeSummary:
     duplicates: int = 0
     truncated: int = 0
     seconds: float = 0.0
-    per_source: list = field(default_factory=list)
+    per_source: list = field(default_factory=list)  # (source id, uri) of the command's sources
+    empty: list = field(default_factory=list)  # uris of the command's sources that hold no entry
     other_files: dict = field(default_factory=dict)  # extension -> files of image folders that are not images
     import_check: object = None  # encode.imports.ImportCheck of --embeddings-from

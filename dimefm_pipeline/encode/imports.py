@@ -19,6 +19,7 @@ import numpy as np
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.encode.batches import unit_blocks
 from dimefm_pipeline.formats import format_named
+from dimefm_pipeline.formats.base import Listing, bounded_text
 from dimefm_pipeline.formats.clip_retrieval import Imported, folder_prefix, open_import
 from dimefm_pipeline.formats.images import decode_image
 from dimefm_pipeline.formats.files import BadItem
@@ -111,13 +112,13 @@ def _samples(imported: Imported, unit, block, loaded):
     """(key, teacher input [1, ...], imported row) of the items of one read block that have a row."""
     fmt = format_named(unit.fmt)
     if unit.modality == "text":
-        for _, key, text, err in fmt.text_records(unit):
-            row = None if err is not None else imported.row_of(unit.source_id, text)
+        for rec in fmt.text_records(unit):
+            row = None if isinstance(rec, Listing) or rec.error is not None else imported.row_of(unit.source_id, rec.text)
             if row is not None:
-                yield text, loaded.tokenizer([text]), row
+                yield rec.text, loaded.tokenizer([bounded_text(rec.text)[0]]), row
         return
     for rec in fmt.image_records(unit, block):
-        row = None if rec.error is not None else imported.row_of(unit.source_id, rec.key)
+        row = None if isinstance(rec, Listing) or rec.error is not None else imported.row_of(unit.source_id, rec.key)
         if row is None:
             continue
         try:

@@ -13,8 +13,10 @@ from torch.utils.data import DataLoader
 
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core.progress import progress_bar
+from dimefm_pipeline.core.signals import ignore_in_worker, stop_requested
 from dimefm_pipeline.encode.batches import CachedViews, UnitBatches
-from dimefm_pipeline.formats.base import PACKED
+from dimefm_pipeline.formats.accounting import bug, check_unit
+from dimefm_pipeline.formats.base import PACKED, Limits
 from dimefm_pipeline.formats.guards import LOADER_TIMEOUT, guarded
 from dimefm_pipeline.store.shards import UnitWriter
 
@@ -45,9 +47,11 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
             writer.commit.errors.extend(batch.errors)
             writer.commit.duplicates += batch.duplicates
             writer.commit.truncated += sum(batch.truncated)
+            writer.commit.listed += batch.listed
             state[1] += batch.last
             finished = state[1] == batch.blocks
             if finished:
+                _check_unit(writer, u, cfg.views if cfg.modality == "image" else 1)
                 writer.finish()
                 del open_units[(u.source_id, u.index)]
                 if committer is not None:
@@ -56,6 +60,9 @@ def encode_units(units, loaded, cfg, cache_dir, rank: int, device, committer, sh
             meter.add(records=n_items + len(batch.errors) + batch.duplicates, items=n_items, units=int(finished))
             done, all_items = meter.done()
             bar.update(task, completed=done, items=all_items, rate=all_items / max(time.time() - t0, 1e-9))
+            if stop_requested():  # units not finished are left to the resume, which redoes them whole
+                open_units.clear()
+                break
         meter.flush()
         dist.barrier()  # every rank's last count is written: the last line shows the whole run
         meter.add(units=0, refresh=True)
@@ -79,6 +86,16 @@ def _embeddings(batch, encode_fn, amp, device, dim: int) -> np.ndarray:
     return emb
 
 
+def _check_unit(writer, unit, views: int) -> None:
+    """Every record the unit's readers gave is one cached item, one recorded error or one duplicate."""
+    c = writer.commit
+    if unit.modality == "text" and unit.records >= 0 and c.listed != unit.records:
+        raise bug(f"unit {unit.index} of source {unit.source_id} ({unit.abspath})",
+                  f"planning found {unit.records} records, reading {c.listed}")
+    check_unit(f"unit {unit.index} of source {unit.source_id} ({unit.abspath})", c.listed, writer.rows // views,
+               len(c.errors), c.duplicates)
+
+
 def _loader(units, loaded, cfg, device, imported=None) -> DataLoader:
     cached_views = None
     if cfg.modality == "image" and cfg.views > 1:
@@ -88,12 +105,12 @@ def _loader(units, loaded, cfg, device, imported=None) -> DataLoader:
         cached_views = CachedViews(cfg.views, ViewAugment.named(cfg.view_augment), cfg.view_seed, loaded.image_size, pp["mean"],
                             pp["std"])
     ds = UnitBatches(units, cfg.batch_size, loaded.preprocess, loaded.tokenizer, loaded.context_length, cfg.item_timeout,
-                     cached_views, imported)
+                     cached_views, imported, Limits(cfg.max_image_bytes, cfg.max_image_pixels))
     # read blocks (not units) are dealt to workers, so one large folder unit still keeps every worker busy
     workers = dist.loader_workers(cfg.workers) if units else 0
     return DataLoader(ds, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda",
                       prefetch_factor=4 if workers else None, persistent_workers=False,
-                      timeout=LOADER_TIMEOUT if workers else 0)
+                      timeout=LOADER_TIMEOUT if workers else 0, worker_init_fn=ignore_in_worker if workers else None)
 
 
 def _text_columns(batch) -> dict:

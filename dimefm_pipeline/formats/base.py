@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Iterator, NamedTuple
 
 from dimefm_pipeline.formats.files import FileEntry, file_entries, fingerprint_files, read_regular
+from dimefm_pipeline.formats.image_kinds import IMAGE_EXTS
 
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff")
+MAX_IMAGE_PIXELS = 32_000_000  # default --max-image-pixels: decoding costs at most about 7 bytes per pixel (224 MB)
+MAX_IMAGE_BYTES = 48 << 20  # default --max-image-bytes: an item's encoded bytes, checked before they are read
 B64 = "b64"  # payload tag: base64 text still to decode
 PACKED = -1  # locator file number of bytes copied into the cache's pack file of the unit
 TEXT_FIELDS = ("text", "caption", "sentence")  # sentence column/field names, guessed in this order
@@ -50,6 +54,7 @@ class Unit:
     offset: int = 0  # byte offset of line `start` (line-based text files)
     members: tuple[str, ...] = ()  # folder units: paths of the images, relative to root
     keep: bytes | None = None  # text units: packed mask of lines to encode (first occurrences)
+    records: int = -1  # text units: records planning found (reading must find as many)
     options: dict = field(default_factory=dict, hash=False, compare=False)
 
     @property
@@ -67,6 +72,7 @@ class Plan:
     duplicates: int = 0  # exact-duplicate sentences skipped (text only)
     problems: list = field(default_factory=list)  # (key, reason) found while listing: recorded as errors
     other_files: dict = field(default_factory=dict)  # extension -> files of a folder that are not images
+    empty: str = ""  # why the source holds no item (a warning; a command whose every source is empty fails)
 
 
 @dataclass
@@ -80,6 +86,7 @@ class ImageRecord:
     length: int = 0  # number of bytes
     data: object = None  # bytes, or (B64, text) for base64 payloads; None when `error` is set
     error: str | None = None
+    entry: object = None  # the listed entry it accounts for, when that is not `pos` (a tar's key)
 
 
 class TextRecord(NamedTuple):
@@ -90,6 +97,25 @@ class TextRecord(NamedTuple):
     key: str | None
     text: str | None
     error: str | None
+    entry: int = -1  # the listed entry it came from (line, row or key number in the unit; -1: the whole unit)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one input may cost stage one: sizes are checked before anything is read or decoded."""
+
+    max_bytes: int = MAX_IMAGE_BYTES  # an image's encoded bytes (a file, a tar member, a Parquet cell, a TSV field)
+    max_pixels: int = MAX_IMAGE_PIXELS  # an image's pixels, read from its header
+
+
+@dataclass(frozen=True)
+class Listing:
+    """The entries a read block holds, listed by plain enumeration (every file, tar member, row or
+    line), before they are read: each must come back as exactly one record, so none can be
+    dropped without a trace (`formats.accounting`)."""
+
+    entries: tuple  # entry ids in order: the pos of the record each must give (texts: the entry it came from)
+    names: tuple = ()  # what a person calls each entry (a path, a member name), for the error naming it
 
 
 def unit_of(spec: SourceSpec, source_id: int, index: int, path: str, file: int, **kw) -> Unit:
@@ -106,6 +132,7 @@ class SourceFormat:
     suffixes: dict[str, tuple[str, ...]] = {}  # modality -> file-name endings of this format
     splits_texts = True  # a sentence file is cut into units of --shard-size records (else one unit per file)
     text_option = ""  # the CLI option naming where its sentences are, for the hint when none is found
+    whole_folder = False  # a source of this format is a folder, whatever files it holds (else: its files)
 
     def options(self, path: str, modality: str, options: dict) -> dict:
         """The source's options, completed from its first file (guessed column or field names)."""
@@ -119,7 +146,10 @@ class SourceFormat:
         for file, rel in enumerate(spec.files):
             for start, stop in self.image_ranges(os.path.join(spec.root, rel), entries[file].size, shard_size):
                 units.append(unit_of(spec, source_id, len(units), rel, file, start=start, stop=stop))
-        return Plan(units, entries, fingerprint_files(entries))
+        plan = Plan(units, entries, fingerprint_files(entries))
+        if not units:
+            plan.empty = f"{spec.uri} holds no images"
+        return plan
 
     def image_ranges(self, path: str, size: int, shard_size: int) -> list[tuple[int, int]]:
         """(start, stop) of the image units of one file."""
@@ -138,12 +168,13 @@ class SourceFormat:
         """The unit's read blocks, in order (each read by one worker); by default the whole unit."""
         return [None]
 
-    def image_records(self, unit: Unit, block) -> Iterator[ImageRecord]:
-        """The records of one read block, bytes included (errors as records with `error` set)."""
+    def image_records(self, unit: Unit, block, limits: Limits = Limits()) -> Iterator:
+        """The `Listing` of one read block's entries and a record for each, bytes included (errors as
+        records with `error` set); no item is read past `limits`."""
         raise NotImplementedError(f"{self.name} holds no images")
 
-    def text_records(self, unit: Unit) -> Iterator[TextRecord]:
-        """Every record of a text unit, in order."""
+    def text_records(self, unit: Unit) -> Iterator:
+        """The `Listing` of a text unit's entries (lines, rows, keys) and every record they give, in order."""
         raise NotImplementedError(f"{self.name} holds no sentences")
 
     def packed(self, unit: Unit) -> bool:
@@ -161,14 +192,64 @@ class SourceFormat:
         return data
 
 
+_SURROGATES = re.compile("[\ud800-\udfff]")
+# Letters that draw nothing (fillers and blanks); with the format, control and combining characters
+# and whitespace they make a line that looks empty.
+_BLANK_LETTERS = frozenset("\u115f\u1160\u3164\uffa0\u2800\u17b4\u17b5\u180e")
+_INVISIBLE = frozenset(("Cc", "Cf", "Cn", "Co", "Cs", "Mn", "Me", "Zs", "Zl", "Zp"))
+MAX_SENTENCE_CHARS = 1000  # a sentence is cut here before tokenizing (far past any context length)
+MAX_WORD_CHARS = 32  # letters in a row before the tokenizer's input gets a break: its cost grows with the square
+
+
 def check_text(text: str) -> tuple[str | None, str | None]:
     """(sentence, None) of a valid sentence, else (None, why it is skipped)."""
+    if _SURROGATES.search(text):
+        return None, "lone UTF-16 surrogate in sentence: not text"
     text = text.strip()
     if not text:
         return None, "empty or whitespace-only sentence"
     if "\x00" in text:
         return None, "NUL byte in sentence"
+    if not any(unicodedata.category(c) not in _INVISIBLE and c not in _BLANK_LETTERS for c in text):
+        return None, "empty after removing invisible characters"
     return text, None
+
+
+_LONG_WORD = re.compile(f"[^\\W\\d_]{{{MAX_WORD_CHARS}}}(?=[^\\W\\d_])")
+
+
+def bounded_text(text: str) -> tuple[str, bool]:
+    """What the tokenizer is given for a sentence, so that one sentence costs it a few milliseconds:
+    the first MAX_SENTENCE_CHARS characters, runs of letters broken every MAX_WORD_CHARS. Returns
+    (text, whether it was changed); a changed sentence is recorded as truncated."""
+    cut = text[:MAX_SENTENCE_CHARS]
+    cut = _LONG_WORD.sub(lambda m: m.group(0) + " ", cut)
+    return cut, cut != text
+
+
+def key_text(value) -> str | None:
+    """A key as a user reads it, whatever its type (the rule of docs/cache-format.md): text as it is
+    (a lone surrogate as its escape), bytes as UTF-8 text or, when they are not UTF-8, as hex; numbers
+    in decimal; true/false; dates and times in ISO 8601; lists and structs as JSON; null stays null."""
+    import datetime
+    import json
+
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _SURROGATES.sub(lambda m: f"\\u{ord(m.group()):04x}", value)
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        try:
+            return bytes(value).decode("utf-8")
+        except UnicodeDecodeError:
+            return bytes(value).hex()
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (datetime.date, datetime.time)):
+        return value.isoformat()
+    if isinstance(value, (list, tuple, dict)):
+        return json.dumps(value, default=str, ensure_ascii=False)
+    return str(value)
 
 
 def text_hash(text: str) -> int:

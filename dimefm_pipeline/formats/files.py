@@ -22,6 +22,20 @@ class BadItem(Exception):
     """An item that cannot be encoded; its message is the reason recorded in the manifest."""
 
 
+def size_text(n: int) -> str:
+    """A byte count as people read it (3.2 GB, 512.0 MB, 900 bytes)."""
+    for unit, scale in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n} bytes"
+
+
+def check_size(n: int, limit: int | None) -> None:
+    """Refuse an item of `n` bytes over `limit` (--max-image-bytes) before any of it is read."""
+    if limit is not None and n > limit:
+        raise BadItem(f"too large: {size_text(n)} > --max-image-bytes ({size_text(limit)})")
+
+
 @dataclass(frozen=True)
 class FileEntry:
     """One row of a source's file table."""
@@ -117,9 +131,10 @@ def file_entries(root: str, rel_paths) -> list[FileEntry]:
     return out
 
 
-def read_regular(path: str, offset: int = 0, length: int | None = None) -> bytes:
+def read_regular(path: str, offset: int = 0, length: int | None = None, *, max_bytes: int | None = None) -> bytes:
     """Bytes of a regular file (all, or `length` bytes at `offset`). FIFOs, sockets and devices are
-    refused without blocking on them (opened non-blocking, checked before any read)."""
+    refused without blocking on them (opened non-blocking, checked before any read), and so is a
+    file over `max_bytes` (its apparent size, before any of it is read)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
     except OSError as exc:
@@ -128,6 +143,7 @@ def read_regular(path: str, offset: int = 0, length: int | None = None) -> bytes
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise BadItem("not a regular file")
+        check_size(st.st_size if length is None else length, max_bytes)
         with os.fdopen(fd, "rb", closefd=False) as f:
             f.seek(offset)
             data = f.read() if length is None else f.read(length)

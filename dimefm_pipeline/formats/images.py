@@ -25,12 +25,13 @@ from pathlib import Path
 import numpy as np
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.formats.base import B64
+from dimefm_pipeline.formats.base import B64, MAX_IMAGE_PIXELS
 from dimefm_pipeline.formats.files import BadItem
+from dimefm_pipeline.formats.image_kinds import register_plugins, sniff, unsupported
 
-MAX_IMAGE_PIXELS = 16_000 * 16_000  # above this a file is treated as a decompression bomb
 # Resizing the short side to the model's size would blow a 10,000 x 1 strip up to 2.24M x 224 pixels.
 MAX_ASPECT = 100
+STRIP_PIXELS = 1 << 18  # images in another mode are converted to RGB this many pixels at a time
 
 
 def load_bytes(payload) -> bytes:
@@ -49,28 +50,35 @@ def load_bytes(payload) -> bytes:
     return data
 
 
-def decode_image(payload):
+def decode_image(payload, max_pixels: int | None = MAX_IMAGE_PIXELS):
     """Decode to an RGB PIL image (first frame of animations), or raise BadItem with the reason.
 
-    Handles CMYK, palette, alpha, 16-bit and float modes explicitly; truncated files, non-images and
-    decompression bombs are refused rather than partially decoded.
+    The pixel count is checked from the header, before any pixel is decoded. Handles CMYK, palette,
+    alpha, 16-bit and float modes explicitly; truncated files, non-images and formats this
+    installation cannot decode are refused with their reason rather than partially decoded.
     """
     from PIL import Image, UnidentifiedImageError
 
     data = load_bytes(payload)
+    register_plugins()
     with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the pixel check below is ours
         old_limit = Image.MAX_IMAGE_PIXELS
-        Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
         try:
             img = Image.open(io.BytesIO(data))
+            w, h = img.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise BadItem(f"too many pixels: {w} x {h} = {w * h / 1e6:.1f} MP > --max-image-pixels "
+                              f"({max_pixels / 1e6:.1f} MP)")
             img.seek(0)
             img.load()
-        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-            raise BadItem(f"decompression bomb: {exc}") from None
         except UnidentifiedImageError:
-            raise BadItem("not an image") from None
-        except (OSError, SyntaxError, ValueError, EOFError) as exc:
+            kind = sniff(data)
+            raise BadItem(unsupported(kind) if kind else "not an image") from None
+        except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as exc:
+            if "not available" in str(exc) or "not supported" in str(exc):  # Pillow built without the decoder
+                raise BadItem(unsupported(getattr(img, "format", None) or sniff(data) or "unknown")) from None
             raise BadItem(f"corrupt or truncated image: {exc}") from None
         finally:
             Image.MAX_IMAGE_PIXELS = old_limit
@@ -81,24 +89,36 @@ def decode_image(payload):
 
 
 def to_rgb(img):
-    """Convert any PIL mode to RGB, scaling high-bit-depth data instead of clipping it."""
-    import numpy as np
+    """Convert any PIL mode to RGB, scaling high-bit-depth data instead of clipping it; transparent
+    pixels are composited on white. Converted a strip of rows at a time, so the extra memory is the
+    RGB result and one strip, whatever the mode."""
     from PIL import Image
 
     if img.mode == "RGB":
         return img
-    if img.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        arr = np.asarray(img, dtype=np.float64)
-        lo, hi = float(arr.min()), float(arr.max())
+    lo, hi = img.getextrema() if img.mode in ("I;16", "I;16B", "I;16L", "I", "F") else (0, 0)
+    alpha = img.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
+    out = Image.new("RGB", img.size)
+    rows = max(1, STRIP_PIXELS // max(img.width, 1))
+    for y in range(0, img.height, rows):
+        box = (0, y, img.width, min(y + rows, img.height))
+        out.paste(_strip_to_rgb(img.crop(box), lo, hi, alpha), box[:2])
+    return out
+
+
+def _strip_to_rgb(strip, lo, hi, alpha: bool):
+    from PIL import Image
+
+    if strip.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        arr = np.asarray(strip, dtype=np.float32)
         scale = 255.0 / (hi - lo) if hi > lo else 0.0
-        img = Image.fromarray(((arr - lo) * scale).astype(np.uint8), "L")
-    elif img.mode in ("P", "PA") or "transparency" in img.info:
-        img = img.convert("RGBA")
-    if img.mode in ("RGBA", "LA"):
+        strip = Image.fromarray(((arr - lo) * scale).astype(np.uint8), "L")
+    if alpha:
+        strip = strip.convert("RGBA")  # a palette or a transparency colour to real alpha
         # Composite on white: dropping alpha would expose arbitrary colours under transparent pixels.
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img.convert("RGBA"))
-    return img.convert("RGB")
+        bg = Image.new("RGBA", strip.size, (255, 255, 255, 255))
+        strip = Image.alpha_composite(bg, strip)
+    return strip.convert("RGB")
 
 
 # ---------------------------------------------------------------------------------------- cached views

@@ -18,8 +18,8 @@ from dimefm_pipeline.formats.files import common_root, expand_pattern, file_entr
 
 
 def resolve_sources(args, modality: str, options: dict | None = None) -> list[SourceSpec]:
-    """Every source of one command: a pattern matching folders gives one image source per folder; a
-    source given twice is a user error (encoding it twice would cache its items twice)."""
+    """Every source of one command: a pattern matching folders gives one image source per folder (the
+    same source given twice is left to `distinct_sources`)."""
     specs: list[SourceSpec] = []
     for arg in args:
         if modality == "image" and not os.path.exists(arg):
@@ -31,12 +31,45 @@ def resolve_sources(args, modality: str, options: dict | None = None) -> list[So
                 specs.extend(resolve_source(f, modality, options) for f in folders)
                 continue
         specs.append(resolve_source(arg, modality, options))
-    seen: dict[str, int] = {}
-    for i, spec in enumerate(specs):
-        if spec.uri in seen:
-            raise DimefmError(f"{spec.uri} is given twice in one command")
-        seen[spec.uri] = i
     return specs
+
+
+def source_identity(spec: SourceSpec) -> frozenset:
+    """What a source reads, by identity rather than spelling (`identity`)."""
+    return identity(spec.fmt, spec.root, spec.files)
+
+
+def identity(fmt: str, root: str, files) -> frozenset:
+    """The (device, inode) of a source's folder, or of each of its files: symlinks, hardlinks, `..`
+    and other spellings of the same data agree."""
+    paths = [root] if format_named(fmt).whole_folder else [os.path.join(root, f) for f in files]
+    out = set()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            out.add((st.st_dev, st.st_ino))
+        except OSError:
+            out.add(os.path.realpath(p))
+    return frozenset(out)
+
+
+def distinct_sources(specs: list[SourceSpec]) -> tuple[list[SourceSpec], list[str]]:
+    """The sources of a command with each source's data once: a source that reads the same folder or
+    files as an earlier one is dropped (its items would be cached twice). Returns (sources, one
+    warning per source dropped)."""
+    kept, seen, notes = [], {}, []
+    for spec in specs:
+        ident = (spec.modality, spec.fmt, source_identity(spec))
+        first = seen.setdefault(ident, spec)
+        if first is spec:
+            kept.append(spec)
+        elif spec.uri == first.uri:
+            notes.append(f"{spec.uri} is given twice: encoded once")
+        else:
+            what = "folder" if format_named(spec.fmt).whole_folder else "files"
+            notes.append(f"{spec.uri} is a duplicate source: the same {what} as {first.uri} (reached by another path); "
+                         "encoded once")
+    return kept, notes
 
 
 def resolve_source(arg: str, modality: str, options: dict | None = None) -> SourceSpec:
@@ -133,7 +166,7 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: SeenHas
             keep = seen.keep(hashes, ok)
             duplicates += int((~keep).sum())
             units.append(unit_of(spec, source_id, len(units), rel, file, start=start, stop=stop, offset=offset,
-                                 keep=pack_mask(keep)))
+                                 keep=pack_mask(keep), records=len(texts)))
 
         start, offset, texts, pos = 0, 0, [], -1
         for pos, pos_offset, records in fmt.scan_texts(os.path.join(spec.root, rel), spec.options):
@@ -148,10 +181,11 @@ def _plan_texts(spec: SourceSpec, source_id: int, shard_size: int, seen: SeenHas
             close(0, len(texts), 0, texts)
         elif pos >= start:
             close(start, pos + 1, offset, texts)
-    if not units:
-        raise DimefmError(f"{spec.uri} holds no sentences")
-    if not valid:
+    plan = Plan(units, entries, fingerprint_files(entries), duplicates)
+    if not any(u.records for u in units):
+        plan.empty = f"{spec.uri} holds no sentences"
+    elif not valid:
         hint = fmt.text_option
         raise DimefmError(f"every record of {spec.uri} would be skipped ({first_error})"
                           + (f": is {hint} right?" if hint else ""))
-    return Plan(units, entries, fingerprint_files(entries), duplicates)
+    return plan

@@ -21,11 +21,17 @@ def fsync_dir(path: Path) -> None:
 def write_durable(path: Path, data: bytes) -> None:
     """Write bytes to `path` atomically: temporary name, fsync, rename, fsync the folder."""
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:  # a full disk: no half-written file is left behind
+        tmp.unlink(missing_ok=True)
+        if exc.filename is None:
+            exc.filename = str(tmp)
+        raise
     fsync_dir(path.parent)
 
 

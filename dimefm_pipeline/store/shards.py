@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dimefm_pipeline.core.errors import write_failed
 from dimefm_pipeline.store.files import fsync_dir, npy_bytes, sample_digest, write_durable
 from dimefm_pipeline.store.tables import LOC_COLUMNS
 
@@ -54,6 +55,7 @@ class UnitCommit:
     imported: int = 0  # rows taken from teacher embeddings computed elsewhere
     duplicates: int = 0
     truncated: int = 0
+    listed: int = 0  # records its readers gave, each held to a listed entry: items (images: not views) + errors + duplicates
     pack: str | None = None  # "image/00001-0000003.pack": encoded bytes of packed items, if any
     pack_checksum: str = ""
     pack_bytes: int = 0
@@ -79,6 +81,23 @@ def unit_stem(source_id: int, unit: int) -> str:
     return f"{source_id:05d}-{unit:07d}"
 
 
+RESUME_HINT = "units already committed are kept: free space and run the same command again to resume"
+
+
+def _writes(method):
+    """A write into the cache that fails (a full disk, a quota, a folder that is not writable) is one
+    clear error naming the file."""
+    def wrapped(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as exc:
+            self.abandon()
+            raise write_failed(exc, "the cache" if exc.filename else f"the cache folder {self.cache_dir}", RESUME_HINT) from None
+
+    wrapped.__doc__, wrapped.__name__ = method.__doc__, method.__name__
+    return wrapped
+
+
 class UnitWriter:
     """Collects one unit's rows, in any order, and writes them when the unit is complete.
 
@@ -88,6 +107,7 @@ class UnitWriter:
     `NAME.loc.npy`; bytes of packed formats are appended to the unit's pack file as they arrive.
     """
 
+    @_writes
     def __init__(self, cache_dir: Path, source_id: int, unit: int, modality: str, dim: int, shard_size: int, rank: int = 0):
         self.cache_dir, self.dim, self.shard_size = Path(cache_dir), dim, shard_size
         self.commit = UnitCommit(source_id, unit, modality, rank)
@@ -97,6 +117,11 @@ class UnitWriter:
         (self.cache_dir / modality).mkdir(parents=True, exist_ok=True)
         remove_partial_files(self.cache_dir, source_id, unit)
 
+    @property
+    def rows(self) -> int:
+        """Rows added so far."""
+        return sum(len(e) for e in self._emb)
+
     def add(self, emb: np.ndarray, **columns) -> None:
         """Append rows: fp16 embeddings plus per-row columns (`pos` always; `key`, locators, text...)."""
         assert emb.dtype == np.float16 and emb.shape[1] == self.dim
@@ -105,6 +130,7 @@ class UnitWriter:
         for k, v in columns.items():
             self._cols.setdefault(k, []).extend(v)
 
+    @_writes
     def add_packed(self, data: bytes) -> int:
         """Append an item's encoded bytes to the unit's pack file; returns their offset."""
         if self._pack is None:
@@ -115,6 +141,16 @@ class UnitWriter:
         self._pack.write(data)
         self._pack_hash.update(data)
         return offset
+
+    def abandon(self) -> None:
+        """Drop the unit's partial pack file (a failed write; the unit is redone whole by the rerun)."""
+        f, self._pack = getattr(self, "_pack", None), None
+        if f is not None:
+            try:
+                f.close()  # flushes what is buffered, which may fail again
+            except OSError:
+                pass
+            Path(f.name).unlink(missing_ok=True)
 
     def _close_pack(self) -> None:
         if self._pack is None:
@@ -130,6 +166,7 @@ class UnitWriter:
         fsync_dir(final.parent)
         self.commit.pack_sample = sample_digest(final)
 
+    @_writes
     def finish(self) -> UnitCommit:
         """Write the unit's shards (rows in position order) and its commit marker: the unit is durable."""
         self._close_pack()

@@ -14,7 +14,7 @@ import numpy as np
 
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats import format_named
-from dimefm_pipeline.formats.base import text_hash
+from dimefm_pipeline.formats.base import Listing, text_hash
 from dimefm_pipeline.formats.files import BadItem, payload_hash
 from dimefm_pipeline.store.manifest import sources
 
@@ -98,7 +98,7 @@ def _check_texts(man, source_id: int, root: str, files, units) -> list[str]:
             continue
         cached = sources.cached_text_hashes(man, source_id, unit.index)
         records = format_named(unit.fmt).text_records(replace(unit, root=root))
-        now = {pos: text_hash(text) for pos, _, text, err in records if err is None}
+        now = {r.pos: text_hash(r.text) for r in records if not isinstance(r, Listing) and r.error is None}
         changed = [pos for pos, h in cached.items() if now.get(pos) != h]
         if changed:
             bad.append(f"{os.path.join(root, unit.path)}: {len(changed)} sentence(s) differ from the cached ones")

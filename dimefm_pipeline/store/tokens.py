@@ -14,6 +14,7 @@ import hashlib
 
 import numpy as np
 
+from dimefm_pipeline.formats.base import bounded_text
 from dimefm_pipeline.store.files import npy_bytes, write_durable
 from dimefm_pipeline.store.manifest import catalog, record
 from dimefm_pipeline.store.tables import EmbeddingTable
@@ -36,7 +37,8 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
     for (npy, parquet, rows, *_), checksum in zip(idx.text_shards, idx.text_checksums):
         path = folder / f"{checksum[:32]}.npy"
         if not path.exists():
-            texts = pq.read_table(parquet, columns=["text"]).column("text").to_pylist()
+            # the text as stage one gave it to the teacher's tokenizer (cut where it was cut)
+            texts = [bounded_text(t)[0] for t in pq.read_table(parquet, columns=["text"]).column("text").to_pylist()]
             ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])
             data = npy_bytes(ids)
             write_durable(path, data)

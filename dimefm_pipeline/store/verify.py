@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dimefm_pipeline.core.progress import progress_bar
 from dimefm_pipeline.store.files import sha256_file
+from dimefm_pipeline.store.manifest.connection import RUNS_DIR
 from dimefm_pipeline.store.manifest.inspect import cache_files
 from dimefm_pipeline.store.shards import COMMITS_DIR
 
@@ -28,8 +29,8 @@ def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
     for path in sorted(p for p in cache_dir.rglob("*") if p.is_file()):
         if path in known:
             continue
-        if path.parent.name == "_progress" or path.name == ".encode.lock":
-            continue  # a running encode's progress counts, and the stage-one lock
+        if path.parent.name in ("_progress", RUNS_DIR) or path.name == ".encode.lock":
+            continue  # a running encode's progress counts, the locks of runs in progress, the stage-one lock
         if path.parent.name == COMMITS_DIR:
             findings.append(f"commit marker of a unit not in the manifest (the next encode commits it): {path}")
         else:

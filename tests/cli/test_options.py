@@ -9,6 +9,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from dimefm_pipeline.encode.config import IMAGE_ONLY
 from dimefm_pipeline.cli import app
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.core.loss_config import LossConfig
@@ -59,8 +60,8 @@ def test_every_config_field_is_an_option_with_the_configs_default(path):
         for f in dataclasses.fields(cls):
             if not f.metadata.get("cli"):
                 continue
-            if path == ("encode", "texts") and f.name.startswith("view"):
-                continue  # views are images'
+            if path == ("encode", "texts") and f.name in IMAGE_ONLY:
+                continue  # views and image limits are images'
             if isinstance(f.default, tuple):
                 assert tuple(params[f"{f.name}__{i}"].default for i in range(len(f.default))) == f.default
             elif f.default is dataclasses.MISSING:

@@ -55,10 +55,10 @@ def test_a_stalled_image_times_out_and_a_dead_worker_ends_the_run_with_one_error
     slow = images[3].read_bytes()
     real = data.decode_image
 
-    def stalling(payload):
+    def stalling(payload, *limits):
         if payload == slow:
             time.sleep(30)
-        return real(payload)
+        return real(payload, *limits)
 
     monkeypatch.setattr(data, "decode_image", stalling)
     t0 = time.time()
@@ -68,7 +68,7 @@ def test_a_stalled_image_times_out_and_a_dead_worker_ends_the_run_with_one_error
     assert con.execute("SELECT key, reason FROM errors").fetchall() == [(images[3].name, "timed out after 1 s reading or decoding it")]
     con.close()
 
-    def dying(payload):
+    def dying(payload, *_):
         os.kill(os.getpid(), signal.SIGKILL)
 
     monkeypatch.setattr(data, "decode_image", dying)
@@ -83,10 +83,10 @@ def test_stage_one_skips_an_item_that_stalls(teacher, tmp_path, monkeypatch):
     slow = images[2].read_bytes()
     real = encode_data.decode_image
 
-    def stalling(payload):
+    def stalling(payload, *limits):
         if payload == slow:
             time.sleep(30)
-        return real(payload)
+        return real(payload, *limits)
 
     monkeypatch.setattr(encode_data, "decode_image", stalling)
     cache = tmp_path / "m.duckdb"

@@ -145,8 +145,8 @@ def read_log(tmp_path, monkeypatch):
         with open(log, "a") as f:
             f.write(f"{path}\t{offset}\t{length}\n")
 
-    def read_regular(path, offset=0, length=None):
-        data = real_read(path, offset, length)
+    def read_regular(path, offset=0, length=None, **limits):
+        data = real_read(path, offset, length, **limits)
         note(path, offset, len(data))
         return data
 

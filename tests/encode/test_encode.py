@@ -219,7 +219,10 @@ def test_a_tars_captions_join_the_cache_of_its_images_and_a_refusal_leaves_no_ru
         assert man.query("SELECT modality, count(*) FROM items GROUP BY ALL ORDER BY 1").fetchall() == [("image", 4), ("text", 4)]
         runs = man.query("SELECT run_id, kind, status FROM runs ORDER BY run_id").fetchall()
     assert runs == [(1, "encode-image", "complete"), (2, "encode-text", "complete")]
-    r = run_cli("encode", "images", str(tmp_path / "shard-{00000..00000}.tar"), "--cache", cache)
+    import shutil
+
+    shutil.copy(tar, tmp_path / "shard-00001.tar")  # a new source that holds the cached tar and one more
+    r = run_cli("encode", "images", str(tmp_path / "shard-{00000..00001}.tar"), "--cache", cache)
     assert r.returncode == 2 and r.stderr.count("shard-00000.tar") == 1, r.stderr  # the shared file named once
     assert "is already cached as source 1" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     with Manifest(cache, read_only=True) as man:

@@ -190,7 +190,8 @@ TAR_KINDS = [
     kind("tar: cut off mid-member", "webdataset", "recorded: damaged tar"),
     kind("tar: garbage named .tar", "webdataset", "recorded: unreadable tar"),
     kind("tar: empty tar", "webdataset", "ignored"),
-    kind("tar: folder and link members named like images (shots.jpg/)", "webdataset", "ignored"),
+    kind("tar: folder members named like images (shots.jpg/)", "webdataset", "ignored"),
+    kind("tar: symlink member to an image of the archive", "webdataset", "encoded"),
     kind("tar: gzip-compressed but named .tar", "webdataset", "encoded"),
     kind("tar: members in a sub-folder", "webdataset", "encoded"),
     kind("tar: key with dots (a.001.jpg)", "webdataset", "encoded"),
@@ -221,8 +222,8 @@ def test_tar_zoo(teacher, tmp_path):
     _encode(teacher, "image", [d / "z-{00..04}.tar", tmp_path / "whole.tar.gz"], cache, workers=2)
     got = _rows(cache, "SELECT f.path, i.key FROM items i JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file")
     assert sorted(got) == sorted([("z-00.tar", "a"), ("z-00.tar", "b"), ("z-00.tar", "dir/k"), ("z-00.tar", "dots"),
-                                  ("z-01.tar", "c0"), ("z-01.tar", "c1"), ("z-04.tar", "g"), ("z-04.tar", "a"),
-                                  ("whole.tar.gz", "h")])
+                                  ("z-00.tar", "link"), ("z-01.tar", "c0"), ("z-01.tar", "c1"), ("z-04.tar", "g"),
+                                  ("z-04.tar", "a"), ("z-04.tar", "link"), ("whole.tar.gz", "h")])
     errors = {(f, k): r for f, k, r in _rows(cache, "SELECT f.path, e.key, e.reason FROM errors e JOIN source_files f "
                                                     "ON f.source_id = e.source AND f.file_id = e.file")}
     assert errors[("z-00.tar", "meta")] == "no image member for this key"
@@ -230,8 +231,8 @@ def test_tar_zoo(teacher, tmp_path):
     assert errors[("z-01.tar", "")].startswith("damaged tar") and errors[("z-02.tar", "")].startswith("unreadable tar")
     assert errors[("z-01.tar", "c2")].startswith("short read")  # its header survived the cut, its bytes did not
     assert ("z-00.tar", "a") not in errors  # its .json came after another key: grouped, not an error
-    assert len(errors) == 6  # the folder and the link named like images are not members with bytes
-    assert _rows(cache, "SELECT repeated_keys FROM sources WHERE format = 'webdataset' ORDER BY source_id")[0][0] == 1
+    assert len(errors) == 6  # the folders named like images are not entries; the links read their targets
+    assert _rows(cache, "SELECT repeated_keys FROM sources WHERE format = 'webdataset' ORDER BY source_id")[0][0] == 2  # a, link
     packed = dict(_rows(cache, "SELECT f.path, bool_and(p.packed) FROM image_embeddings p JOIN source_files f "
                                "ON f.source_id = p.source_id AND f.file_id = p.file_id GROUP BY ALL"))
     assert packed == {"z-00.tar": False, "z-01.tar": False, "z-04.tar": True, "whole.tar.gz": True}
@@ -327,7 +328,7 @@ TEXT_KINDS = [
     kind("Parquet text: integer cell", "parquet", "recorded: holds int"),
     kind("Parquet text: list cell", "parquet", "recorded: holds list"),
     kind("TSV text: three fields", "tsv", "recorded: 3 tab-separated fields"),
-    kind("the same sentence file twice in one command", "txt", "refused: given twice"),
+    kind("the same sentence file twice in one command", "txt", "encoded: once, with a warning"),
 ]
 
 
@@ -361,10 +362,12 @@ def test_sentence_zoo(teacher, tmp_path):
     r = run_cli("encode", "texts", tmp_path / "c.jsonl", "--cache", tmp_path / "n.duckdb", "--teacher", teacher[0],
                 "--pretrained", teacher[1], "--text-field", "caption")
     assert_refused(r, "is --text-field right?")
-    before = sorted(p.name for p in (tmp_path / "m").rglob("*"))
+    before = {p.name: p.read_bytes() for p in (tmp_path / "m").rglob("*") if p.is_file() and p.suffix != ".lock"}
+    items = _rows(cache, "SELECT count(*) FROM items")[0][0]
     r = run_cli("encode", "texts", tmp_path / "a.txt", tmp_path / "a.txt", "--cache", cache)
-    assert_refused(r, "is given twice in one command")
-    assert sorted(p.name for p in (tmp_path / "m").rglob("*")) == before  # nothing written is lost
+    assert r.returncode == 0 and "a.txt is given twice: encoded once" in r.stderr, r.stderr
+    after = {p.name: p.read_bytes() for p in (tmp_path / "m").rglob("*") if p.is_file() and p.suffix != ".lock"}
+    assert after == before and _rows(cache, "SELECT count(*) FROM items")[0][0] == items  # nothing lost, nothing twice
 
 
 # ------------------------------------------------------------------------------------ user mistakes

@@ -8,7 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.store.manifest.connection import Manifest, first, now, relative_if_inside, sql_string, versions
+from dimefm_pipeline.core.locks import hold
+from dimefm_pipeline.store.manifest.connection import (Manifest, first, now, relative_if_inside, run_lock_path, sql_string,
+                                                       versions)
 from dimefm_pipeline.store.manifest.schema import RELATION_COLUMNS
 
 
@@ -177,8 +179,15 @@ def _empty_columns(modality: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------- runs
+_held: dict[Path, object] = {}  # lock files of the runs this process started and has not ended
+
+
 def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: int = 1) -> int:
+    """Record a run `running` and hold its lock (`_runs/ID.lock` in the cache folder) until `end_run` or
+    the end of this process: while the lock is held nobody marks the run `interrupted`."""
     run_id = first(man.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM runs"))[0]
+    path = run_lock_path(man.cache_dir, run_id)
+    _held[path] = hold(path, f"run {run_id} of {man.path.name} is held by another process")
     man.con.execute(
         "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, NULL, 'running', NULL, NULL)",
         [run_id, kind, command, json.dumps(config, default=str), json.dumps(versions()), world_size, now()],
@@ -189,13 +198,38 @@ def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: 
 def drop_run(man: Manifest, run_id: int) -> None:
     """Forget a run that was refused before it did anything (a user's mistake is not a run)."""
     man.con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
+    path = run_lock_path(man.cache_dir, run_id)
+    lock = _held.pop(path, None)
+    if lock is not None:
+        path.unlink(missing_ok=True)
+        lock.release()
+
+
+def held_here(path: Path) -> bool:
+    """True when this process holds the run lock `path` (a run it started and never ended)."""
+    return path in _held
+
+
+def resume_run(man: Manifest, run_id: int) -> None:
+    """A run taken up again by this process (a killed mining resumed): `running` again, its lock held."""
+    path = run_lock_path(man.cache_dir, run_id)
+    if path in _held:
+        _held.pop(path).release()
+    _held[path] = hold(path, f"run {run_id} of {man.path.name} is held by another process")
+    man.con.execute("UPDATE runs SET status = 'running', ended_at = NULL WHERE run_id = ?", [run_id])
 
 
 def end_run(man: Manifest, run_id: int, status: str, *, output: str | None = None, metrics: dict | None = None) -> None:
+    """Record how a run ended (complete, stopped, interrupted, failed) and drop its lock."""
     man.con.execute(
         "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",
         [status, now(), output, json.dumps(metrics) if metrics is not None else None, run_id],
     )
+    path = run_lock_path(man.cache_dir, run_id)
+    lock = _held.pop(path, None)
+    if lock is not None:
+        path.unlink(missing_ok=True)
+        lock.release()
 
 
 def add_metrics(man: Manifest, rows: list[tuple]) -> None:

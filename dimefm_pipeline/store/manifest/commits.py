@@ -22,7 +22,19 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
                 raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {s.name}{ext}")
     if commit.pack and not (cache_dir / commit.pack).exists():
         raise DimefmError(f"commit of unit {commit.source_id}/{commit.unit} names a missing file {commit.pack}")
+    import duckdb
+
     con = man.con
+    try:
+        _insert(con, commit, cache_dir, run_id)
+    except duckdb.Error as exc:  # a full disk under the manifest: the unit stays a marker, committed by the rerun
+        raise DimefmError(f"cannot write the manifest {man.path}: {str(exc).splitlines()[0]}; the unit's files are "
+                          "kept: free space and run the same command again") from None
+    return True
+
+
+def _insert(con, commit, cache_dir, run_id: int) -> None:
+    """The unit's rows in one transaction (rolled back whole on any failure)."""
     con.execute("BEGIN TRANSACTION")
     try:
         for s in commit.shards:
@@ -46,6 +58,7 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
                 "INSERT INTO errors VALUES (?, ?, 'encode', ?, ?, ?, ?)",
                 [[commit.source_id, k, r, run_id, now(), f] for k, r, f in commit.errors],
             )
+        con.execute("INSERT INTO unit_records VALUES (?, ?, ?)", [commit.source_id, commit.unit, commit.listed])
         con.execute(
             "INSERT INTO units VALUES (?, ?, 'complete', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [commit.source_id, commit.unit, commit.items, len(commit.errors), commit.duplicates,
@@ -54,9 +67,11 @@ def ingest(man: Manifest, commit, run_id: int) -> bool:
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        try:
+            con.execute("ROLLBACK")
+        except Exception:  # noqa: BLE001 - the transaction may be gone with the failure; the original error counts
+            pass
         raise
-    return True
 
 
 def count_repeated_keys(man: Manifest) -> None:
@@ -66,3 +81,20 @@ def count_repeated_keys(man: Manifest) -> None:
         "UPDATE sources SET repeated_keys = r.n FROM (SELECT source, count(key) - count(DISTINCT key) AS n "
         "FROM items WHERE coalesce(\"view\", 0) = 0 GROUP BY source) r WHERE sources.source_id = r.source"
     )
+
+
+ACCOUNTS = """
+WITH u AS (SELECT u.source, u.unit, u.duplicates, r.listed FROM units u LEFT JOIN unit_records r
+           ON r.source = u.source AND r.unit = u.unit WHERE u.state = 'complete'),
+     i AS (SELECT source, count(*) AS n FROM items WHERE coalesce("view", 0) = 0 GROUP BY source),
+     e AS (SELECT source, count(*) AS n FROM errors WHERE stage = 'encode' GROUP BY source)
+SELECT s.source_id, s.uri, sum(u.listed), coalesce(any_value(i.n), 0), coalesce(any_value(e.n), 0), sum(u.duplicates)
+FROM sources s JOIN u ON u.source = s.source_id LEFT JOIN i ON i.source = s.source_id LEFT JOIN e ON e.source = s.source_id
+GROUP BY s.source_id, s.uri HAVING count(u.listed) = count(*) ORDER BY s.source_id
+"""
+
+
+def accounts(man: Manifest) -> list[tuple]:
+    """Per source whose every unit's records were counted: (id, uri, records listed, items cached,
+    errors recorded, duplicates skipped); the first must be the sum of the other three."""
+    return man.query(ACCOUNTS).fetchall()

@@ -21,6 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.locks import is_held
 from dimefm_pipeline.store.manifest.schema import SCHEMA, SCHEMA_VERSION, STORAGE_VERSION
 
 
@@ -82,7 +83,7 @@ class Manifest:
                 self.set_meta("cache_dir", relative_if_inside(cdir.resolve(), self.path.parent))
             elif cache_dir and Path(cache_dir).resolve() != self.cache_dir:
                 raise DimefmError(f"manifest {path} keeps its shards in {self.cache_dir}, not {cache_dir}")
-            self.con.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE status = 'running'", [now()])
+            self._mark_gone_runs()
         elif self.meta("schema_version") is None:
             raise DimefmError(f"{path} is not a dimefm manifest (no schema_version)")
         self._current_relations()
@@ -99,6 +100,15 @@ class Manifest:
             catalog.refresh_relations(self, temporary=self.read_only)
         except DimefmError:
             pass
+
+    def _mark_gone_runs(self) -> None:
+        """Runs recorded `running` whose process is gone (nobody holds their lock) become `interrupted`;
+        a run still going, here or in another process, keeps its record."""
+        running = [r[0] for r in self.con.execute("SELECT run_id FROM runs WHERE status = 'running'").fetchall()]
+        gone = [r for r in running if not is_held(run_lock_path(self.cache_dir, r))]
+        if gone:
+            self.con.execute("UPDATE runs SET status = 'interrupted', ended_at = ? WHERE list_contains(?, run_id)",
+                             [now(), gone])
 
     def close(self) -> None:
         self.con.close()
@@ -148,6 +158,13 @@ class Manifest:
             self.con.execute("ROLLBACK")
             raise
         self.con.execute("COMMIT")
+
+
+RUNS_DIR = "_runs"  # in the cache folder: one lock file per run in progress, held by its process
+
+
+def run_lock_path(cache_dir: Path, run_id: int) -> Path:
+    return Path(cache_dir) / RUNS_DIR / f"{run_id}.lock"
 
 
 def record(cache, fn):

@@ -18,6 +18,19 @@ UNION ALL SELECT 'token ids', path, checksum FROM token_files
 """
 
 
+# Skipped items per stage and kind of reason (the words before the first colon; an unsupported
+# format keeps its name; numbers elsewhere read as N), with one full reason as an example.
+ERRORS_BY_REASON = """
+SELECT stage, reason_kind, count(*) AS n, min(reason) AS example FROM (
+    SELECT stage, reason, CASE
+        WHEN reason LIKE 'unsupported format:%' THEN split_part(reason, ' (', 1)
+        WHEN position(':' IN reason) > 0 THEN split_part(reason, ':', 1)
+        ELSE regexp_replace(reason, '[0-9]+', 'N', 'g') END AS reason_kind
+    FROM errors)
+GROUP BY ALL ORDER BY n DESC, reason_kind
+"""
+
+
 def open_for_reading(cache: str) -> Manifest:
     """Open a manifest read-only: nothing is written; a writer's transaction is waited for."""
     return Manifest(cache, read_only=True, wait=READ_WAIT)
@@ -36,7 +49,7 @@ def info(man: Manifest) -> dict[str, list[tuple]]:
     return {
         "sources": sources,
         "shards": man.query("SELECT modality, count(*), sum(rows), max(dim), sum(bytes) FROM shards GROUP BY ALL ORDER BY 1").fetchall(),
-        "errors": man.query("SELECT stage, reason, count(*) FROM errors GROUP BY ALL ORDER BY 3 DESC LIMIT 10").fetchall(),
+        "errors": man.query(ERRORS_BY_REASON).fetchall(),
         "runs": man.query("SELECT run_id, kind, status, started_at, ended_at FROM runs ORDER BY run_id DESC LIMIT 5").fetchall(),
     }
 

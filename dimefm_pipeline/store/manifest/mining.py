@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable
 
-from dimefm_pipeline.store.manifest.catalog import end_run, start_run
-from dimefm_pipeline.store.manifest.connection import Manifest, now
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.locks import is_held
+from dimefm_pipeline.store.manifest.catalog import end_run, held_here, resume_run, start_run
+from dimefm_pipeline.store.manifest.connection import Manifest, now, run_lock_path
 
 
 def start_mining(man: Manifest, k: int, index_type: str, n_images: int, n_texts: int, image_block: int, command: str,
@@ -16,7 +18,12 @@ def start_mining(man: Manifest, k: int, index_type: str, n_images: int, n_texts:
                     "AND images = ? AND texts = ? AND image_block = ? ORDER BY mining_id DESC LIMIT 1",
                     [k, index_type, n_images, n_texts, image_block]).fetchall()
     if row:
-        return row[0]
+        mining_id, run_id = row[0]
+        path = run_lock_path(man.cache_dir, run_id)
+        if is_held(path) and not held_here(path):
+            raise DimefmError(f"mining {mining_id} of {man.path.name} is running in another process: one mining at a time")
+        resume_run(man, run_id)
+        return mining_id, run_id
     run_id = start_run(man, "mine", command, {"k": k, "index": index_type, "image_block": image_block}, world)
     mining_id = man.query("SELECT coalesce(max(mining_id), 0) + 1 FROM minings").fetchall()[0][0]
     man.query("INSERT INTO minings VALUES (?, ?, ?, ?, ?, ?, ?, 'running', ?)",

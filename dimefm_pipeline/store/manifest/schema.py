@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS units (
     source INTEGER, unit INTEGER, state VARCHAR, items BIGINT, errors BIGINT, duplicates BIGINT,
     truncated BIGINT, rank INTEGER, run_id INTEGER, completed_at TIMESTAMP, pack_path VARCHAR,
     pack_checksum VARCHAR, pack_bytes BIGINT, pack_sample VARCHAR);
+CREATE TABLE IF NOT EXISTS unit_records (source INTEGER, unit INTEGER, listed BIGINT);
 CREATE TABLE IF NOT EXISTS shards (
     shard_id INTEGER, source INTEGER, unit INTEGER, part INTEGER, modality VARCHAR, path VARCHAR,
     parquet_path VARCHAR, rows INTEGER, dim INTEGER, dtype VARCHAR, checksum VARCHAR,

@@ -57,17 +57,41 @@ def record_mtimes(man: Manifest, source_id: int, plan, files: list[int]) -> None
                         [[plan.files[f].mtime_ns, source_id, f] for f in files])
 
 
+def same_source(man: Manifest, spec) -> tuple | None:
+    """(source id, uri) of the cached source that reads the same folder or files as `spec` under
+    another spelling (a symlink, a hardlink, `..`), or None."""
+    from dimefm_pipeline.formats import format_named
+    from dimefm_pipeline.formats.planner import identity, source_identity
+
+    wanted = source_identity(spec)
+    rows = man.query("SELECT source_id, uri, root FROM sources WHERE modality = ? AND format = ? AND uri <> ?",
+                     [spec.modality, spec.fmt, spec.uri]).fetchall()
+    for sid, uri, root in rows:
+        files = [] if format_named(spec.fmt).whole_folder else [r[0] for r in man.query(
+            "SELECT path FROM source_files WHERE source_id = ? ORDER BY file_id", [sid]).fetchall()]
+        if identity(spec.fmt, root, files) == wanted:
+            return sid, uri
+    return None
+
+
+def _real_roots(man: Manifest) -> dict[int, str]:
+    """Every cached source's root with symlinks and `..` resolved."""
+    return {sid: os.path.realpath(root) for sid, root in man.query("SELECT source_id, root FROM sources").fetchall()}
+
+
 def check_overlap(man: Manifest, new: list) -> None:
     """Refuse new sources that share a file with each other or with a cached source of the same
-    modality: its items would be cached, and trained on, twice. `new`: (spec, plan) of sources not
-    yet registered, all of one modality. (The captions of a tar whose images are cached are not a
-    repeat: a file may be one image source and one sentence source.)"""
+    modality, however the paths are spelt (symlinks resolved): its items would be cached, and trained
+    on, twice. `new`: (spec, plan) of sources not yet registered, all of one modality. (The captions of
+    a tar whose images are cached are not a repeat: a file may be one image source and one sentence
+    source.)"""
     import pyarrow as pa
 
     paths, owners = [], []
     modality = new[0][0].modality if new else None
     for i, (spec, plan) in enumerate(new):
-        paths.extend(os.path.join(spec.root, e.path) for e in plan.files)
+        root = os.path.realpath(spec.root)
+        paths.extend(os.path.join(root, e.path) for e in plan.files)
         owners.extend([i] * len(plan.files))
     if not paths:
         return
@@ -78,12 +102,16 @@ def check_overlap(man: Manifest, new: list) -> None:
         if twice:
             a, b = new[twice[0][1]][0].uri, new[twice[0][2]][0].uri
             raise DimefmError(f"{_overlap(twice[0][0], a)} is also part of {b}, given in the same command: give it once")
+        roots = _real_roots(man)
+        man.con.register("_real_roots", pa.table({"source_id": pa.array(list(roots), pa.int32()),
+                                                  "root": pa.array(list(roots.values()), pa.string())}))
         cached = man.con.execute(
             "SELECT n.path, n.owner, s.source_id, s.uri FROM _new_files n JOIN source_files f "
-            "ON n.path = (SELECT root FROM sources WHERE source_id = f.source_id) || '/' || f.path "
+            "ON n.path = (SELECT root FROM _real_roots r WHERE r.source_id = f.source_id) || '/' || f.path "
             "JOIN sources s ON s.source_id = f.source_id AND s.modality = ? LIMIT 1", [modality]).fetchall()
     finally:
         man.con.unregister("_new_files")
+        man.con.unregister("_real_roots")
     if cached:
         path, owner, sid, uri = cached[0]
         where = f"as source {sid}" if _same(path, uri) else f"as part of source {sid} ({uri})"
@@ -96,7 +124,7 @@ def _overlap(path: str, uri: str) -> str:
 
 
 def _same(path: str, uri: str) -> bool:
-    return os.path.abspath(path) == os.path.abspath(uri)
+    return os.path.realpath(path) == os.path.realpath(uri)
 
 
 def source_row(man: Manifest, modality: str, uri: str):
