@@ -139,13 +139,19 @@ def open_import(folder: str | Path, modality: str, dim: int) -> Imported:
     return Imported(str(folder), modality, dim, column, parts, np.asarray(starts, np.int64), hashes, rows, ordered)
 
 
+HASH_CHUNK = 1 << 20  # keys turned into Python strings at once while hashing
+
+
 def _sorted_index(keys, modality: str) -> tuple[np.ndarray, np.ndarray, object]:
     """Key hashes sorted (a stable sort: a key's rows stay in row order), the global row of each, and
     the keys in that order. An image key with several rows is ambiguous: all of them get row -1. A
     sentence's repeats are the same sentence: `Imported.find` meets its first row first."""
     import pyarrow as pa
 
-    hashes = np.fromiter((text_hash(k or "") for k in keys.to_pylist()), np.int64, len(keys))
+    hashes = np.empty(len(keys), np.int64)
+    for i in range(0, len(keys), HASH_CHUNK):  # Python strings for one chunk at a time, not for every key
+        chunk = keys.slice(i, HASH_CHUNK).to_pylist()
+        hashes[i:i + len(chunk)] = np.fromiter((text_hash(k or "") for k in chunk), np.int64, len(chunk))
     order = np.argsort(hashes, kind="stable")
     hashes, rows = hashes[order], order.astype(np.int64)
     ordered = keys.take(pa.array(order))
