@@ -24,7 +24,7 @@ from dimefm_pipeline.evaluation import evaluate
 from dimefm_pipeline.evaluation.clip_benchmark import export_suite
 from dimefm_pipeline.world.suite import WorldSuiteConfig, world_suite
 
-N_TEST = 200  # test images per task: enough for numbers with room to differ, fast on a CPU
+N_TEST = 100  # test images per task: enough for numbers with room to differ, fast on a CPU
 CUT = WorldSuiteConfig(n_train=0, n_val=0, n_test=N_TEST, shifts=("noise_blur",))
 
 
