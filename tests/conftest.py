@@ -85,6 +85,44 @@ def plain_duckdb(cache):
     return duckdb.connect(str(cache), read_only=True)
 
 
+def query(cache, sql: str) -> list:
+    """The rows of `sql` over a manifest, through a plain DuckDB connection closed again."""
+    con = plain_duckdb(cache)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+SOURCE_OPTIONS = ("image_column", "key_column", "text_field", "key_field", "text_column")
+
+
+def encode_sources(teacher, modality: str, sources, cache, **kw):
+    """Stage one in this process with a tiny teacher: source options (`text_column=...`) and
+    EncodeConfig fields by name; no workers and batches of 4 unless given."""
+    from dimefm_pipeline.encode.config import EncodeConfig
+    from dimefm_pipeline.encode.run import encode
+
+    opts = {k: kw.pop(k) for k in list(kw) if k in SOURCE_OPTIONS}
+    kw.setdefault("workers", 0)
+    kw.setdefault("batch_size", 4)
+    cfg = EncodeConfig(modality, tuple(map(str, sources)), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
+                       source_options=opts, **kw)
+    return encode(cfg, progress=False)
+
+
+def image_bytes(mode: str = "RGB", size=(24, 20), seed: int = 0, fmt: str = "PNG", **save) -> bytes:
+    """A random picture of `size` (width, height), saved in `fmt`."""
+    import io
+
+    from PIL import Image
+
+    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(arr).convert(mode).save(buf, format=fmt, **save)
+    return buf.getvalue()
+
+
 TINY_STUDENT = {
     "embed_dim": 32,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},

@@ -24,7 +24,7 @@ from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.store.manifest import Manifest
-from tests.conftest import TINY_STUDENT, plain_duckdb, run_cli, write_tiny_teacher
+from tests.conftest import TINY_STUDENT, query, run_cli, write_tiny_teacher
 
 
 # ------------------------------------------------------------------ the tool's layout, as it writes it
@@ -156,14 +156,6 @@ def _cfg(data, modality, sources, cache, **kw):
                         workers=0, batch_size=5, shard_size=8, **kw)
 
 
-def _rows(cache, sql):
-    con = plain_duckdb(cache)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 # ------------------------------------------------------------------ tests
 def test_the_fixture_is_in_the_tools_layout_and_order(data):
     root = data[0]
@@ -187,7 +179,7 @@ def test_import_by_key_then_mine_and_distill(data, tmp_path):
     # 20 photos have a row; the broken one is an error, the late one and the 12 tar images are encoded
     assert (s.items, s.imported, s.errors) == (33, 20, 1)
     assert s.import_check.items == 20 and s.import_check.min_cosine > 0.999
-    rows = {k: (imp, np.asarray(e, np.float32)) for k, imp, e in _rows(
+    rows = {k: (imp, np.asarray(e, np.float32)) for k, imp, e in query(
         cache, "SELECT i.key, it.imported, i.embedding FROM image_embeddings i JOIN items it "
                "ON it.source = i.source_id AND it.file = i.file_id AND it.pos = i.pos")}
     tool = {}
@@ -201,8 +193,8 @@ def test_import_by_key_then_mine_and_distill(data, tmp_path):
     late = rows["2024/IMG_late.jpg"]  # no row: the teacher's own
     assert late[0] is False
     assert np.abs(late[1] - _embed(loaded, image=Image.open(photos / "2024" / "IMG_late.jpg"))[0]).max() < 2e-3
-    assert _rows(cache, "SELECT count(*) FROM items WHERE imported")[0][0] == 20
-    assert _rows(cache, "SELECT modality, partitions, \"rows\", checked FROM imports") == [("image", 4, 20, 20)]
+    assert query(cache, "SELECT count(*) FROM items WHERE imported")[0][0] == 20
+    assert query(cache, "SELECT modality, partitions, \"rows\", checked FROM imports") == [("image", 4, 20, 20)]
     (tmp_path / "s.txt").write_text("".join(f"a photo of hill number {i}\n" for i in range(24)))
     encode(_cfg(data, "text", [tmp_path / "s.txt"], cache), progress=False)
     student = tmp_path / "student.json"
@@ -222,7 +214,7 @@ def test_images_and_captions_of_a_webdataset_import_from_one_output(data, tmp_pa
     texts = encode(_cfg(data, "text", tars, cache, embeddings_from=str(root / "emb-wds")), progress=False)
     assert (images.items, images.imported) == (12, 10)  # the caption-less samples have no row: encoded
     assert (texts.items, texts.imported) == (10, 10)  # by their text
-    assert _rows(cache, "SELECT modality, count(*) FILTER (WHERE imported) FROM items GROUP BY 1 ORDER BY 1") == [
+    assert query(cache, "SELECT modality, count(*) FILTER (WHERE imported) FROM items GROUP BY 1 ORDER BY 1") == [
         ("image", 10), ("text", 10)]
 
 

@@ -14,10 +14,8 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.encode.config import EncodeConfig
 
-from dimefm_pipeline.encode.run import encode
-from tests.conftest import plain_duckdb
+from tests.conftest import encode_sources, query
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.formats.files import expand_braces
 from dimefm_pipeline.formats.files import BadItem
@@ -29,20 +27,6 @@ def _png(seed=0, size=(20, 20), mode="RGB") -> bytes:
     buf = io.BytesIO()
     Image.fromarray(arr).convert(mode).save(buf, format="PNG" if mode != "CMYK" else "JPEG")
     return buf.getvalue()
-
-
-def _run(teacher, modality, sources, cache, **opts):
-    cfg = EncodeConfig(modality, tuple(map(str, sources)), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
-                       workers=0, batch_size=4, source_options=opts)
-    return encode(cfg, progress=False)
-
-
-def _q(cache, sql):
-    con = plain_duckdb(cache)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
 
 
 def test_brace_expansion_keeps_zero_padding():
@@ -67,10 +51,10 @@ def test_bad_images_are_recorded_and_skipped_and_odd_modes_are_encoded(teacher, 
     Image.new("L", (20000, 20000)).save(d / "bomb.png", optimize=True)  # 400 MP > the 32 MP limit
     os.symlink(d / "missing-target.png", d / "dangling.png")
     cache = tmp_path / "m.duckdb"
-    summary = _run(teacher, "image", [d], cache)
-    ok = {r[0] for r in _q(cache, "SELECT key FROM items")}
+    summary = encode_sources(teacher, "image", [d], cache)
+    ok = {r[0] for r in query(cache, "SELECT key FROM items")}
     assert ok == {"good.png", "cmyk.jpg", "sixteen.png", "palette.png", "anim.gif", "alpha.png"}
-    errors = dict(_q(cache, "SELECT key, reason FROM errors"))
+    errors = dict(query(cache, "SELECT key, reason FROM errors"))
     assert set(errors) == {"zero.png", "truncated.png", "text.jpg", "bomb.png", "dangling.png"}
     assert errors["zero.png"] == "zero-byte file"
     assert "truncated" in errors["truncated.png"] and errors["text.jpg"] == "not an image"
@@ -107,15 +91,15 @@ def test_webdataset_parquet_and_tsv_image_sources(teacher, tmp_path):
     lines = [f"k{i}\t{base64.b64encode(_png(20 + i)).decode()}" for i in range(3)] + ["bad\tnot*base64"]
     (tmp_path / "imgs.tsv").write_text("\n".join(lines) + "\n")
     cache = tmp_path / "m.duckdb"
-    _run(teacher, "image", [str(tmp_path / "shard-{000..001}.tar"), tmp_path / "bytes.parquet"], cache)
-    _run(teacher, "image", [tmp_path / "paths.parquet", tmp_path / "imgs.tsv"], cache)
-    keys = _q(cache, "SELECT s.format, f.path, i.key FROM items i JOIN sources s ON i.source = s.source_id "
+    encode_sources(teacher, "image", [str(tmp_path / "shard-{000..001}.tar"), tmp_path / "bytes.parquet"], cache)
+    encode_sources(teacher, "image", [tmp_path / "paths.parquet", tmp_path / "imgs.tsv"], cache)
+    keys = query(cache, "SELECT s.format, f.path, i.key FROM items i JOIN sources s ON i.source = s.source_id "
                      "JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file ORDER BY ALL")
     # keys are the source's own (tar __key__, Parquet key column, TSV key); the file is its own column
     assert keys == [("parquet", "bytes.parquet", "a"), ("parquet", "bytes.parquet", "b"), ("parquet", "paths.parquet", "x"),
                     ("tsv", "imgs.tsv", "k0"), ("tsv", "imgs.tsv", "k1"), ("tsv", "imgs.tsv", "k2"),
                     *[("webdataset", f"shard-{t:03d}.tar", f"s{i}") for t in range(2) for i in range(3)]]
-    errs = _q(cache, "SELECT e.key, f.path, e.reason FROM errors e JOIN source_files f ON f.source_id = e.source "
+    errs = query(cache, "SELECT e.key, f.path, e.reason FROM errors e JOIN source_files f ON f.source_id = e.source "
                      "AND f.file_id = e.file ORDER BY ALL")
     assert errs == [("bad", "imgs.tsv", "invalid base64: Only base64 data is allowed"),
                     ("orphan", "shard-000.tar", "no image member for this key"),
@@ -125,7 +109,7 @@ def test_webdataset_parquet_and_tsv_image_sources(teacher, tmp_path):
 def test_missing_parquet_column_is_a_user_error(teacher, tmp_path):
     pq.write_table(pa.table({"caption": ["x"]}), tmp_path / "t.parquet")
     with pytest.raises(DimefmError, match="no column 'text'|no text column"):
-        _run(teacher, "text", [tmp_path / "t.parquet"], tmp_path / "m.duckdb", text_column="text")
+        encode_sources(teacher, "text", [tmp_path / "t.parquet"], tmp_path / "m.duckdb", text_column="text")
 
 
 def test_sentence_sources_validation_duplicates_and_truncation(teacher, tmp_path):
@@ -141,24 +125,24 @@ def test_sentence_sources_validation_duplicates_and_truncation(teacher, tmp_path
     pq.write_table(pa.table({"sentence": ["green triangle", None, "  "]}), tmp_path / "c.parquet")
     (tmp_path / "d.tsv").write_text('k1\t{"captions": ["cap one", "cap two"]}\nk2\tplain text\nk3\n')
     cache = tmp_path / "m.duckdb"
-    _run(teacher, "text", [tmp_path / "a.txt"], cache)
-    _run(teacher, "text", [tmp_path / "b.jsonl"], cache, text_field="body", key_field="id")
-    _run(teacher, "text", [tmp_path / "c.parquet"], cache, text_column="sentence")
-    _run(teacher, "text", [tmp_path / "d.tsv"], cache)
-    texts = dict(_q(cache, "SELECT key, text FROM text_embeddings"))
+    encode_sources(teacher, "text", [tmp_path / "a.txt"], cache)
+    encode_sources(teacher, "text", [tmp_path / "b.jsonl"], cache, text_field="body", key_field="id")
+    encode_sources(teacher, "text", [tmp_path / "c.parquet"], cache, text_column="sentence")
+    encode_sources(teacher, "text", [tmp_path / "d.tsv"], cache)
+    texts = dict(query(cache, "SELECT key, text FROM text_embeddings"))
     assert texts == {"1": "a red circle", "4": "the same twice", "7": long, "j1": "a blue square",
                      "0": "green triangle", "k1#0": "cap one", "k1#1": "cap two", "k2": "plain text"}
-    errors = {(os.path.basename(u), k): r for u, k, r in _q(cache, "SELECT s.uri, e.key, e.reason FROM errors e JOIN sources s ON e.source = s.source_id")}
+    errors = {(os.path.basename(u), k): r for u, k, r in query(cache, "SELECT s.uri, e.key, e.reason FROM errors e JOIN sources s ON e.source = s.source_id")}
     assert errors[("a.txt", "2")] == errors[("a.txt", "3")] == "empty or whitespace-only sentence"
     assert errors[("a.txt", "6")].startswith("invalid UTF-8") and errors[("b.jsonl", "j2")] == "missing field 'body'"
     assert errors[("b.jsonl", "3")].startswith("invalid JSON")
     assert errors[("c.parquet", "1")] == "null text" and errors[("c.parquet", "2")] == "empty or whitespace-only sentence"
     assert errors[("d.tsv", "k3")] == "no tab-separated text column"
     assert len(errors) == 8
-    dups = dict(_q(cache, "SELECT uri, duplicates FROM sources"))
+    dups = dict(query(cache, "SELECT uri, duplicates FROM sources"))
     assert dups[str(tmp_path / "a.txt")] == 1 and dups[str(tmp_path / "b.jsonl")] == 1
-    assert _q(cache, "SELECT sum(truncated) FROM units")[0][0] == 1
-    assert _q(cache, "SELECT key FROM text_embeddings WHERE truncated") == [("7",)]
+    assert query(cache, "SELECT sum(truncated) FROM units")[0][0] == 1
+    assert query(cache, "SELECT key FROM text_embeddings WHERE truncated") == [("7",)]
 
 
 def test_seen_hashes_keep_first_occurrences_across_chunks_and_earlier_caches():
@@ -189,12 +173,12 @@ def test_captions_from_image_shards_and_caption_fields_are_sentences(teacher, tm
     pq.write_table(pa.table({"caption": ["a small ring"]}), tmp_path / "c.parquet")
     cache = tmp_path / "m.duckdb"
     for src in ("shard.tar", "c.jsonl", "c.parquet"):
-        _run(teacher, "text", [tmp_path / src], cache)
-    texts = dict(_q(cache, "SELECT key, text FROM text_embeddings"))
+        encode_sources(teacher, "text", [tmp_path / src], cache)
+    texts = dict(query(cache, "SELECT key, text FROM text_embeddings"))
     assert texts == {"k1": "a red circle on the left", "k2": "two blue squares", "1": "a green star", "0": "a small ring"}
-    assert dict(_q(cache, "SELECT key, reason FROM errors")) == {"k3": "no caption member (.txt or .json)",
+    assert dict(query(cache, "SELECT key, reason FROM errors")) == {"k3": "no caption member (.txt or .json)",
                                                                   "k4": "missing field 'caption'"}
-    used = {os.path.basename(u): json.loads(o) for u, o in _q(cache, "SELECT uri, options FROM sources")}
+    used = {os.path.basename(u): json.loads(o) for u, o in query(cache, "SELECT uri, options FROM sources")}
     assert used["c.jsonl"] == {"text_field": "caption"} and used["c.parquet"]["text_column"] == "caption"
     assert used["shard.tar"] == {"text_field": "caption"}
 

@@ -23,11 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.encode.config import EncodeConfig
 
-from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
-from tests.conftest import plain_duckdb, run_cli, write_images
+from tests.conftest import encode_sources, image_bytes, query, run_cli, write_images
 
 # kind -> (format, what it must give): "encoded", "recorded: <reason>", "refused: <message>", "ignored"
 KINDS: dict[str, tuple[str, str]] = {}
@@ -38,33 +36,11 @@ def kind(name: str, fmt: str, outcome: str) -> str:
     return name
 
 
-def _img(mode="RGB", size=(24, 20), seed=0, fmt="PNG", **save) -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).convert(mode).save(buf, format=fmt, **save)
-    return buf.getvalue()
-
-
-def _encode(teacher, modality, sources, cache, **kw):
-    opts = {k: kw.pop(k) for k in list(kw) if k in ("image_column", "key_column", "text_field", "key_field", "text_column")}
-    cfg = EncodeConfig(modality, tuple(map(str, sources)), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
-                       workers=kw.pop("workers", 0), batch_size=4, source_options=opts, **kw)
-    return encode(cfg, progress=False)
-
-
-def _rows(cache, sql):
-    con = plain_duckdb(cache)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def _outcomes(cache) -> tuple[set, dict]:
     """(keys encoded, key -> reason recorded) of a cache."""
-    keys = {r[0] for r in _rows(cache, "SELECT key FROM items")}
+    keys = {r[0] for r in query(cache, "SELECT key FROM items")}
     reasons = {}
-    for key, reason in _rows(cache, "SELECT key, reason FROM errors"):
+    for key, reason in query(cache, "SELECT key, reason FROM errors"):
         reasons.setdefault(key, reason)
     return keys, reasons
 
@@ -79,27 +55,27 @@ def assert_refused(r, message: str):
 # ------------------------------------------------------------------------------------ image folder
 
 FOLDER = {
-    kind("good PNG", "folder", "encoded"): ("good.png", lambda: _img()),
+    kind("good PNG", "folder", "encoded"): ("good.png", lambda: image_bytes()),
     kind("zero-byte file", "folder", "recorded: zero-byte file"): ("zero.png", lambda: b""),
-    kind("truncated PNG", "folder", "recorded: corrupt or truncated"): ("truncated.png", lambda: _img(seed=1)[:200]),
+    kind("truncated PNG", "folder", "recorded: corrupt or truncated"): ("truncated.png", lambda: image_bytes(seed=1)[:200]),
     kind("text file named .jpg", "folder", "recorded: not an image"): ("text.jpg", lambda: b"hello, not an image"),
-    kind("TIFF", "folder", "encoded"): ("img.tif", lambda: _img(fmt="TIFF")),
-    kind("upper-case .TIFF", "folder", "encoded"): ("IMG2.TIFF", lambda: _img(seed=2, fmt="TIFF")),
-    kind("upper-case .JPG", "folder", "encoded"): ("UPPER.JPG", lambda: _img(seed=3, fmt="JPEG")),
-    kind("CMYK JPEG", "folder", "encoded"): ("cmyk.jpg", lambda: _img("CMYK", fmt="JPEG")),
+    kind("TIFF", "folder", "encoded"): ("img.tif", lambda: image_bytes(fmt="TIFF")),
+    kind("upper-case .TIFF", "folder", "encoded"): ("IMG2.TIFF", lambda: image_bytes(seed=2, fmt="TIFF")),
+    kind("upper-case .JPG", "folder", "encoded"): ("UPPER.JPG", lambda: image_bytes(seed=3, fmt="JPEG")),
+    kind("CMYK JPEG", "folder", "encoded"): ("cmyk.jpg", lambda: image_bytes("CMYK", fmt="JPEG")),
     kind("16-bit PNG", "folder", "encoded"): ("sixteen.png", lambda: _sixteen_bit()),
-    kind("palette PNG", "folder", "encoded"): ("palette.png", lambda: _img("P", seed=4)),
+    kind("palette PNG", "folder", "encoded"): ("palette.png", lambda: image_bytes("P", seed=4)),
     kind("animated GIF", "folder", "encoded"): ("anim.gif", lambda: _gif()),
-    kind("RGBA PNG", "folder", "encoded"): ("alpha.png", lambda: _img("RGBA", seed=5)),
-    kind("greyscale PNG", "folder", "encoded"): ("grey.png", lambda: _img("L", seed=6)),
-    kind("PNG bytes named .jpg", "folder", "encoded"): ("png_named.jpg", lambda: _img(seed=7)),
-    kind("1 x 1 pixel image", "folder", "encoded"): ("tiny.png", lambda: _img(size=(1, 1))),
-    kind("WebP", "folder", "encoded"): ("img.webp", lambda: _img(seed=8, fmt="WEBP")),
-    kind("BMP", "folder", "encoded"): ("img.bmp", lambda: _img(seed=9, fmt="BMP")),
-    kind("2000 x 10 strip (200:1)", "folder", "recorded: aspect ratio"): ("strip.png", lambda: _img(size=(2000, 10))),
+    kind("RGBA PNG", "folder", "encoded"): ("alpha.png", lambda: image_bytes("RGBA", seed=5)),
+    kind("greyscale PNG", "folder", "encoded"): ("grey.png", lambda: image_bytes("L", seed=6)),
+    kind("PNG bytes named .jpg", "folder", "encoded"): ("png_named.jpg", lambda: image_bytes(seed=7)),
+    kind("1 x 1 pixel image", "folder", "encoded"): ("tiny.png", lambda: image_bytes(size=(1, 1))),
+    kind("WebP", "folder", "encoded"): ("img.webp", lambda: image_bytes(seed=8, fmt="WEBP")),
+    kind("BMP", "folder", "encoded"): ("img.bmp", lambda: image_bytes(seed=9, fmt="BMP")),
+    kind("2000 x 10 strip (200:1)", "folder", "recorded: aspect ratio"): ("strip.png", lambda: image_bytes(size=(2000, 10))),
     kind("AppleDouble ._ file", "folder", "recorded: not an image"): ("._good.png", lambda: b"\x00\x05\x16\x07junk"),
-    kind("image four folders deep", "folder", "encoded"): ("deep/a/b/c/d.png", lambda: _img(seed=10)),
-    kind("folder named like an image", "folder", "encoded"): ("x.jpg/inner.png", lambda: _img(seed=11)),
+    kind("image four folders deep", "folder", "encoded"): ("deep/a/b/c/d.png", lambda: image_bytes(seed=10)),
+    kind("folder named like an image", "folder", "encoded"): ("x.jpg/inner.png", lambda: image_bytes(seed=11)),
 }
 FOLDER_SPECIAL = {
     kind("dangling symlink", "folder", "recorded: unreadable file"): "dangling.png",
@@ -132,13 +108,13 @@ def test_image_folder_zoo(teacher, tmp_path, monkeypatch):
         (root / name).write_bytes(make())
     os.symlink(root / "missing-target.png", root / "dangling.png")
     os.mkfifo(root / "fifo.jpg")
-    (root / os.fsdecode(b"bad-\xff.png")).write_bytes(_img(seed=12))
+    (root / os.fsdecode(b"bad-\xff.png")).write_bytes(image_bytes(seed=12))
     os.symlink(root, root / "deep" / "loop")
     os.symlink(root / "good.png", root / "link.png")
     (root / "meta.json").write_text("{}")
     (root / "notes.txt").write_text("notes")
     (root / "locked").mkdir()
-    (root / "locked" / "hidden.png").write_bytes(_img(seed=13))
+    (root / "locked" / "hidden.png").write_bytes(image_bytes(seed=13))
     real_scandir = os.scandir
 
     def scandir(path="."):  # this test runs as root, whom permissions do not stop: the OS refusal is simulated
@@ -148,7 +124,7 @@ def test_image_folder_zoo(teacher, tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "scandir", scandir)
     cache = tmp_path / "m.duckdb"
-    summary = _encode(teacher, "image", [root], cache, workers=2)  # the FIFO must not hang either worker
+    summary = encode_sources(teacher, "image", [root], cache, workers=2)  # the FIFO must not hang either worker
     keys, reasons = _outcomes(cache)
     expected_keys = {n for k, (n, _) in FOLDER.items() if KINDS[k][1] == "encoded"} | {"link.png"}
     assert keys == expected_keys
@@ -160,7 +136,7 @@ def test_image_folder_zoo(teacher, tmp_path, monkeypatch):
     assert "already listed" in reasons[os.path.join("deep", "loop")] and "cannot list folder" in reasons["locked"]
     assert summary.other_files == {".json": 1, ".txt": 1}
     assert summary.errors == len(reasons)
-    assert _rows(cache, "SELECT other_files FROM sources")[0][0] == '{".json": 1, ".txt": 1}'
+    assert query(cache, "SELECT other_files FROM sources")[0][0] == '{".json": 1, ".txt": 1}'
 
 
 # --------------------------------------------------------------------------------------------- tars
@@ -203,28 +179,28 @@ TAR_KINDS = [
 def test_tar_zoo(teacher, tmp_path):
     d = tmp_path / "tars"
     d.mkdir()
-    _tar(d / "z-00.tar", [("a.jpg", _img(seed=1, fmt="JPEG")), ("b.jpg", _img(seed=2, fmt="JPEG")), ("a.json", b"{}"),
+    _tar(d / "z-00.tar", [("a.jpg", image_bytes(seed=1, fmt="JPEG")), ("b.jpg", image_bytes(seed=2, fmt="JPEG")), ("a.json", b"{}"),
                           ("meta.json", b"{}"), ("zero.jpg", b""), ("bad.png", b"\x89PNG\r\n\x1a\nbroken"),
-                          ("dir", tarfile.DIRTYPE, ""), ("dir/k.jpg", _img(seed=3, fmt="JPEG")),
-                          ("dots.001.jpg", _img(seed=4, fmt="JPEG")), ("shots.jpg", tarfile.DIRTYPE, ""),
+                          ("dir", tarfile.DIRTYPE, ""), ("dir/k.jpg", image_bytes(seed=3, fmt="JPEG")),
+                          ("dots.001.jpg", image_bytes(seed=4, fmt="JPEG")), ("shots.jpg", tarfile.DIRTYPE, ""),
                           ("link.jpg", tarfile.SYMTYPE, "a.jpg")])
-    full = _tar(d / "tmp.tar", [("c0.png", _img(seed=5)), ("c1.png", _img(seed=6)), ("c2.png", _img(seed=7))])
+    full = _tar(d / "tmp.tar", [("c0.png", image_bytes(seed=5)), ("c1.png", image_bytes(seed=6)), ("c2.png", image_bytes(seed=7))])
     with tarfile.open(d / "tmp.tar") as tf:
         last = tf.getmembers()[-1]
     (d / "z-01.tar").write_bytes(full[: last.offset_data + last.size // 2])  # cut inside the last member
     (d / "tmp.tar").unlink()
     (d / "z-02.tar").write_bytes(b"this is not a tar archive at all" * 40)
     _tar(d / "z-03.tar", [])
-    _tar(d / "z-04.tar", [("g.png", _img(seed=8)), ("shots.jpg", tarfile.DIRTYPE, ""), ("a.jpg", _img(seed=9, fmt="JPEG")),
+    _tar(d / "z-04.tar", [("g.png", image_bytes(seed=8)), ("shots.jpg", tarfile.DIRTYPE, ""), ("a.jpg", image_bytes(seed=9, fmt="JPEG")),
                           ("link.jpg", tarfile.SYMTYPE, "g.png")], gz=True)
-    _tar(tmp_path / "whole.tar.gz", [("h.png", _img(seed=10))], gz=True)
+    _tar(tmp_path / "whole.tar.gz", [("h.png", image_bytes(seed=10))], gz=True)
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "image", [d / "z-{00..04}.tar", tmp_path / "whole.tar.gz"], cache, workers=2)
-    got = _rows(cache, "SELECT f.path, i.key FROM items i JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file")
+    encode_sources(teacher, "image", [d / "z-{00..04}.tar", tmp_path / "whole.tar.gz"], cache, workers=2)
+    got = query(cache, "SELECT f.path, i.key FROM items i JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file")
     assert sorted(got) == sorted([("z-00.tar", "a"), ("z-00.tar", "b"), ("z-00.tar", "dir/k"), ("z-00.tar", "dots"),
                                   ("z-00.tar", "link"), ("z-01.tar", "c0"), ("z-01.tar", "c1"), ("z-04.tar", "g"),
                                   ("z-04.tar", "a"), ("z-04.tar", "link"), ("whole.tar.gz", "h")])
-    errors = {(f, k): r for f, k, r in _rows(cache, "SELECT f.path, e.key, e.reason FROM errors e JOIN source_files f "
+    errors = {(f, k): r for f, k, r in query(cache, "SELECT f.path, e.key, e.reason FROM errors e JOIN source_files f "
                                                     "ON f.source_id = e.source AND f.file_id = e.file")}
     assert errors[("z-00.tar", "meta")] == "no image member for this key"
     assert errors[("z-00.tar", "zero")] == "zero-byte file" and errors[("z-00.tar", "bad")] == "not an image"
@@ -232,8 +208,8 @@ def test_tar_zoo(teacher, tmp_path):
     assert errors[("z-01.tar", "c2")].startswith("short read")  # its header survived the cut, its bytes did not
     assert ("z-00.tar", "a") not in errors  # its .json came after another key: grouped, not an error
     assert len(errors) == 6  # the folders named like images are not entries; the links read their targets
-    assert _rows(cache, "SELECT repeated_keys FROM sources WHERE format = 'webdataset' ORDER BY source_id")[0][0] == 2  # a, link
-    packed = dict(_rows(cache, "SELECT f.path, bool_and(p.packed) FROM image_embeddings p JOIN source_files f "
+    assert query(cache, "SELECT repeated_keys FROM sources WHERE format = 'webdataset' ORDER BY source_id")[0][0] == 2  # a, link
+    packed = dict(query(cache, "SELECT f.path, bool_and(p.packed) FROM image_embeddings p JOIN source_files f "
                                "ON f.source_id = p.source_id AND f.file_id = p.file_id GROUP BY ALL"))
     assert packed == {"z-00.tar": False, "z-01.tar": False, "z-04.tar": True, "whole.tar.gz": True}
 
@@ -255,7 +231,7 @@ PARQUET_KINDS = [
 
 def _corrupt_parquet(path, n_groups=3, rows=4):
     """A Parquet file whose middle row group's data page is overwritten with garbage."""
-    data = [_img(seed=100 + i) for i in range(n_groups * rows)]
+    data = [image_bytes(seed=100 + i) for i in range(n_groups * rows)]
     pq.write_table(pa.table({"key": [f"r{i}" for i in range(len(data))], "image": data}), path, row_group_size=rows,
                    compression="none")
     meta = pq.ParquetFile(path).metadata
@@ -266,25 +242,25 @@ def _corrupt_parquet(path, n_groups=3, rows=4):
 
 
 def test_parquet_zoo(teacher, tmp_path):
-    (tmp_path / "rel.png").write_bytes(_img(seed=20))
-    pq.write_table(pa.table({"key": ["a", "b", "a", None, "c"], "image": [_img(seed=21), None, _img(seed=22), _img(seed=23),
-                                                                           _img(seed=24)]}), tmp_path / "bytes.parquet")
+    (tmp_path / "rel.png").write_bytes(image_bytes(seed=20))
+    pq.write_table(pa.table({"key": ["a", "b", "a", None, "c"], "image": [image_bytes(seed=21), None, image_bytes(seed=22), image_bytes(seed=23),
+                                                                           image_bytes(seed=24)]}), tmp_path / "bytes.parquet")
     pq.write_table(pa.table({"key": ["i1", "i2"], "image": [7, 3]}), tmp_path / "ints.parquet")
     pq.write_table(pa.table({"key": ["p1", "p2"], "path": ["rel.png", "gone.png"]}), tmp_path / "paths.parquet")
-    pq.write_table(pa.table({"key": ["s1"], "image": [{"bytes": _img(seed=25), "path": None}]}), tmp_path / "hf.parquet")
+    pq.write_table(pa.table({"key": ["s1"], "image": [{"bytes": image_bytes(seed=25), "path": None}]}), tmp_path / "hf.parquet")
     _corrupt_parquet(tmp_path / "corrupt.parquet")
     cache = tmp_path / "m.duckdb"
     for name in ("bytes", "ints", "paths", "hf", "corrupt"):
-        _encode(teacher, "image", [tmp_path / f"{name}.parquet"], cache)
-    keys = sorted(_rows(cache, "SELECT coalesce(key, '<null>') FROM items"))
+        encode_sources(teacher, "image", [tmp_path / f"{name}.parquet"], cache)
+    keys = sorted(query(cache, "SELECT coalesce(key, '<null>') FROM items"))
     corrupt_ok = [f"r{i}" for i in (0, 1, 2, 3, 8, 9, 10, 11)]
     assert keys == sorted([("a",), ("a",), ("<null>",), ("c",), ("p1",), ("s1",)] + [(k,) for k in corrupt_ok])
-    errors = dict(_rows(cache, "SELECT key, reason FROM errors WHERE key IS NOT NULL"))
+    errors = dict(query(cache, "SELECT key, reason FROM errors WHERE key IS NOT NULL"))
     assert errors["b"] == "null image" and errors["i1"] == errors["i2"] == "image cell holds int, not bytes or a path"
     assert errors["p2"].startswith("unreadable file")
-    damaged = [r[0] for r in _rows(cache, "SELECT reason FROM errors WHERE key IS NULL ORDER BY reason")]
+    damaged = [r[0] for r in query(cache, "SELECT reason FROM errors WHERE key IS NULL ORDER BY reason")]
     assert [d[:35] for d in damaged] == [f"unreadable Parquet row group 1 (row {i})"[:35] for i in range(4, 8)]
-    assert _rows(cache, "SELECT repeated_keys FROM sources ORDER BY source_id")[0][0] == 1  # a twice; null is no key
+    assert query(cache, "SELECT repeated_keys FROM sources ORDER BY source_id")[0][0] == 1  # a twice; null is no key
     (tmp_path / "fake.parquet").write_text("not parquet")
     r = run_cli("encode", "images", tmp_path / "fake.parquet", "--cache", cache)
     assert_refused(r, "cannot read Parquet")
@@ -301,11 +277,11 @@ TSV_KINDS = [
 
 
 def test_image_tsv_zoo(teacher, tmp_path):
-    lines = [f"k0\t{base64.b64encode(_img(seed=30)).decode()}", "bad\tnot*base64", "notab", "",
-             f"k1\t{base64.b64encode(_img(seed=31)).decode()}\r", ""]
+    lines = [f"k0\t{base64.b64encode(image_bytes(seed=30)).decode()}", "bad\tnot*base64", "notab", "",
+             f"k1\t{base64.b64encode(image_bytes(seed=31)).decode()}\r", ""]
     (tmp_path / "i.tsv").write_text("\n".join(lines) + "\n")
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "image", [tmp_path / "i.tsv"], cache)
+    encode_sources(teacher, "image", [tmp_path / "i.tsv"], cache)
     keys, reasons = _outcomes(cache)
     assert keys == {"k0", "k1"} and reasons["bad"].startswith("invalid base64")
     assert reasons["notab"] == "no tab-separated image column" and len(reasons) == 2
@@ -344,30 +320,30 @@ def test_sentence_zoo(teacher, tmp_path):
     pq.write_table(pa.table({"text": [["x"], ["y", "z"]], "key": ["l1", "l2"]}), tmp_path / "lists.parquet")
     (tmp_path / "d.tsv").write_text("k1\tone field\nk2\ttoo\tmany\n")
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "text", [tmp_path / "a.txt", tmp_path / "b.txt"], cache)
-    _encode(teacher, "text", [tmp_path / "c.jsonl"], cache, key_field="id")
-    _encode(teacher, "text", [tmp_path / "d.tsv"], cache)
+    encode_sources(teacher, "text", [tmp_path / "a.txt", tmp_path / "b.txt"], cache)
+    encode_sources(teacher, "text", [tmp_path / "c.jsonl"], cache, key_field="id")
+    encode_sources(teacher, "text", [tmp_path / "d.tsv"], cache)
     for name in ("ints", "lists"):
         with pytest.raises(DimefmError, match="every record .* would be skipped .*holds"):
-            _encode(teacher, "text", [tmp_path / f"{name}.parquet"], cache)
-    texts = sorted((k or "<null>", t) for k, t in _rows(cache, "SELECT key, text FROM text_embeddings"))
+            encode_sources(teacher, "text", [tmp_path / f"{name}.parquet"], cache)
+    texts = sorted((k or "<null>", t) for k, t in query(cache, "SELECT key, text FROM text_embeddings"))
     assert texts == sorted([("1", "a red circle"), ("5", long), ("j1", "blue square"), ("<null>", "green star"),
                             ("k1", "one field")])
-    reasons = {k: r for k, r in _rows(cache, "SELECT key, reason FROM errors")}
+    reasons = {k: r for k, r in query(cache, "SELECT key, reason FROM errors")}
     assert reasons["2"].startswith("invalid UTF-8") and reasons["3"].startswith("empty") and reasons["4"] == "NUL byte in sentence"
     assert reasons["j2"] == "missing field 'text'" and reasons["j3"] == "field 'text' is not a string"
     assert reasons["5"].startswith("invalid JSON") and reasons["k2"] == "3 tab-separated fields, expected 2 (key, text)"
-    assert _rows(cache, "SELECT sum(duplicates) FROM sources")[0][0] == 1  # the BOM did not make a second sentence
-    assert _rows(cache, "SELECT sum(truncated) FROM units")[0][0] == 1
+    assert query(cache, "SELECT sum(duplicates) FROM sources")[0][0] == 1  # the BOM did not make a second sentence
+    assert query(cache, "SELECT sum(truncated) FROM units")[0][0] == 1
     r = run_cli("encode", "texts", tmp_path / "c.jsonl", "--cache", tmp_path / "n.duckdb", "--teacher", teacher[0],
                 "--pretrained", teacher[1], "--text-field", "caption")
     assert_refused(r, "is --text-field right?")
     before = {p.name: p.read_bytes() for p in (tmp_path / "m").rglob("*") if p.is_file() and p.suffix != ".lock"}
-    items = _rows(cache, "SELECT count(*) FROM items")[0][0]
+    items = query(cache, "SELECT count(*) FROM items")[0][0]
     r = run_cli("encode", "texts", tmp_path / "a.txt", tmp_path / "a.txt", "--cache", cache)
     assert r.returncode == 0 and "a.txt is given twice: encoded once" in r.stderr, r.stderr
     after = {p.name: p.read_bytes() for p in (tmp_path / "m").rglob("*") if p.is_file() and p.suffix != ".lock"}
-    assert after == before and _rows(cache, "SELECT count(*) FROM items")[0][0] == items  # nothing lost, nothing twice
+    assert after == before and query(cache, "SELECT count(*) FROM items")[0][0] == items  # nothing lost, nothing twice
 
 
 # ------------------------------------------------------------------------------------ user mistakes
@@ -404,7 +380,7 @@ def test_user_mistakes_are_one_error_line(teacher, tmp_path):
     assert_refused(run_cli("encode", "images", tmp_path / "*.tar", "--cache", cache, *t), "no file matches")
     r = run_cli("encode", "images", tmp_path / "data" / "*", "--cache", cache, *t)  # two folders: two sources
     assert r.returncode == 0, r.stderr
-    assert _rows(cache, "SELECT count(*) FROM sources")[0][0] == 2
+    assert query(cache, "SELECT count(*) FROM sources")[0][0] == 2
     assert_refused(run_cli("encode", "images", tmp_path / "data", "--cache", cache), "is already cached as part of source")
     brackets = tmp_path / "set [v2]"
     write_images(brackets, 2, size=(16, 16), seed=3)
@@ -460,13 +436,13 @@ SQL_ESCAPES = {
 def test_sql_reads_the_cache_and_nothing_else(teacher, tmp_path):
     write_images(tmp_path / "imgs", 4, size=(16, 16))
     cache = tmp_path / "m" / "c.duckdb"
-    _encode(teacher, "image", [tmp_path / "imgs"], cache)
+    encode_sources(teacher, "image", [tmp_path / "imgs"], cache)
     (tmp_path / "m" / "secret.txt").write_text("secret")
     (tmp_path / "secret.txt").write_text("secret")
     shard = next((tmp_path / "m" / "c" / "image").glob("*-000.npy"))
     before = shard.read_bytes()
-    for k, query in SQL_ESCAPES.items():
-        q = query.format(shard=shard, tmp=tmp_path, cache_dir=tmp_path / "m" / "c")
+    for k, escape in SQL_ESCAPES.items():
+        q = escape.format(shard=shard, tmp=tmp_path, cache_dir=tmp_path / "m" / "c")
         assert_refused(run_cli("sql", "--cache", cache, q), KINDS[k][1].split(": ", 1)[1])
     assert shard.read_bytes() == before and not (tmp_path / "export").exists() and not (tmp_path / "other.duckdb").exists()
     r = run_cli("sql", "--cache", cache, "SELECT count(*) AS n FROM image_embeddings", "--csv")
@@ -492,8 +468,8 @@ def test_integrity_findings(teacher, tmp_path):
     write_images(tmp_path / "imgs", 6, size=(16, 16))
     (tmp_path / "s.txt").write_text("".join(f"sentence {i}\n" for i in range(8)))
     cache = tmp_path / "m" / "c.duckdb"
-    _encode(teacher, "image", [tmp_path / "imgs"], cache)
-    _encode(teacher, "text", [tmp_path / "s.txt"], cache)
+    encode_sources(teacher, "image", [tmp_path / "imgs"], cache)
+    encode_sources(teacher, "text", [tmp_path / "s.txt"], cache)
     assert run_cli("info", "--cache", cache, "--verify").returncode == 0
     cdir = tmp_path / "m" / "c"
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import gzip
 import io
-import json
 import os
 import subprocess
 import sys
@@ -21,17 +20,14 @@ import tarfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from dimefm_pipeline.encode.config import EncodeConfig
-from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.formats import parquet, streams
 from dimefm_pipeline.formats.image_kinds import register_plugins
-from tests.conftest import plain_duckdb, run_cli
+from tests.conftest import encode_sources, image_bytes, query, run_cli
 from tests.formats.test_zoo import assert_refused
 
 DATA = Path(__file__).parent / "data"
@@ -43,39 +39,17 @@ def kind(cls: str, name: str, outcome: str) -> str:
     return name
 
 
-def _img(seed=0, fmt="PNG", size=(24, 20), mode="RGB") -> bytes:
-    arr = np.random.default_rng(seed).integers(0, 255, (size[1], size[0], 3), dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(arr).convert(mode).save(buf, format=fmt)
-    return buf.getvalue()
-
-
-def _encode(teacher, modality, sources, cache, **kw):
-    opts = {k: kw.pop(k) for k in list(kw) if k in ("key_column", "text_field", "key_field", "text_column")}
-    cfg = EncodeConfig(modality, tuple(map(str, sources)), str(cache), teacher=str(teacher[0]), pretrained=str(teacher[1]),
-                       workers=kw.pop("workers", 0), batch_size=4, source_options=opts, **kw)
-    return encode(cfg, progress=False)
-
-
-def _q(cache, sql):
-    con = plain_duckdb(cache)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def outcomes(cache) -> tuple[dict, dict]:
     """(key -> times cached, key -> reason recorded) of a cache."""
     cached: dict = {}
-    for (key,) in _q(cache, "SELECT key FROM items WHERE coalesce(\"view\", 0) = 0"):
+    for (key,) in query(cache, "SELECT key FROM items WHERE coalesce(\"view\", 0) = 0"):
         cached[key] = cached.get(key, 0) + 1
-    return cached, dict(_q(cache, "SELECT key, reason FROM errors"))
+    return cached, dict(query(cache, "SELECT key, reason FROM errors"))
 
 
 def assert_accounted(cache):
     """Per source: every listed entry is cached, recorded or a duplicate."""
-    rows = _q(cache, "SELECT r.source, sum(r.listed), (SELECT count(*) FROM items i WHERE i.source = r.source AND "
+    rows = query(cache, "SELECT r.source, sum(r.listed), (SELECT count(*) FROM items i WHERE i.source = r.source AND "
                      "coalesce(i.\"view\", 0) = 0), (SELECT count(*) FROM errors e WHERE e.source = r.source AND "
                      "e.stage = 'encode'), (SELECT sum(duplicates) FROM units u WHERE u.source = r.source) "
                      "FROM unit_records r GROUP BY r.source")
@@ -104,9 +78,9 @@ def _tar(path, members, *, gz=False):
 HEIC, JXL = (DATA / "tiny.heic").read_bytes(), (DATA / "tiny.jxl").read_bytes()
 PLUGGED = register_plugins()
 FORMAT_FILES = {
-    kind("dropped", "AVIF image", "encoded"): ("a.avif", lambda: _img(1, "AVIF")),
-    kind("dropped", "ICO icon", "encoded"): ("b.ico", lambda: _img(2, "ICO")),
-    kind("dropped", "JPEG 2000 image", "encoded"): ("c.jp2", lambda: _img(3, "JPEG2000")),
+    kind("dropped", "AVIF image", "encoded"): ("a.avif", lambda: image_bytes(seed=1, fmt="AVIF")),
+    kind("dropped", "ICO icon", "encoded"): ("b.ico", lambda: image_bytes(seed=2, fmt="ICO")),
+    kind("dropped", "JPEG 2000 image", "encoded"): ("c.jp2", lambda: image_bytes(seed=3, fmt="JPEG2000")),
     kind("dropped", "HEIC image", "encoded with the images extra, else recorded: unsupported format: heic"):
         ("d.heic", lambda: HEIC),
     kind("dropped", "JPEG XL image", "encoded with the images extra, else recorded: unsupported format: jxl"):
@@ -137,7 +111,7 @@ def test_extra_image_formats_are_encoded_or_recorded_as_unsupported(teacher, tmp
     for name, make in FORMAT_FILES.values():
         (root / name).write_bytes(make())
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "image", [root], cache)
+    encode_sources(teacher, "image", [root], cache)
     cached, reasons = outcomes(cache)
     assert {"a.avif", "b.ico", "c.jp2"} <= set(cached)
     for name, ext in (("d.heic", "heic"), ("e.jxl", "jxl")):
@@ -159,7 +133,7 @@ def test_without_the_images_extra_heic_and_jxl_are_recorded_as_unsupported(teach
     root.mkdir()
     (root / "d.heic").write_bytes(HEIC)
     (root / "e.jxl").write_bytes(JXL)
-    (root / "ok.png").write_bytes(_img(4))
+    (root / "ok.png").write_bytes(image_bytes(seed=4))
     cache = tmp_path / "m.duckdb"
     r = subprocess.run([sys.executable, "-c", BLOCK_PLUGINS, "encode", "images", str(root), "--cache", str(cache),
                         "--teacher", str(teacher[0]), "--pretrained", str(teacher[1]), "--workers", "0"],
@@ -174,19 +148,19 @@ def test_without_the_images_extra_heic_and_jxl_are_recorded_as_unsupported(teach
 
 
 def test_tar_links_follow_the_archive_and_never_leave_it(teacher, tmp_path):
-    a, b = _img(10, "JPEG"), _img(11)
+    a, b = image_bytes(seed=10, fmt="JPEG"), image_bytes(seed=11)
     _tar(tmp_path / "l-0.tar", [
         ("a.jpg", a), ("dir", tarfile.DIRTYPE, ""), ("dir/b.png", b),
         ("sym.jpg", tarfile.SYMTYPE, "a.jpg"), ("dir/up.png", tarfile.SYMTYPE, "../a.jpg"),
         ("hard.jpg", tarfile.LNKTYPE, "dir/b.png"),
         ("out.jpg", tarfile.SYMTYPE, "../../etc/passwd"), ("abs.jpg", tarfile.SYMTYPE, "/etc/passwd"),
-        ("/abs/x.jpg", _img(12)), ("../climb.jpg", _img(13)), ("gone.jpg", tarfile.SYMTYPE, "nowhere.jpg"),
+        ("/abs/x.jpg", image_bytes(seed=12)), ("../climb.jpg", image_bytes(seed=13)), ("gone.jpg", tarfile.SYMTYPE, "nowhere.jpg"),
         ("loop1.jpg", tarfile.SYMTYPE, "loop2.jpg"), ("loop2.jpg", tarfile.SYMTYPE, "loop1.jpg"),
         ("pipe.jpg", tarfile.FIFOTYPE, ""), ("README", b"no extension"),
     ])
-    _tar(tmp_path / "l-1.tar", [("c.png", _img(14)), ("h.png", tarfile.LNKTYPE, "c.png")], gz=True)
+    _tar(tmp_path / "l-1.tar", [("c.png", image_bytes(seed=14)), ("h.png", tarfile.LNKTYPE, "c.png")], gz=True)
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "image", [tmp_path / "l-{0..1}.tar"], cache)
+    encode_sources(teacher, "image", [tmp_path / "l-{0..1}.tar"], cache)
     cached, reasons = outcomes(cache)
     assert cached == {"a": 1, "dir/b": 1, "sym": 1, "dir/up": 1, "hard": 1, "c": 1, "h": 1}
     assert reasons["out"] == "symlink outside the archive: ../../etc/passwd"
@@ -197,7 +171,7 @@ def test_tar_links_follow_the_archive_and_never_leave_it(teacher, tmp_path):
     assert reasons["pipe"] == "member is a FIFO, not a file" and reasons["README"] == "no image member for this key"
     assert len(reasons) == 9, reasons
     # a link's row reads its target's bytes, in place
-    payload = dict(_q(cache, "SELECT key, \"offset\" FROM image_embeddings WHERE NOT packed"))
+    payload = dict(query(cache, "SELECT key, \"offset\" FROM image_embeddings WHERE NOT packed"))
     assert payload["sym"] == payload["a"] == payload["dir/up"] and payload["hard"] == payload["dir/b"]
     assert_accounted(cache)
 
@@ -227,18 +201,18 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
         f.truncate(10**12)  # 1 TB apparent size, no block on disk
     big = Image.new("L", (20000, 20000))
     big.save(root / "huge.png", optimize=True)
-    (root / "ok.png").write_bytes(_img(20))
-    _tar(tmp_path / "t-0.tar.gz", [("m.png", bytes(8 << 20)), ("n.png", _img(21))], gz=True)
+    (root / "ok.png").write_bytes(image_bytes(seed=20))
+    _tar(tmp_path / "t-0.tar.gz", [("m.png", bytes(8 << 20)), ("n.png", image_bytes(seed=21))], gz=True)
     monkeypatch.setattr(streams, "MIN_EXPANSION_BYTES", 32 << 20)  # the bounds, small enough for a test
     monkeypatch.setitem(parquet.MAX_ROW_GROUP_BYTES, "image", 64 << 20)
-    _tar(tmp_path / "t-1.tar.gz", [("p.png", _img(22)), ("zeros.bin", bytes(64 << 20)), ("q.png", _img(23))], gz=True)
-    pq.write_table(pa.table({"key": ["pbig", "pok"], "image": [bytes(8 << 20), _img(24)]}), tmp_path / "p.parquet")
+    _tar(tmp_path / "t-1.tar.gz", [("p.png", image_bytes(seed=22)), ("zeros.bin", bytes(64 << 20)), ("q.png", image_bytes(seed=23))], gz=True)
+    pq.write_table(pa.table({"key": ["pbig", "pok"], "image": [bytes(8 << 20), image_bytes(seed=24)]}), tmp_path / "p.parquet")
     pq.write_table(pa.table({"key": [f"g{i}" for i in range(24)], "image": [bytes([i]) * (3 << 20) for i in range(24)]}),
                    tmp_path / "g.parquet")
-    (tmp_path / "i.tsv").write_text(f"tbig\t{'A' * (12 << 20)}\ntok\t{base64.b64encode(_img(25)).decode()}\n")
+    (tmp_path / "i.tsv").write_text(f"tbig\t{'A' * (12 << 20)}\ntok\t{base64.b64encode(image_bytes(seed=25)).decode()}\n")
     cache = tmp_path / "m.duckdb"
     t0 = time.monotonic()
-    _encode(teacher, "image", [root, tmp_path / "t-{0..1}.tar.gz", tmp_path / "p.parquet", tmp_path / "g.parquet",
+    encode_sources(teacher, "image", [root, tmp_path / "t-{0..1}.tar.gz", tmp_path / "p.parquet", tmp_path / "g.parquet",
                                tmp_path / "i.tsv"], cache, max_image_bytes=4 << 20)
     assert time.monotonic() - t0 < 30
     cached, reasons = outcomes(cache)
@@ -247,21 +221,21 @@ def test_one_input_costs_bounded_time_and_memory(teacher, tmp_path, monkeypatch)
     assert reasons["huge.png"].startswith("too many pixels: 20000 x 20000 = 400.0 MP > --max-image-pixels")
     assert reasons["m"].startswith("too large: 8.4 MB") and reasons["pbig"].startswith("too large: 8.4 MB")
     assert reasons["tbig"].startswith("too large: the line is over")
-    group = _q(cache, "SELECT DISTINCT reason FROM errors WHERE reason LIKE '%row group%'")
+    group = query(cache, "SELECT DISTINCT reason FROM errors WHERE reason LIKE '%row group%'")
     assert group == [("too large: Parquet row group 0 holds 75.5 MB of 'image', over 67.1 MB: rewrite the file with "
-                      "smaller row groups",)] and _q(cache, "SELECT count(*) FROM errors WHERE reason LIKE '%row group 0 holds%'")[0][0] == 24
+                      "smaller row groups",)] and query(cache, "SELECT count(*) FROM errors WHERE reason LIKE '%row group 0 holds%'")[0][0] == 24
     assert reasons[""].startswith("damaged tar: decompression bomb")  # the rest of the tar after the bound
     assert_accounted(cache)
     long_word, long_line = "x" * 100_000, "y " * (5 << 19)
     (tmp_path / "s.txt").write_text(f"{long_word}\n{long_line}\na short sentence\n")
     pq.write_table(pa.table({"key": ["huge", "fine"], "text": ["z" * (5 << 20), "a fine sentence"]}), tmp_path / "t.parquet")
     t0 = time.monotonic()
-    _encode(teacher, "text", [tmp_path / "s.txt", tmp_path / "t.parquet"], cache)
+    encode_sources(teacher, "text", [tmp_path / "s.txt", tmp_path / "t.parquet"], cache)
     assert time.monotonic() - t0 < 20
-    texts = dict(_q(cache, "SELECT key, truncated FROM text_embeddings"))
+    texts = dict(query(cache, "SELECT key, truncated FROM text_embeddings"))
     assert texts == {"1": True, "3": False, "fine": False}
-    assert dict(_q(cache, "SELECT key, reason FROM errors WHERE key = 'huge'"))["huge"] == "text too long: 5.2 MB > 4.2 MB"
-    assert dict(_q(cache, "SELECT key, reason FROM errors WHERE key = '2'"))["2"] == "line too long: more than 4.2 MB"
+    assert dict(query(cache, "SELECT key, reason FROM errors WHERE key = 'huge'"))["huge"] == "text too long: 5.2 MB > 4.2 MB"
+    assert dict(query(cache, "SELECT key, reason FROM errors WHERE key = '2'"))["2"] == "line too long: more than 4.2 MB"
 
 
 # ------------------------------------------------------------------------ the same data twice
@@ -288,21 +262,21 @@ def test_the_same_data_reached_twice_is_encoded_once(teacher, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert "link is a duplicate source: the same folder as" in r.stderr, r.stderr
     assert "imgs is given twice: encoded once" in r.stderr  # the `..` spelling is the same path
-    assert _q(cache, "SELECT count(*), count(DISTINCT key) FROM items")[0] == (5, 5)
-    assert _q(cache, "SELECT count(*) FROM sources")[0][0] == 1
+    assert query(cache, "SELECT count(*), count(DISTINCT key) FROM items")[0] == (5, 5)
+    assert query(cache, "SELECT count(*) FROM sources")[0][0] == 1
     (tmp_path / "s.txt").write_text("one sentence\nanother sentence\n")
     os.link(tmp_path / "s.txt", tmp_path / "hard.txt")
     r = run_cli("encode", "texts", tmp_path / "s.txt", tmp_path / "hard.txt", tmp_path / "s.txt", "--cache", cache, *t)
     assert r.returncode == 0 and "hard.txt is a duplicate source: the same files as" in r.stderr, r.stderr
     assert "s.txt is given twice: encoded once" in r.stderr
-    assert _q(cache, "SELECT count(*) FROM items WHERE modality = 'text'")[0][0] == 2
-    before = _q(cache, "SELECT item_id, key FROM items ORDER BY item_id")
+    assert query(cache, "SELECT count(*) FROM items WHERE modality = 'text'")[0][0] == 2
+    before = query(cache, "SELECT item_id, key FROM items ORDER BY item_id")
     r = run_cli("encode", "images", tmp_path / "link", "--cache", cache, *t)  # a later command, another spelling
     assert r.returncode == 0 and "reached by another path: continued as that source" in r.stderr, r.stderr
-    assert _q(cache, "SELECT item_id, key FROM items ORDER BY item_id") == before  # nothing lost, nothing added
-    assert _q(cache, "SELECT count(*) FROM sources WHERE modality = 'image'")[0][0] == 1
+    assert query(cache, "SELECT item_id, key FROM items ORDER BY item_id") == before  # nothing lost, nothing added
+    assert query(cache, "SELECT count(*) FROM sources WHERE modality = 'image'")[0][0] == 1
     assert_refused(run_cli("encode", "images", tmp_path / "link" / "sub", "--cache", cache, *t), "is already cached")
-    assert _q(cache, "SELECT item_id, key FROM items ORDER BY item_id") == before
+    assert query(cache, "SELECT item_id, key FROM items ORDER BY item_id") == before
 
 
 # ----------------------------------------------------------------------- text that is not text
@@ -345,24 +319,24 @@ def test_text_that_is_not_text_and_pathological_json_are_recorded(teacher, tmp_p
     (tmp_path / "c.tsv").write_text(f"tk\t{{\"captions\": {deep}}}\n")
     _tar(tmp_path / "caps.tar", [("cj.json", ('{"caption": ' + deep + "}").encode())])
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "text", [tmp_path / "a.txt"], cache)
+    encode_sources(teacher, "text", [tmp_path / "a.txt"], cache)
     for name in ("b", "i", "t", "l"):
-        _encode(teacher, "text", [tmp_path / f"{name}.parquet"], cache)
-    _encode(teacher, "text", [tmp_path / "le.txt", tmp_path / "be.txt"], cache)
-    _encode(teacher, "text", [tmp_path / "j.jsonl"], cache, key_field="id")
+        encode_sources(teacher, "text", [tmp_path / f"{name}.parquet"], cache)
+    encode_sources(teacher, "text", [tmp_path / "le.txt", tmp_path / "be.txt"], cache)
+    encode_sources(teacher, "text", [tmp_path / "j.jsonl"], cache, key_field="id")
     for name in ("c.tsv", "caps.tar"):
         with pytest.raises(Exception, match="every record .* would be skipped .*invalid JSON"):
-            _encode(teacher, "text", [tmp_path / name], cache)
-    texts = sorted(_q(cache, "SELECT regexp_extract(source, '[^/]+$'), key, text FROM text_embeddings"))
+            encode_sources(teacher, "text", [tmp_path / name], cache)
+    texts = sorted(query(cache, "SELECT regexp_extract(source, '[^/]+$'), key, text FROM text_embeddings"))
     assert texts == sorted([("a.txt", "5", "real words"), ("b.parquet", "k1", "bytes key"), ("b.parquet", "fffe", "hex key"),
                             ("i.parquet", "7", "int key"), ("t.parquet", "2023-11-14T22:13:20", "time key"),
                             ("l.parquet", "[1, 2]", "list key"), ("le.txt", "1", "utf sixteen le"),
                             ("le.txt", "2", "second le line"), ("be.txt", "1", "utf sixteen be"),
                             ("j.jsonl", "k\\udc00", "surrogate key"), ("j.jsonl", '{"a": 1}', "struct key")])
-    invisible = _q(cache, "SELECT e.key, e.reason FROM errors e JOIN sources s ON s.source_id = e.source "
+    invisible = query(cache, "SELECT e.key, e.reason FROM errors e JOIN sources s ON s.source_id = e.source "
                           "WHERE s.uri LIKE '%a.txt' ORDER BY e.key")
     assert invisible == [(k, "empty after removing invisible characters") for k in ("1", "2", "3", "4")]
-    reasons = dict(_q(cache, "SELECT e.key, e.reason FROM errors e JOIN sources s ON s.source_id = e.source "
+    reasons = dict(query(cache, "SELECT e.key, e.reason FROM errors e JOIN sources s ON s.source_id = e.source "
                              "WHERE s.uri LIKE '%j.jsonl'"))  # a line that is not JSON has no key field: its number
     assert reasons["1"] == "invalid JSON: nested too deeply" and reasons["2"].startswith("invalid JSON: Exceeds the limit")
     assert reasons["s"] == "lone UTF-16 surrogate in sentence: not text" and len(reasons) == 3
@@ -388,7 +362,7 @@ def test_empty_sources_are_named_and_a_command_of_only_empty_sources_fails(teach
     assert not (tmp_path / "a.duckdb").exists()
     (tmp_path / "empty").mkdir()
     (tmp_path / "full").mkdir()
-    (tmp_path / "full" / "x.png").write_bytes(_img(30))
+    (tmp_path / "full" / "x.png").write_bytes(image_bytes(seed=30))
     _tar(tmp_path / "e.tar", [])
     r = run_cli("encode", "images", tmp_path / "empty", tmp_path / "full", tmp_path / "e.tar", tmp_path / "z.parquet",
                 "--cache", tmp_path / "b.duckdb", *t)
@@ -421,25 +395,25 @@ LEFTOVER = [
 def test_names_that_are_not_utf8_and_caption_rows_of_the_wrong_shape_are_recorded(teacher, tmp_path):
     root = tmp_path / "imgs"
     root.mkdir()
-    (root / os.fsdecode(b"bad-\xff.png")).write_bytes(_img(40))
+    (root / os.fsdecode(b"bad-\xff.png")).write_bytes(image_bytes(seed=40))
     (root / os.fsdecode(b"dir-\xfe")).mkdir()
-    (root / os.fsdecode(b"dir-\xfe") / "in.png").write_bytes(_img(41))
-    (root / "good.png").write_bytes(_img(42))
+    (root / os.fsdecode(b"dir-\xfe") / "in.png").write_bytes(image_bytes(seed=41))
+    (root / "good.png").write_bytes(image_bytes(seed=42))
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT, encoding="utf-8", errors="surrogateescape") as tf:
         info = tarfile.TarInfo(os.fsdecode(b"t-\xff.png"))
-        data = _img(43)
+        data = image_bytes(seed=43)
         info.size = len(data)
         tf.addfile(info, io.BytesIO(data))
     (tmp_path / "n.tar").write_bytes(raw.getvalue())
     cache = tmp_path / "m.duckdb"
-    _encode(teacher, "image", [root, tmp_path / "n.tar"], cache)
+    encode_sources(teacher, "image", [root, tmp_path / "n.tar"], cache)
     cached, reasons = outcomes(cache)
     assert cached == {"good.png": 1, "t-\\xff": 1}
     assert reasons == {"bad-\\xff.png": "file name is not valid UTF-8: rename it to encode it",
                        "dir-\\xfe/in.png": "file name is not valid UTF-8: rename it to encode it"}
     (tmp_path / "c.tsv").write_text('k1\t{"captions": []}\nk2\t{"caps": 1}\nk3\ta\tb\tc\nk4\t{"captions": ["fine", 5]}\n')
-    _encode(teacher, "text", [tmp_path / "c.tsv"], cache)
+    encode_sources(teacher, "text", [tmp_path / "c.tsv"], cache)
     cached, reasons = outcomes(cache)
     assert cached.get("k4#0") == 1 and reasons["k4#1"] == "caption is not a string"
     assert reasons["k1"] == "empty 'captions' list" and reasons["k3"] == "4 tab-separated fields, expected 2 (key, text)"
@@ -460,13 +434,13 @@ def _drop_file_permission_override():
 
 def test_a_cache_folder_that_is_not_writable_is_one_error_line(teacher, tmp_path):
     (tmp_path / "imgs").mkdir()
-    (tmp_path / "imgs" / "x.png").write_bytes(_img(50))
+    (tmp_path / "imgs" / "x.png").write_bytes(image_bytes(seed=50))
     cache = tmp_path / "m.duckdb"
     r = run_cli("encode", "images", tmp_path / "imgs", "--cache", cache, "--teacher", teacher[0], "--pretrained", teacher[1])
     assert r.returncode == 0
-    (tmp_path / "imgs" / "y.png").write_bytes(_img(51))
+    (tmp_path / "imgs" / "y.png").write_bytes(image_bytes(seed=51))
     (tmp_path / "more").mkdir()
-    (tmp_path / "more" / "y.png").write_bytes(_img(51))
+    (tmp_path / "more" / "y.png").write_bytes(image_bytes(seed=51))
     os.chmod(tmp_path / "m", 0o555)
     try:
         r = subprocess.run([sys.executable, "-m", "dimefm_pipeline", "encode", "images", str(tmp_path / "more"), "--cache",
@@ -475,7 +449,7 @@ def test_a_cache_folder_that_is_not_writable_is_one_error_line(teacher, tmp_path
     finally:
         os.chmod(tmp_path / "m", 0o755)
     assert_refused(r, "cannot write to the cache folder")
-    assert _q(cache, "SELECT count(*) FROM items")[0][0] == 1  # nothing already written is lost
+    assert query(cache, "SELECT count(*) FROM items")[0][0] == 1  # nothing already written is lost
 
 
 def test_every_class_has_several_kinds():
