@@ -159,9 +159,11 @@ def sample_clutter(rng: np.random.Generator, background: Background, size: int =
 
 
 def scene_of(rng: np.random.Generator, attributes: list[tuple[str, str, str]], layout: str, *,
-             background_kinds: tuple[str, ...] = BACKGROUND_KINDS, clutter: float = CLUTTER_ODDS) -> HardScene:
-    """A scene holding objects with the given (shape, colour, pattern), placed as `layout` places them."""
-    lo, hi = RADIUS[layout]
+             background_kinds: tuple[str, ...] = BACKGROUND_KINDS, clutter: float = CLUTTER_ODDS,
+             radius: tuple[float, float] | None = None) -> HardScene:
+    """A scene holding objects with the given (shape, colour, pattern), placed as `layout` places them
+    (`radius`: the range object sizes are drawn from, when not the layout's own)."""
+    lo, hi = radius or RADIUS[layout]
     radii = [float(rng.uniform(lo, hi)) for _ in attributes]
     centres = place(rng, radii, SEPARATION[layout])
     objects = tuple(make_object(rng, *attrs, x, y, r) for attrs, (x, y), r in zip(attributes, centres, radii))

@@ -4,10 +4,10 @@ Six zero-shot tasks over five pools (the shape x pattern and shade tasks label o
 
 | task | classes | what it asks |
 | --- | ---: | --- |
-| shape_pattern | 64 | fine-grained: 16 shapes (several differ by a detail) x 4 fill patterns |
+| shape_pattern | 64 | fine-grained: 16 shapes (several differ by a detail) x 4 fill patterns, at smaller sizes |
 | colour | 12 | shades in look-alike pairs, under varying lighting |
-| count | 6 | one to six objects that may hide each other, among clutter marks |
-| relation | 24 | which of two shapes is left of (or above) the other, with distractor objects |
+| count | 6 | one to six small objects that may hide each other, among clutter marks |
+| relation | 24 | which of two shapes is left of (or above) the other, with at most one distractor |
 | binding | 72 | which colour goes with which shape in a pair (the swapped pair is a class too) |
 | novel_combo | 192 | colour-shape combinations that no training picture or sentence shows |
 
@@ -81,19 +81,27 @@ TASKS = (
 )
 
 
+# The shape-and-pattern, colour and count pictures hold smaller objects than the world's own stream
+# (radius 11-18 px alone, 5.5-9 in a crowd): a scale shift. At the stream's sizes the shipped teacher
+# named 97.2% of shapes with patterns and 99.0% of counts, no room left to tell students apart.
+SUITE_RADIUS = {"single": (7.0, 14.0), "crowd": (3.5, 6.5)}
+
+
 def _single(rng: np.random.Generator) -> tuple[HardScene, None]:
     shape, pattern = SHAPES[int(rng.integers(len(SHAPES)))], PATTERNS[int(rng.integers(len(PATTERNS)))]
     colours = [c for c in COLOURS_ if (c, shape) not in HELD_OUT]
-    return scene_of(rng, [(shape, colours[int(rng.integers(len(colours)))], pattern)], "single"), None
+    return scene_of(rng, [(shape, colours[int(rng.integers(len(colours)))], pattern)], "single",
+                    radius=SUITE_RADIUS["single"]), None
 
 
 def _crowd(rng: np.random.Generator) -> tuple[HardScene, None]:
     n = int(rng.integers(1, 7))
-    return scene_of(rng, [draw_attributes(rng) for _ in range(n)], "crowd"), None
+    return scene_of(rng, [draw_attributes(rng) for _ in range(n)], "crowd", radius=SUITE_RADIUS["crowd"]), None
 
 
 def _relation(rng: np.random.Generator) -> tuple[HardScene, int]:
-    """Two basic shapes clearly apart along one axis, plus up to two distractors of other shapes."""
+    """Two basic shapes clearly apart along one axis, plus at most one distractor of another shape
+    (with up to two the shipped teacher named 32.9% of the relations)."""
     pair = int(rng.integers(len(_PAIRS)))
     vertical = bool(rng.integers(2))
     first, second = _PAIRS[pair]
@@ -107,7 +115,7 @@ def _relation(rng: np.random.Generator) -> tuple[HardScene, int]:
         xy = [(y, x) for x, y in xy]
     objs = [make_object(rng, *draw_attributes(rng, shape=s), x, y, rad) for s, (x, y), rad in zip((first, second), xy, r)]
     others = [s for s in SHAPES if s not in BASIC_SHAPES]
-    for _ in range(int(rng.integers(3))):
+    for _ in range(int(rng.integers(2))):
         rad = float(rng.uniform(5.0, 7.0))
         for _ in range(100):
             x, y = rng.uniform(rad + 1, 63 - rad, size=2)
