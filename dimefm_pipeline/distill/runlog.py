@@ -9,6 +9,7 @@ import errno
 import json
 import os
 import shlex
+import signal
 import time
 from pathlib import Path
 
@@ -217,8 +218,6 @@ def out_lock(out: str, rank: int):
 
 def interrupted_message(cfg: DistillConfig, command: str, log: RunLog) -> str:
     """What an interrupted run prints: where it stopped and the command that resumes it."""
-    import signal
-
     words = shlex.split(command) if command else []
     if words[:2] == ["dimefm", "distill"]:
         resume = command if "--resume" in words else f"{command} --resume"
