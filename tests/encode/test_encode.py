@@ -11,6 +11,7 @@ from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest import Manifest, catalog
+from dimefm_pipeline.core.locks import is_held
 from tests.conftest import run_cli, write_images, write_tiny_teacher, plain_duckdb
 
 
@@ -130,25 +131,14 @@ def test_readers_are_not_blocked_by_an_encode_and_a_second_encode_is_refused(tea
     r = run_cli("encode", "images", tmp_path / "imgs", "--cache", cache, "--teacher", teacher[0], "--pretrained", teacher[1],
                 "--shard-size", "60")  # the manifest exists; the second source below is encoded while we read
     assert r.returncode == 0, r.stderr
-    import fcntl
-
     write_images(tmp_path / "more", 1000, size=(24, 24), seed=5)
     cmd = [sys.executable, "-m", "dimefm_pipeline", "encode", "images", str(tmp_path / "more"), "--cache", str(cache),
            "--shard-size", "4", "--batch-size", "2", "--workers", "0"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
-    def encode_holds_the_lock():
-        with open(cache.with_suffix("") / ".encode.lock") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            fcntl.flock(f, fcntl.LOCK_UN)
-            return False
-
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and not encode_holds_the_lock():
+        while time.time() < deadline and not is_held(cache.with_suffix("") / ".encode.lock"):
             time.sleep(0.05)
         r = run_cli("encode", "images", tmp_path / "more", "--cache", cache)
         assert r.returncode == 2 and "one encode at a time" in r.stderr, r.stderr

@@ -198,11 +198,7 @@ def start_run(man: Manifest, kind: str, command: str, config: dict, world_size: 
 def drop_run(man: Manifest, run_id: int) -> None:
     """Forget a run that was refused before it did anything (a user's mistake is not a run)."""
     man.con.execute("DELETE FROM runs WHERE run_id = ?", [run_id])
-    path = run_lock_path(man.cache_dir, run_id)
-    lock = _held.pop(path, None)
-    if lock is not None:
-        path.unlink(missing_ok=True)
-        lock.release()
+    _release(man, run_id)
 
 
 def held_here(path: Path) -> bool:
@@ -225,6 +221,11 @@ def end_run(man: Manifest, run_id: int, status: str, *, output: str | None = Non
         "UPDATE runs SET status = ?, ended_at = ?, output = coalesce(?, output), metrics = coalesce(?, metrics) WHERE run_id = ?",
         [status, now(), output, json.dumps(metrics) if metrics is not None else None, run_id],
     )
+    _release(man, run_id)
+
+
+def _release(man: Manifest, run_id: int) -> None:
+    """Drop the lock of a run this process started (and its file)."""
     path = run_lock_path(man.cache_dir, run_id)
     lock = _held.pop(path, None)
     if lock is not None:
