@@ -10,6 +10,7 @@ import typer
 from dimefm_pipeline.cli import app, command_line
 from dimefm_pipeline.cli.options import config_options
 from dimefm_pipeline.encode.config import EncodeConfig
+from dimefm_pipeline.encode.teachers import AddTeacherConfig
 from dimefm_pipeline.formats.base import TEXT_FIELDS
 
 encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)
@@ -56,3 +57,16 @@ def encode_texts(
     """Encode sentences with the teacher's text tower (exact duplicates are encoded once)."""
     _run("text", sources, given, {"text_field": text_field, "key_field": key_field, "text_column": text_column,
                                   "key_column": key_column})
+
+
+@encode_app.command("teacher")
+@config_options(AddTeacherConfig)
+def encode_teacher(given: dict):
+    """Add a teacher to a cache: encode every cached image view and sentence again with it, into
+    companion shards aligned row for row (for distill --teachers)."""
+    from dimefm_pipeline.encode.teachers import add_teacher
+
+    done = add_teacher(AddTeacherConfig(**given), command=command_line())
+    if done is not None:
+        what = "already had every row" if done["already"] else f"{done['rows']:,} rows in {done['shards']} shard(s)"
+        typer.echo(f"teacher {done['teacher']!r} (id {done['teacher_id']}): {what}, {done['seconds']:.1f} s")

@@ -8,7 +8,8 @@ device.
 
 from __future__ import annotations
 
-from typing import NamedTuple
+import math
+from typing import NamedTuple, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +18,7 @@ from torch import Tensor
 from dimefm_pipeline.core.distributed import gather_features
 from dimefm_pipeline.core.loss_config import LossConfig
 
-__all__ = ["LossConfig", "dimefm_losses", "kl_rows", "similarity_logits"]
+__all__ = ["LossConfig", "TeacherTargets", "dimefm_losses", "ensemble_losses", "kl_rows", "similarity_logits"]
 
 
 def similarity_logits(x: Tensor, y: Tensor, *, logit_scale: float = 100.0) -> Tensor:
@@ -62,29 +63,29 @@ def _check_features(name: str, x: Tensor, dim: int | None, *, ndim: tuple[int, .
     return x.shape[-1]
 
 
+class TeacherTargets(NamedTuple):
+    """One teacher's cached rows for a batch, with its own logit scale and weight in an ensemble."""
+
+    image: Tensor  # n x d_t
+    text: Tensor  # m x d_t
+    mined: Tensor | None = None  # n x d_t or n x k x d_t: its rows of each image's mined sentences
+    logit_scale: float | None = None  # the scale of this teacher's similarities (default: the student's)
+    weight: float = 1.0
+
+
+COMBINES = ("mean", "mixture")
+
+
 def dimefm_losses(
     teacher_image: Tensor,
     teacher_text: Tensor,
     student_image: Tensor,
     student_text: Tensor,
     *,
-    logit_scale: float = 100.0,
-    tau_vl: float = 1.0,
-    tau_pvl: float = 3.0,
-    tau_udist: float = 7.0,
-    w_vl: float = 0.7,
-    w_pvl: float = 0.3,
-    w_udist: float = 0.0,
-    train_text: bool = False,
-    w_vl_text: float | None = None,
-    w_pvl_text: float | None = None,
-    w_udist_text: float | None = None,
     mined_text: Tensor | None = None,
-    w_pvl_mined: float = 0.0,
-    gather: bool = False,
-    local_loss: bool = False,
+    **kwargs,
 ) -> dict[str, Tensor]:
-    """The DIME-FM loss terms of one batch of n images and m (unpaired) sentences.
+    """The DIME-FM loss terms of one batch of n images and m (unpaired) sentences, against one teacher.
 
     Features are raw (n x d images, m x d sentences); teacher ones are fixed targets and never receive
     gradients. Passing `student_text=teacher_text` (the same tensor) is the reference mode that keeps
@@ -98,75 +99,155 @@ def dimefm_losses(
     when `train_text`, and `pvl_mined` when `mined_text` is given. `total` is the weighted sum; a term
     whose weight is 0 is still reported but computed without autograd and left out of `total`.
     """
-    reference_mode = _check_inputs(teacher_image, teacher_text, student_image, student_text, mined_text,
-                                   train_text=train_text, w_pvl_mined=w_pvl_mined)
+    return ensemble_losses([TeacherTargets(teacher_image, teacher_text, mined_text)], student_image, student_text,
+                           **kwargs)
+
+
+def ensemble_losses(
+    teachers: Sequence[TeacherTargets],
+    student_image: Tensor,
+    student_text: Tensor,
+    *,
+    combine: str = "mean",
+    logit_scale: float = 100.0,
+    tau_vl: float = 1.0,
+    tau_pvl: float = 3.0,
+    tau_udist: float = 7.0,
+    w_vl: float = 0.7,
+    w_pvl: float = 0.3,
+    w_udist: float = 0.0,
+    train_text: bool = False,
+    w_vl_text: float | None = None,
+    w_pvl_text: float | None = None,
+    w_udist_text: float | None = None,
+    w_pvl_mined: float = 0.0,
+    gather: bool = False,
+    local_loss: bool = False,
+) -> dict[str, Tensor]:
+    """The DIME-FM terms against one or more teachers (`dimefm_losses` is the one-teacher case).
+
+    Each teacher's targets are similarity rows of its own features at its own logit scale, so the
+    teachers' dimensions may differ from each other; the terms that compare the student's features
+    with a teacher's directly (P-VL, the text tower's VL and P-VL, mined P-VL, and the reference mode,
+    which uses teacher 0's sentences as the student's) need that teacher's dimension to be the
+    student's. `combine`: `mean` weighs each teacher's KL term by its weight; `mixture` takes the KL
+    to the weighted mixture of the teachers' distributions, for the terms whose student side is the
+    student's alone (VL, UDist and their text twins); the others are a weighted mean in both cases.
+    The reference mode is `student_text is teachers[0].text`.
+    """
+    if combine not in COMBINES:
+        raise ValueError(f"combine must be one of {COMBINES}, not {combine!r}")
+    text_weights = None if not train_text else (w_vl if w_vl_text is None else w_vl_text,
+                                                 w_pvl if w_pvl_text is None else w_pvl_text,
+                                                 w_udist if w_udist_text is None else w_udist_text)
+    direct_weights = (w_pvl, w_pvl_mined, *(text_weights[:2] if text_weights else ()))
+    reference_mode = _check_inputs(teachers, student_image, student_text, train_text=train_text,
+                                   w_pvl_mined=w_pvl_mined, direct_weights=direct_weights)
 
     def batch(x: Tensor) -> _Batch:
         return _Batch(*gather_features(x, local_loss=local_loss)) if gather else _Batch(x, x)
 
-    it = batch(_normalise(teacher_image.detach()))
-    tt = batch(_normalise(teacher_text.detach()))
+    side = [_Teacher(batch(_normalise(t.image.detach())), batch(_normalise(t.text.detach())),
+                     batch(_mined_pseudo_captions(t.mined.detach())) if t.mined is not None else None,
+                     logit_scale if t.logit_scale is None else t.logit_scale, t.weight) for t in teachers if t.weight]
     is_ = batch(_normalise(student_image))
-    ts = tt if reference_mode else batch(_normalise(student_text))
-    mt = batch(_mined_pseudo_captions(mined_text.detach())) if mined_text is not None else None
-    text_weights = None if not train_text else (w_vl if w_vl_text is None else w_vl_text,
-                                                 w_pvl if w_pvl_text is None else w_pvl_text,
-                                                 w_udist if w_udist_text is None else w_udist_text)
-    terms = _terms(it, tt, is_, ts, mt, logit_scale=logit_scale, taus=(tau_vl, tau_pvl, tau_udist),
+    ts = side[0].text if reference_mode else batch(_normalise(student_text))
+    terms = _terms(side, is_, ts, logit_scale=logit_scale, taus=(tau_vl, tau_pvl, tau_udist), combine=combine,
                    weights=(w_vl, w_pvl, w_udist), text_weights=text_weights, w_pvl_mined=w_pvl_mined)
     return _weighted(terms, student_image)
 
 
-def _check_inputs(teacher_image, teacher_text, student_image, student_text, mined_text, *, train_text: bool,
-                  w_pvl_mined: float) -> bool:
-    """Refuse inputs that do not fit together; True in the reference mode (the teacher's text tower)."""
-    reference_mode = student_text is teacher_text
+class _Teacher(NamedTuple):
+    image: _Batch
+    text: _Batch
+    mined: _Batch | None
+    scale: float
+    weight: float
+
+
+def _check_inputs(teachers, student_image, student_text, *, train_text: bool, w_pvl_mined: float,
+                  direct_weights: tuple) -> bool:
+    """Refuse inputs that do not fit together; True in the reference mode (teacher 0's text tower)."""
+    if not teachers or not any(t.weight for t in teachers):
+        raise ValueError("at least one teacher with a weight above 0 is needed")
+    if any(t.weight < 0 for t in teachers):
+        raise ValueError("teacher weights cannot be negative")
+    reference_mode = student_text is teachers[0].text
     if train_text and reference_mode:
         raise ValueError("train_text=True needs student text features; student_text is the teacher's")
-    if w_pvl_mined and mined_text is None:
-        raise ValueError("w_pvl_mined > 0 needs mined_text (teacher features of each image's mined sentences)")
-    dim = _check_features("teacher_image", teacher_image, None)
-    _check_features("teacher_text", teacher_text, dim)
-    _check_features("student_image", student_image, dim)
+    dim = _check_features("student_image", student_image, None)
     _check_features("student_text", student_text, dim)
-    if student_image.shape[0] != teacher_image.shape[0] or student_text.shape[0] != teacher_text.shape[0]:
-        raise ValueError("student and teacher batches must have the same number of rows per modality")
-    if mined_text is not None:
-        _check_features("mined_text", mined_text, dim, ndim=(2, 3))
-        if mined_text.shape[0] != teacher_image.shape[0]:
-            raise ValueError("mined_text needs one entry per image")
+    for i, t in enumerate(teachers):
+        t_dim = _check_features(f"teacher {i} image", t.image, None)
+        _check_features(f"teacher {i} text", t.text, t_dim)
+        if w_pvl_mined and t.mined is None:
+            raise ValueError("w_pvl_mined > 0 needs mined_text (teacher features of each image's mined sentences)")
+        if t_dim != dim and t.weight and (any(direct_weights) or (reference_mode and i == 0)):
+            raise ValueError(f"teacher {i} has dim {t_dim}, the student {dim}: P-VL, the text tower's VL and P-VL, mined "
+                             "P-VL and the reference mode compare the student's features with the teacher's directly "
+                             "(teacher and student dims must match); set their weights to 0 or use a student of "
+                             "that dim")
+        if student_image.shape[0] != t.image.shape[0] or student_text.shape[0] != t.text.shape[0]:
+            raise ValueError("student and teacher batches must have the same number of rows per modality")
+        if t.mined is not None:
+            _check_features("mined_text", t.mined, t_dim, ndim=(2, 3))
+            if t.mined.shape[0] != t.image.shape[0]:
+                raise ValueError("mined_text needs one entry per image")
     return reference_mode
 
 
-def _terms(it: _Batch, tt: _Batch, is_: _Batch, ts: _Batch, mt: _Batch | None, *, logit_scale: float,
-           taus: tuple[float, float, float], weights: tuple[float, float, float],
-           text_weights: tuple[float, float, float] | None, w_pvl_mined: float) -> dict:
+def _terms(side: list[_Teacher], is_: _Batch, ts: _Batch, *, logit_scale: float, taus: tuple[float, float, float],
+           combine: str, weights: tuple[float, float, float], text_weights: tuple[float, float, float] | None,
+           w_pvl_mined: float) -> dict:
     """name -> (weight, term builder) of every term asked for; builders run with or without autograd
-    depending on the weight. `it`, `tt`: teacher images and sentences; `is_`, `ts`: the student's."""
+    depending on the weight. Each teacher's `image`, `text`: its images and sentences; `is_`, `ts`:
+    the student's."""
     tau_vl, tau_pvl, tau_udist = taus
 
-    def kl(x_t: Tensor, y_t: Tensor, x_s: Tensor, y_s: Tensor, tau: float) -> Tensor:
-        return kl_rows(
-            similarity_logits(x_t, y_t, logit_scale=logit_scale),
-            similarity_logits(x_s, y_s, logit_scale=logit_scale),
-            tau=tau,
-        )
+    def kl(teacher, student, tau: float, *, own: bool = True) -> Tensor:
+        """KL between teacher rows `teacher(t)` = (x, y) and student rows `student(t)`; `own`: the
+        student's side is the student's alone (the same for every teacher), so it can be a mixture."""
+        if combine == "mixture" and own and len(side) > 1:
+            total_w = sum(t.weight for t in side)
+            log_p = torch.logsumexp(torch.stack([
+                math.log(t.weight / total_w) + F.log_softmax(similarity_logits(*teacher(t), logit_scale=t.scale) / tau, dim=1)
+                for t in side]), dim=0)
+            log_q = F.log_softmax(similarity_logits(*student(side[0]), logit_scale=logit_scale) / tau, dim=1)
+            return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)
+        total = None
+        for t in side:
+            term = t.weight * kl_rows(similarity_logits(*teacher(t), logit_scale=t.scale),
+                                      similarity_logits(*student(t), logit_scale=logit_scale), tau=tau)
+            total = term if total is None else total + term
+        return total
 
+    # `direct`: the terms that compare the student's features with a teacher's can be computed (every
+    # teacher's dim is the student's)
+    direct = all(t.image.rows.shape[-1] == is_.rows.shape[-1] for t in side)
     terms = {
-        "vl": (weights[0], lambda: kl(it.rows, tt.cols, is_.rows, ts.cols, tau_vl) + kl(tt.rows, it.cols, ts.rows, is_.cols, tau_vl)),
-        "pvl": (weights[1], lambda: 2 * kl(it.rows, it.cols, is_.rows, it.cols, tau_pvl)),
-        "udist": (weights[2], lambda: 2 * kl(it.rows, it.cols, is_.rows, is_.cols, tau_udist)),
+        "vl": (weights[0], lambda: kl(lambda t: (t.image.rows, t.text.cols), lambda t: (is_.rows, ts.cols), tau_vl)
+               + kl(lambda t: (t.text.rows, t.image.cols), lambda t: (ts.rows, is_.cols), tau_vl)),
+        "pvl": (weights[1], lambda: 2 * kl(lambda t: (t.image.rows, t.image.cols), lambda t: (is_.rows, t.image.cols),
+                                           tau_pvl, own=False)),
+        "udist": (weights[2], lambda: 2 * kl(lambda t: (t.image.rows, t.image.cols), lambda t: (is_.rows, is_.cols),
+                                             tau_udist)),
     }
     if text_weights is not None:
         # mirror image: the teacher's images are the fixed side, each sentence is its own pseudo image
-        terms["vl_text"] = (
-            text_weights[0],
-            lambda: kl(tt.rows, it.cols, ts.rows, it.cols, tau_vl) + kl(it.rows, tt.cols, it.rows, ts.cols, tau_vl),
-        )
-        terms["pvl_text"] = (text_weights[1], lambda: 2 * kl(tt.rows, tt.cols, ts.rows, tt.cols, tau_pvl))
-        terms["udist_text"] = (text_weights[2], lambda: 2 * kl(tt.rows, tt.cols, ts.rows, ts.cols, tau_udist))
-    if mt is not None:
-        terms["pvl_mined"] = (w_pvl_mined, lambda: 2 * kl(it.rows, mt.cols, is_.rows, mt.cols, tau_pvl))
+        terms["vl_text"] = (text_weights[0], lambda: kl(lambda t: (t.text.rows, t.image.cols),
+                                                        lambda t: (ts.rows, t.image.cols), tau_vl, own=False)
+                            + kl(lambda t: (t.image.rows, t.text.cols), lambda t: (t.image.rows, ts.cols), tau_vl,
+                                 own=False))
+        terms["pvl_text"] = (text_weights[1], lambda: 2 * kl(lambda t: (t.text.rows, t.text.cols),
+                                                             lambda t: (ts.rows, t.text.cols), tau_pvl, own=False))
+        terms["udist_text"] = (text_weights[2], lambda: 2 * kl(lambda t: (t.text.rows, t.text.cols),
+                                                               lambda t: (ts.rows, ts.cols), tau_udist))
+    if side[0].mined is not None:
+        terms["pvl_mined"] = (w_pvl_mined, lambda: 2 * kl(lambda t: (t.image.rows, t.mined.cols),
+                                                          lambda t: (is_.rows, t.mined.cols), tau_pvl, own=False))
+    if not direct:  # their weights are 0 (`_check_inputs`): left out, as they cannot be computed
+        for name in ("pvl", "vl_text", "pvl_text", "pvl_mined"):
+            terms.pop(name, None)
     return terms
 
 

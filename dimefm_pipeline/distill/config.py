@@ -54,6 +54,17 @@ class DistillConfig:
                                      flag="--grad-clip-norm")
     precision: str = option("amp", "amp: fp16 autocast + grad scaler on CUDA, fp32 on CPU; bf16: bf16 autocast on CUDA "
                                    "and on CPU; fp32.")
+    # teachers
+    teachers: str | None = option(None, "Distil from these teachers of the cache, comma-separated names (dimefm info "
+                                        "lists them; dimefm encode teacher adds one); the student takes the first "
+                                        "one's dim (default: the cache's own teacher).")
+    teacher_weights: str | None = option(None, "Weight of each of --teachers, comma-separated (normalised to sum "
+                                               "1; default: equal).")
+    teacher_scales: str | None = option(None, "Logit scale of each of --teachers' similarities, comma-separated "
+                                              "(default: --logit-scale for every teacher).")
+    ensemble: str = option("mean", "How --teachers' targets combine: mean (weighted mean of each teacher's KL terms) | "
+                                   "mixture (KL to the weighted mixture of their distributions, where the student side "
+                                   "is the student's alone), docs/losses.md.")
     # losses
     loss: LossConfig = option(factory=LossConfig, cli=False)  # its fields are options of their own
     pvl_mined_k: int = option(1, "Mined neighbours averaged into the pseudo caption of the mined P-VL term.")
@@ -107,8 +118,44 @@ class DistillConfig:
             raise DimefmError("--item-timeout must be positive")
         if isinstance(self.verify_cache, bool):  # a recipe's true/false: every byte / off
             object.__setattr__(self, "verify_cache", "full" if self.verify_cache else "off")
+        self._check_teachers()
         if self.verify_cache not in ("sample", "full", "off"):
             raise DimefmError(f"--verify-cache must be sample, full or off, not {self.verify_cache!r}")
+
+    def _check_teachers(self) -> None:
+        names = self.teacher_names
+        if names and (len(set(names)) != len(names) or not all(names)):
+            raise DimefmError(f"--teachers must name each teacher once, not {self.teachers!r}")
+        for flag, value in (("--teacher-weights", self.teacher_weights), ("--teacher-scales", self.teacher_scales)):
+            if value is None:
+                continue
+            if not names:
+                raise DimefmError(f"{flag} needs --teachers")
+            try:
+                numbers = [float(v) for v in _listed(value)]
+            except ValueError:
+                raise DimefmError(f"{flag} must be comma-separated numbers, not {value!r}") from None
+            if len(numbers) != len(names) or min(numbers) < 0 or (flag == "--teacher-scales" and min(numbers) == 0):
+                raise DimefmError(f"{flag} needs one {'positive' if 'scales' in flag else 'non-negative'} number for "
+                                  f"each of the {len(names)} teachers, not {value!r}")
+        if names and not sum(self.teacher_weight_list):
+            raise DimefmError("--teacher-weights: at least one teacher needs a weight above 0")
+        if self.ensemble not in ("mean", "mixture"):
+            raise DimefmError(f"--ensemble must be mean or mixture, not {self.ensemble!r}")
+
+    @property
+    def teacher_names(self) -> tuple[str, ...]:
+        return tuple(_listed(self.teachers)) if self.teachers else ()
+
+    @property
+    def teacher_weight_list(self) -> list[float]:
+        """Each teacher's weight, normalised to sum 1."""
+        w = [float(v) for v in _listed(self.teacher_weights)] if self.teacher_weights else [1.0] * len(self.teacher_names)
+        return [v / sum(w) for v in w] if sum(w) else w
+
+    @property
+    def teacher_scale_list(self) -> list[float | None]:
+        return [float(v) for v in _listed(self.teacher_scales)] if self.teacher_scales else [None] * len(self.teacher_names)
 
     def warmup_steps(self, total: int) -> int:
         """Steps of linear warm-up in a run of `total` steps."""
@@ -117,7 +164,7 @@ class DistillConfig:
         return max(1, round(self.warmup * total)) if self.warmup > 0 else 0
 
     # options that shape the schedule or the data order: a resumed run must keep them
-    SCHEDULE = ("steps", "epochs", "lr", "min_lr", "warmup", "warmup_lr", "weight_decay", "betas", "eps", "batch_size",
+    SCHEDULE = ("teachers", "teacher_weights", "teacher_scales", "ensemble", "steps", "epochs", "lr", "min_lr", "warmup", "warmup_lr", "weight_decay", "betas", "eps", "batch_size",
                 "text_batch_size", "seed", "grad_clip")
 
     @property
@@ -154,3 +201,9 @@ class DistillConfig:
         if "betas" in d:
             d["betas"] = tuple(d["betas"])
         return cls(loss=LossConfig(**loss), **d)
+
+
+def _listed(value) -> list[str]:
+    """A comma-separated option (or a recipe's list) as its stripped parts."""
+    parts = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(p).strip() for p in parts]

@@ -23,19 +23,22 @@ from __future__ import annotations
 import contextlib
 
 from dimefm_pipeline.core import distributed as dist
-from dimefm_pipeline.core.losses import dimefm_losses
+from dimefm_pipeline.core.losses import TeacherTargets, ensemble_losses
 from dimefm_pipeline.distill.config import DistillConfig
 
 
-def batch_losses(cfg: DistillConfig, targets: dict, s_img, s_txt, *, world: int = 1) -> dict:
-    """The loss terms of a batch: its teacher `targets` against the student's image embeddings and
-    its sentence embeddings (None with the teacher's text tower: the cached sentence rows stand in)."""
-    return dimefm_losses(targets["image"], targets["text"], s_img, targets["text"] if s_txt is None else s_txt,
-                         train_text=s_txt is not None, mined_text=targets["mined"], gather=world > 1,
-                         **cfg.loss.as_kwargs())
+def batch_losses(cfg: DistillConfig, targets: list, s_img, s_txt, *, world: int = 1) -> dict:
+    """The loss terms of a batch: each teacher's `targets` against the student's image embeddings and
+    its sentence embeddings (None with the teacher's text tower: the first teacher's sentence rows
+    stand in)."""
+    weights = cfg.teacher_weight_list or [1.0]
+    scales = cfg.teacher_scale_list or [None]
+    teachers = [TeacherTargets(t["image"], t["text"], t["mined"], s, w) for t, w, s in zip(targets, weights, scales)]
+    return ensemble_losses(teachers, s_img, targets[0]["text"] if s_txt is None else s_txt, combine=cfg.ensemble,
+                           train_text=s_txt is not None, gather=world > 1, **cfg.loss.as_kwargs())
 
 
-def micro_backward(cfg: DistillConfig, job, pixels, tokens, targets: dict, device, *, world: int = 1,
+def micro_backward(cfg: DistillConfig, job, pixels, tokens, targets: list, device, *, world: int = 1,
                    check=None) -> dict:
     """Forward and backward of one step in micro-batches of `cfg.micro_batch` images and sentences.
     Afterwards every parameter's `.grad` holds the gradient of the full batch's loss, averaged over

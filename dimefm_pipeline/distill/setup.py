@@ -50,8 +50,8 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
 
     mined = cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=lock_wait(), sources=True, pairs=mined,
-                     mining_id=cfg.mining_id)
-    student = build_student(cfg, idx.teacher, device=device)
+                     mining_id=cfg.mining_id, teachers=cfg.teacher_names)
+    student = build_student(cfg, idx.ensemble[0].info if idx.ensemble else idx.teacher, device=device)
     texts, tokens = _sentences(cfg, idx, student, rank, world)
     n_images = len(idx.images) // idx.views
     per_epoch = n_images // (cfg.batch_size * world)

@@ -83,11 +83,18 @@ def distill(cfg: DistillConfig, *, command: str = "", progress: bool = True) -> 
 def _save_student(cfg: DistillConfig, job: Job, log: RunLog) -> None:
     """Rank 0, every step done: the student as an open_clip hub folder, with its provenance, and its
     loss curves beside it."""
-    teacher = job.idx.teacher
-    # a local checkpoint by its file name (the folder is meant to be shared), with its sha256
-    pretrained = Path(teacher.pretrained).name if Path(teacher.pretrained).is_absolute() else teacher.pretrained
-    about = {"teacher": {"arch": teacher.arch, "pretrained": pretrained, "fingerprint": teacher.fingerprint},
-             "text_tower": cfg.text_tower, "steps": job.step, "run_id": log.run_id}
+    def described(teacher) -> dict:
+        # a local checkpoint by its file name (the folder is meant to be shared), with its sha256
+        pretrained = Path(teacher.pretrained).name if Path(teacher.pretrained).is_absolute() else teacher.pretrained
+        return {"arch": teacher.arch, "pretrained": pretrained, "fingerprint": teacher.fingerprint}
+
+    ensemble = job.idx.ensemble
+    about = {"teacher": described(ensemble[0].info if ensemble else job.idx.teacher), "text_tower": cfg.text_tower,
+             "steps": job.step, "run_id": log.run_id}
+    if ensemble:
+        about["teachers"] = [{"name": t.name, **described(t.info), "weight": w, "logit_scale": s or cfg.loss.logit_scale}
+                             for t, w, s in zip(ensemble, cfg.teacher_weight_list, cfg.teacher_scale_list)]
+        about["ensemble"] = cfg.ensemble
     log.config_path, log.weights_path = save_student(job.student, log.out, logit_scale=cfg.loss.logit_scale, about=about)
     plot_losses(log.csv, log.out / "loss_curves.png")
 
@@ -133,8 +140,9 @@ def _image_batches(cfg: DistillConfig, job: Job, rank: int, world: int, device, 
 
 
 def step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
-    """Teacher rows of the batch's images and of this step's sentences (memory-mapped, to the device),
-    the mined pseudo captions when asked for, and the sentences' token ids for a student text tower."""
+    """Each teacher's rows of the batch's images and of this step's sentences (memory-mapped, to the
+    device), with its mined pseudo captions when asked for; and the sentences' token ids for a student
+    text tower. One teacher (the cache's own) unless --teachers names several."""
     import torch
 
     txt_rows = job.texts.rows(job.step)
@@ -142,20 +150,20 @@ def step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
     if cfg.mined_share > 0:
         txt_rows = mix_mined(txt_rows, images, job.pairs, cfg.mined_share, job.step, cfg.seed)
     txt_rows = np.sort(txt_rows)  # a set, like the images (from the loader in ascending rows): sorted reads
-    idx = job.idx
-    targets = {
-        "image": torch.from_numpy(idx.images.take(img_rows)).to(device, non_blocking=True),
-        "text": torch.from_numpy(idx.texts.take(txt_rows)).to(device, non_blocking=True),
-        "mined": None,
-    }
-    if cfg.loss.w_pvl_mined > 0:
-        targets["mined"] = _mined_captions(job, images, cfg.pvl_mined_k, targets["image"]).to(device)
+    tables = [(t.images, t.texts) for t in job.idx.ensemble] or [(job.idx.images, job.idx.texts)]
+    targets = []  # each teacher's rows of the same images (views) and sentences
+    for image_table, text_table in tables:
+        t = {"image": torch.from_numpy(image_table.take(img_rows)).to(device, non_blocking=True),
+             "text": torch.from_numpy(text_table.take(txt_rows)).to(device, non_blocking=True), "mined": None}
+        if cfg.loss.w_pvl_mined > 0:
+            t["mined"] = _mined_captions(job, text_table, images, cfg.pvl_mined_k, t["image"]).to(device)
+        targets.append(t)
     tokens = torch.from_numpy(job.tokens.take(txt_rows)).to(device) if job.tokens is not None else None
     return targets, tokens
 
 
-def _mined_captions(job: Job, images: np.ndarray, k: int, teacher_images):
-    """Teacher rows of each image's first k mined sentences ([n, k, d]). Missing neighbours repeat the
+def _mined_captions(job: Job, texts, images: np.ndarray, k: int, teacher_images):
+    """A teacher's rows (`texts`) of each image's first k mined sentences ([n, k, d]). Missing neighbours repeat the
     first one; an image with none (encoded after the last `dimefm mine`) gets its own teacher image
     row, the pseudo caption of the original P-VL term."""
     import torch
@@ -165,6 +173,6 @@ def _mined_captions(job: Job, images: np.ndarray, k: int, teacher_images):
     has = nb[:, 0] >= 0
     out = teacher_images.detach().cpu().float()[:, None, :].repeat(1, nb.shape[1], 1)
     if has.any():
-        rows = torch.from_numpy(job.idx.texts.take(nb[has].reshape(-1))).float()
+        rows = torch.from_numpy(texts.take(nb[has].reshape(-1))).float()
         out[torch.from_numpy(has)] = rows.view(int(has.sum()), nb.shape[1], -1)
     return out

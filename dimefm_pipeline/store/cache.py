@@ -53,18 +53,32 @@ class CacheIndex:
     file_paths: dict = field(default_factory=dict)  # image source read in place -> Arrow array of its file paths
     pairs: np.ndarray | None = None  # int32 [n_images, k]: mined neighbours as text rows (-1: none)
     mining_id: int | None = None
+    ensemble: list = field(default_factory=list)  # CacheTeacher of each teacher asked for, in the order asked
+
+
+@dataclass(frozen=True)
+class CacheTeacher:
+    """One teacher of the cache with its rows: global row r of `images` / `texts` is the same item
+    (and view) as row r of the cache's own tables."""
+
+    name: str
+    info: object  # manifest.TeacherInfo
+    images: EmbeddingTable
+    texts: EmbeddingTable
 
 
 def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: bool = True, need_texts: bool = True,
-               wait: float = 0.0, sources: bool = False, pairs: bool = False, mining_id: int | None = None) -> CacheIndex:
+               wait: float = 0.0, sources: bool = False, pairs: bool = False, mining_id: int | None = None,
+               teachers: tuple[str, ...] = ()) -> CacheIndex:
     """Read the manifest once, read-only, and memory-map its shards after checking them:
     `verify="sample"` (sampled blocks of every file, 1 MiB each), `"full"` (every byte's sha256) or
     `"off"`. `sources`: also the file paths of the image sources read in place, after checking that
     their files are there with the sizes stage one saw (a seeded sample of each source). `pairs`: also
-    mining `mining_id` (default: the latest complete one). `wait`: seconds to wait for a writer.
+    mining `mining_id` (default: the latest complete one). `teachers`: also the rows of these teachers
+    of the cache, by name (`idx.ensemble`). `wait`: seconds to wait for a writer.
     """
     verify = {True: "full", False: "off"}.get(verify, verify)
-    snap = read_snapshot(path, wait=wait, file_tables=sources, pairs=pairs, mining_id=mining_id)
+    snap = read_snapshot(path, wait=wait, file_tables=sources, pairs=pairs, mining_id=mining_id, teachers=teachers)
     if snap.teacher is None:
         raise DimefmError(f"{path} holds no embeddings yet: run `dimefm encode` first")
     tables = {}
@@ -87,6 +101,11 @@ def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: 
         idx.file_paths = _checked_file_paths(path, snap, shards)
     if snap.pairs is not None:
         idx.pairs, idx.mining_id = _pairs_by_row(idx, snap.pairs), snap.pairs.mining_id
+    for t, files in snap.ensemble:
+        own = t.teacher_id == 1
+        idx.ensemble.append(CacheTeacher(t.name, t.info, *[tables[m] if own else EmbeddingTable(
+            [f[0] for f in files[m]], [f[2] for f in files[m]], [f[3] for f in files[m]], samples=[f[4] for f in files[m]],
+            verify=verify) for m in ("image", "text")]))
     return idx
 
 

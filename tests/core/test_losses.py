@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from dimefm_pipeline.core.losses import LossConfig, dimefm_losses, kl_rows
+from dimefm_pipeline.core.losses import LossConfig, TeacherTargets, dimefm_losses, ensemble_losses, kl_rows
 
 S = 100.0
 
@@ -222,9 +222,79 @@ def test_invalid_calls_are_rejected():
 
 
 def test_loss_config_defaults_match_the_function_signature():
-    params = inspect.signature(dimefm_losses).parameters
+    params = inspect.signature(ensemble_losses).parameters
     cfg = LossConfig()
     for key, value in cfg.as_kwargs().items():
         assert params[key].default == value, key
     assert (cfg.logit_scale, cfg.tau_vl, cfg.tau_pvl, cfg.tau_udist) == (100.0, 1.0, 3.0, 7.0)
     assert (cfg.w_vl, cfg.w_pvl, cfg.w_udist) == (0.7, 0.3, 0.0)
+
+
+# ---- teacher ensembles ----
+
+
+def _scaled(xs, ys, s):
+    return [[s * sum(a * b for a, b in zip(x, y)) for y in ys] for x in xs]
+
+
+def _mixture_kl(teachers, student, tau, weights):
+    """KL from the weighted mixture of the teachers' row distributions to the student's, with loops."""
+    total = 0.0
+    for r, b_row in enumerate(student):
+        p = [sum(w * math.exp(lp) for w, lp in zip(weights, col))
+             for col in zip(*[_log_softmax(t[r], tau) for t in teachers])]
+        log_q = _log_softmax(b_row, tau)
+        total += sum(pi * (math.log(pi) - lq) for pi, lq in zip(p, log_q))
+    return total / len(student)
+
+
+def _two_teachers(d2=4):
+    ti, tt, si, st = _batch(seed=5)
+    g = torch.Generator().manual_seed(9)
+    t2i, t2t = torch.randn(3, d2, generator=g) + 1.5, torch.randn(4, d2, generator=g) + 1.5
+    return ti, tt, t2i, t2t, si, st
+
+
+def test_ensemble_mean_weighs_each_teachers_terms_at_its_own_logit_scale():
+    ti, tt, t2i, t2t, si, st = _two_teachers()
+    out = ensemble_losses([TeacherTargets(ti, tt, logit_scale=100.0, weight=0.25),
+                           TeacherTargets(t2i, t2t, logit_scale=40.0, weight=0.75)], si, st, train_text=True, w_udist=0.5)
+    a_i, a_t, b_i, b_t, s_i, s_t = (_unit(x.double().tolist()) for x in (ti, tt, t2i, t2t, si, st))
+    for name, hand in {
+        "vl": lambda x_i, x_t, s: _kl(_scaled(x_i, x_t, s), _logits(s_i, s_t), 1.0) + _kl(_scaled(x_t, x_i, s), _logits(s_t, s_i), 1.0),
+        "pvl": lambda x_i, x_t, s: 2 * _kl(_scaled(x_i, x_i, s), _logits(s_i, x_i), 3.0),
+        "udist": lambda x_i, x_t, s: 2 * _kl(_scaled(x_i, x_i, s), _logits(s_i, s_i), 7.0),
+        "vl_text": lambda x_i, x_t, s: _kl(_scaled(x_t, x_i, s), _logits(s_t, x_i), 1.0) + _kl(_scaled(x_i, x_t, s), _logits(x_i, s_t), 1.0),
+        "udist_text": lambda x_i, x_t, s: 2 * _kl(_scaled(x_t, x_t, s), _logits(s_t, s_t), 7.0),
+    }.items():
+        _close(out[name], 0.25 * hand(a_i, a_t, 100.0) + 0.75 * hand(b_i, b_t, 40.0))
+
+
+def test_ensemble_mixture_takes_the_kl_to_the_mixed_distributions_where_the_student_side_is_its_own():
+    ti, tt, t2i, t2t, si, st = _two_teachers()
+    teachers = [TeacherTargets(ti, tt, weight=0.25), TeacherTargets(t2i, t2t, logit_scale=40.0, weight=0.75)]
+    out = ensemble_losses(teachers, si, st, combine="mixture", w_udist=0.5)
+    mean = ensemble_losses(teachers, si, st, combine="mean", w_udist=0.5)
+    a_i, a_t, b_i, b_t, s_i, s_t = (_unit(x.double().tolist()) for x in (ti, tt, t2i, t2t, si, st))
+    w = (0.25, 0.75)
+    _close(out["vl"], _mixture_kl([_scaled(a_i, a_t, S), _scaled(b_i, b_t, 40.0)], _logits(s_i, s_t), 1.0, w)
+           + _mixture_kl([_scaled(a_t, a_i, S), _scaled(b_t, b_i, 40.0)], _logits(s_t, s_i), 1.0, w))
+    _close(out["udist"], 2 * _mixture_kl([_scaled(a_i, a_i, S), _scaled(b_i, b_i, 40.0)], _logits(s_i, s_i), 7.0, w))
+    _close(out["pvl"], mean["pvl"].item())  # the student side differs per teacher: a weighted mean in both
+    assert out["vl"].item() < mean["vl"].item() - 1e-3  # KL is convex: the mixture's is below the mean's
+    # one teacher, or the same teacher twice: both combinations are the one-teacher loss
+    one = dimefm_losses(ti, tt, si, st, w_udist=0.5)
+    twice = ensemble_losses([TeacherTargets(ti, tt, weight=0.5)] * 2, si, st, combine="mixture", w_udist=0.5)
+    for name in ("vl", "pvl", "udist", "total"):
+        assert twice[name].item() == pytest.approx(one[name].item(), rel=1e-5)
+
+
+def test_teachers_of_other_dims_give_the_terms_that_compare_similarities_only():
+    ti, tt, t2i, t2t, si, st = _two_teachers(d2=6)
+    si.requires_grad_()
+    with pytest.raises(ValueError, match="teacher 1 has dim 6, the student 4"):
+        ensemble_losses([TeacherTargets(ti, tt), TeacherTargets(t2i, t2t)], si, st)
+    out = ensemble_losses([TeacherTargets(ti, tt), TeacherTargets(t2i, t2t)], si, st, w_pvl=0.0, w_udist=0.5)
+    assert torch.isfinite(out["total"]) and out["total"].requires_grad
+    with pytest.raises(ValueError, match="teacher weights"):
+        ensemble_losses([TeacherTargets(ti, tt, weight=-1.0), TeacherTargets(ti, tt)], si, st)

@@ -235,12 +235,12 @@ def test_mined_sentences_take_their_share_of_each_batch(tiny_cache):
         return np.asarray(row, np.float16).tobytes()
 
     rows_of = {key(r): i for i, r in enumerate(idx.texts.take(np.arange(len(idx.texts))))}
-    used_rows = {rows_of[key(r)] for r in targets["text"].numpy()}
+    used_rows = {rows_of[key(r)] for r in targets[0]["text"].numpy()}
     neighbours = set(pairs[img_rows].ravel().tolist())
     assert len(used_rows) == 8 and len(used_rows & neighbours) >= 4  # half the batch: mined neighbours of its images
     plain = set(job.texts.rows(5).tolist())
     assert len(used_rows - plain) >= 1  # the mix replaced sentences of the plain draw
-    mined = targets["mined"].numpy()
+    mined = targets[0]["mined"].numpy()
     for i, row in enumerate(img_rows):  # P-VL's pseudo captions are the image's own first 2 neighbours
         assert {rows_of[key(m)] for m in mined[i]} == set(pairs[row, :2].tolist())
 

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from dimefm_pipeline.core import models
-from dimefm_pipeline.distill.data import ImageReader
+from dimefm_pipeline.store.reader import ImageReader
 from dimefm_pipeline.encode.config import EncodeConfig
 from dimefm_pipeline.encode.run import encode
 from dimefm_pipeline.formats.images import decode_image

@@ -35,11 +35,19 @@ class TeacherInfo:
 # ---------------------------------------------------------------------------------------- teacher
 def teacher(man: Manifest) -> TeacherInfo | None:
     row = first(man.con.execute(
-        "SELECT arch, pretrained, fingerprint, embed_dim, image_size, context_length, preprocess, config FROM teachers"
+        "SELECT arch, pretrained, fingerprint, embed_dim, image_size, context_length, preprocess, config FROM teachers "
+        "ORDER BY teacher_id LIMIT 1"
     ))
     if row is None:
         return None
     return TeacherInfo(row[0], row[1], row[2], row[3], row[4], row[5], json.loads(row[6]), json.loads(row[7]))
+
+
+def default_name(arch: str, pretrained: str) -> str:
+    """A teacher's name when none is given: its weights file's stem, or arch-tag."""
+    if pretrained and ("/" in pretrained or "\\" in pretrained or Path(pretrained).suffix):
+        return Path(pretrained).stem
+    return f"{arch}-{pretrained}" if pretrained else arch
 
 
 def check_teacher(man: Manifest, info: TeacherInfo) -> None:
@@ -47,9 +55,11 @@ def check_teacher(man: Manifest, info: TeacherInfo) -> None:
     current = teacher(man)
     if current is None:
         man.con.execute(
-            "INSERT INTO teachers VALUES (1, ?, ?, ?, ?, ?, ?, ?, true, 'float16', ?, ?)",
+            "INSERT INTO teachers (teacher_id, arch, pretrained, fingerprint, embed_dim, image_size, context_length, "
+            "preprocess, normalized, dtype, config, created_at, name) VALUES (1, ?, ?, ?, ?, ?, ?, ?, true, 'float16', ?, ?, ?)",
             [info.arch, info.pretrained, info.fingerprint, info.embed_dim, info.image_size,
-             info.context_length, json.dumps(info.preprocess), json.dumps(info.config), now()],
+             info.context_length, json.dumps(info.preprocess), json.dumps(info.config), now(),
+             default_name(info.arch, info.pretrained)],
         )
         return
     if (current.fingerprint, current.embed_dim) != (info.fingerprint, info.embed_dim) or current.preprocess != info.preprocess:
@@ -113,8 +123,30 @@ def refresh_relations(man: Manifest, *, temporary: bool = False) -> None:
         except duckdb.Error as exc:
             raise DimefmError(f"cannot build the SQL view {name}: {str(exc).splitlines()[0]} "
                               f"(dimefm info --cache {man.path} --verify lists what is missing)") from None
+    _teacher_relation(man, temporary)
     if not temporary:
         man.set_meta("relations", relations_layout(man))
+
+
+def _teacher_relation(man: Manifest, temporary: bool) -> None:
+    """`teacher_embeddings`: every added teacher's rows (teacher, modality, item_id, embedding)."""
+    import duckdb
+
+    tables = {r[0] for r in man.query("SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()").fetchall()}
+    files = [] if "teacher_shards" not in tables else [
+        relative_if_inside(man.cache_dir / r[0], man.path.parent) for r in
+        man.query("SELECT parquet_path FROM teacher_shards WHERE state = 'complete' ORDER BY teacher_id, shard_id").fetchall()]
+    if files:
+        sql = (f"SELECT t.name AS teacher, p.modality, p.item_id, p.shard, p.row, p.embedding FROM "
+               f"read_parquet({_shard_list(man, 'teacher_embeddings', files)}) p JOIN teachers t USING (teacher_id)")
+    else:
+        sql = ("SELECT NULL::VARCHAR AS teacher, NULL::VARCHAR AS modality, NULL::BIGINT AS item_id, "
+               "NULL::INTEGER AS shard, NULL::INTEGER AS row, NULL::FLOAT[] AS embedding WHERE false")
+    try:
+        man.con.execute(f"CREATE OR REPLACE {'TEMP ' if temporary else ''}VIEW teacher_embeddings AS {sql}")
+    except duckdb.Error as exc:
+        raise DimefmError(f"cannot build the SQL view teacher_embeddings: {str(exc).splitlines()[0]} "
+                          f"(dimefm info --cache {man.path} --verify lists what is missing)") from None
 
 
 def relations_layout(man: Manifest) -> str:
@@ -123,7 +155,7 @@ def relations_layout(man: Manifest) -> str:
     return f"{RELATIONS_LAYOUT}:{man.path.name}"
 
 
-RELATIONS_LAYOUT = "2"  # shards found beside the manifest through the client's temp_directory
+RELATIONS_LAYOUT = "3"  # shards found beside the manifest through the client's temp_directory; added teachers
 
 
 def _shard_list(man: Manifest, relation: str, files: list[str]) -> str:

@@ -54,6 +54,18 @@ CREATE TABLE IF NOT EXISTS imports (
     checked INTEGER, min_cosine DOUBLE, created_at TIMESTAMP);
 ALTER TABLE items ADD COLUMN IF NOT EXISTS imported BOOLEAN;
 CREATE SEQUENCE IF NOT EXISTS item_seq START 1;
+ALTER TABLE teachers ADD COLUMN IF NOT EXISTS name VARCHAR;
+CREATE TABLE IF NOT EXISTS teacher_shards (
+    teacher_id INTEGER, shard_id INTEGER, path VARCHAR, parquet_path VARCHAR, "rows" INTEGER, dim INTEGER,
+    dtype VARCHAR, checksum VARCHAR, parquet_checksum VARCHAR, sample VARCHAR, bytes BIGINT, state VARCHAR,
+    run_id INTEGER, created_at TIMESTAMP);
+CREATE VIEW IF NOT EXISTS item_teachers AS
+    SELECT i.item_id, i.modality, i.key, i."view", t.teacher_id, coalesce(t.name, t.arch) AS teacher, t.embed_dim
+    FROM items i JOIN shards s ON s.shard_id = i.shard AND s.state = 'complete' JOIN teachers t ON t.teacher_id = 1
+    UNION ALL
+    SELECT i.item_id, i.modality, i.key, i."view", t.teacher_id, t.name AS teacher, t.embed_dim
+    FROM items i JOIN teacher_shards c ON c.shard_id = i.shard AND c.state = 'complete'
+    JOIN teachers t ON t.teacher_id = c.teacher_id;
 """
 
 # Columns of the SQL views `image_embeddings` / `text_embeddings` (relations over the Parquet shards).

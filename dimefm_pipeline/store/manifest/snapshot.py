@@ -14,6 +14,7 @@ import numpy as np
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.store.manifest.catalog import TeacherInfo, shard_files, teacher, views_per_image
 from dimefm_pipeline.store.manifest.connection import Manifest
+from dimefm_pipeline.store.manifest import teachers as named
 from dimefm_pipeline.store.manifest.sources import source_files
 
 
@@ -66,13 +67,15 @@ class Snapshot:
     sources: dict  # source_id -> SourceRow
     file_tables: dict = field(default_factory=dict)  # image source read in place -> its file table (Arrow)
     pairs: MinedPairs | None = None
+    ensemble: list = field(default_factory=list)  # (teachers.NamedTeacher, {modality: shard files}) asked for
 
 
 def read_snapshot(path, *, wait: float = 0.0, file_tables: bool = False, pairs: bool = False,
-                  mining_id: int | None = None) -> Snapshot:
+                  mining_id: int | None = None, teachers: tuple[str, ...] = ()) -> Snapshot:
     """Read the snapshot of the manifest at `path`; `file_tables`: also the file tables of the image
     sources whose bytes stage two reads in place; `pairs`: also mining `mining_id` (default: the
-    latest complete one). `wait`: seconds to wait for another process's write."""
+    latest complete one); `teachers`: also the shard files of these teachers of the cache (by name), each
+aligned row for row with the cache's shards. `wait`: seconds to wait for another process's write."""
     with Manifest(path, read_only=True, wait=wait) as man:
         snap = Snapshot(man.cache_dir, teacher(man), views_per_image(man),
                         {m: shard_files(man, m) for m in ("image", "text")},
@@ -85,7 +88,23 @@ def read_snapshot(path, *, wait: float = 0.0, file_tables: bool = False, pairs: 
                                 if src.modality == "image" and sid not in packed_only}
         if pairs:
             snap.pairs = _mined_pairs(man, path, mining_id)
+        snap.ensemble = [_teacher_files(man, path, name, snap.shards) for name in teachers]
     return snap
+
+
+def _teacher_files(man: Manifest, path, name: str, own: dict) -> tuple:
+    """A teacher of the cache and its shard files of both modalities, refused unless it has every shard's rows."""
+    t = named.teacher_named(man, name)
+    if t.teacher_id == 1:
+        return t, own
+    files = {}
+    for modality in ("image", "text"):
+        files[modality], missing = named.companion_files(man, t.teacher_id, modality)
+        if missing:
+            raise DimefmError(f"teacher {name!r} has no rows for {missing} {modality} shard(s) of {path} (encoded after "
+                              f"it was added): dimefm encode teacher --cache {path} --teacher {t.info.arch} "
+                              f"--pretrained {t.info.pretrained} --name {name}")
+    return t, files
 
 
 def _item_ids(man: Manifest, modality: str) -> np.ndarray:

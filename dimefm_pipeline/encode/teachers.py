@@ -1,0 +1,256 @@
+"""`dimefm encode teacher`: add a teacher to a cache. Every row of every complete shard (each image
+view, each sentence) is read back where the cache's own teacher read it and encoded by the new
+teacher into a companion shard with the same rows in the same order, so the teachers' targets of
+an item are aligned by construction (`store.manifest.teachers`).
+
+Inputs are what the cache's teacher saw: an image's bytes from its locator (checked against the
+hash stage one stored), through the new teacher's own preprocessing for view 0 and the recorded
+crop and flip for cached views; a sentence's text from its shard, cut where stage one cut it.
+Under torchrun the shards are dealt to ranks; each finished companion leaves a marker that rank 0
+commits, so a run killed at any moment resumes with the shards it had not finished.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from dimefm_pipeline.core import distributed as dist
+from dimefm_pipeline.core import models
+from dimefm_pipeline.core.errors import DimefmError
+from dimefm_pipeline.core.options import option
+from dimefm_pipeline.formats.files import BadItem
+from dimefm_pipeline.store.files import npy_bytes, sample_digest, write_durable
+from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, lock_wait
+from dimefm_pipeline.store.manifest import catalog
+from dimefm_pipeline.store.manifest import teachers as named
+
+BATCH_ROWS = 256
+
+
+@dataclass(frozen=True)
+class AddTeacherConfig:
+    """A run of `dimefm encode teacher` (fields are its CLI options)."""
+
+    cache: str = option(help="Manifest of the cache (.duckdb) whose items the new teacher encodes.")
+    teacher: str = option(help="open_clip model name, model-config .json, or `world` / `world-hard`.")
+    pretrained: str | None = option(None, "open_clip tag or checkpoint path.")
+    name: str | None = option(None, "The teacher's name in the cache, used by distill --teachers (default: the "
+                                    "weights file's stem, or ARCH-TAG).")
+    batch_size: int = option(BATCH_ROWS, "Rows per teacher forward.", min=1)
+    precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")
+
+
+def companion_dir(teacher_id: int) -> str:
+    return f"teachers/{teacher_id:03d}"
+
+
+def add_teacher(cfg: AddTeacherConfig, *, command: str = "", progress: bool = True) -> dict | None:
+    """Encode every cached row with the teacher of `cfg`; returns (on rank 0) what was done."""
+    import torch
+
+    from dimefm_pipeline.core.signals import stop_on_signals, stop_requested
+    from dimefm_pipeline.store.cache import load_cache
+
+    rank, world, _, device = dist.init_distributed()
+    threads = torch.get_num_threads()
+    spec = models.resolve_spec(cfg.teacher, cfg.pretrained)
+    loaded = models.build(spec, device=str(device), quiet=True)
+    info = TeacherInfo.of_model(loaded)
+    name = cfg.name or catalog.default_name(spec.arch, spec.pretrained)
+    lock, t0 = None, time.time()
+    try:
+        with stop_on_signals():
+            result = None
+            if rank == 0:
+                try:
+                    lock, result = _register(cfg, command, world, name, info)
+                except DimefmError as exc:
+                    result = ("error", str(exc))
+            result = dist.broadcast_object(result)
+            if result[0] == "error":
+                raise DimefmError(result[1])
+            _, teacher_id, run_id, todo, recovered = result
+            idx = load_cache(cfg.cache, wait=lock_wait(), sources=True)
+            mine = todo[rank::world]
+            rows_done = _encode_shards(cfg, loaded, idx, teacher_id, mine, device, progress and rank == 0,
+                                       stop_requested)
+            dist.barrier()
+            stopped = stop_requested()
+            if rank != 0:
+                return None
+            status = "interrupted" if stopped else "complete"
+            committed = recovered + _commit(cfg.cache, teacher_id, run_id, status, time.time() - t0)
+        if stopped:
+            from dimefm_pipeline.core.errors import Interrupted
+
+            raise Interrupted(stopped, f"encode teacher stopped; its finished shards are committed. Resume with: "
+                                       f"{command or 'the same dimefm encode teacher command'}")
+        return {"teacher": name, "teacher_id": teacher_id, "shards": committed, "rows": rows_done,
+                "already": not todo and not recovered, "seconds": time.time() - t0}
+    finally:
+        if lock is not None:
+            lock.release()
+        torch.set_num_threads(threads)
+        dist.destroy()
+
+
+def _register(cfg: AddTeacherConfig, command: str, world: int, name: str, info: TeacherInfo):
+    """Rank 0: the teacher recorded (or found), leftover markers committed, the shards still to do."""
+    from dimefm_pipeline.encode.run import writer_lock
+
+    if not Path(cfg.cache).exists():
+        raise DimefmError(f"no cache at {cfg.cache}: encode images and sentences with the cache's own teacher first")
+    with Manifest(cfg.cache, wait=lock_wait()) as man:
+        lock = writer_lock(man.cache_dir)
+        try:
+            with man.transaction():
+                teacher_id = named.add_teacher(man, name, info)
+            run_id = catalog.start_run(man, "encode-teacher", command, {**asdict(cfg), "name": name}, world)
+            recovered = _ingest_markers(man, teacher_id, run_id)  # finished by a run cut off before committing
+            todo = [(r[0], r[1], r[3], r[4]) for r in named.shards_to_add(man, teacher_id)]
+        except BaseException:
+            lock.release()
+            raise
+    return lock, ("ok", teacher_id, run_id, todo, recovered)
+
+
+def _encode_shards(cfg, loaded, idx, teacher_id: int, todo: list, device, show: bool, stop_requested) -> int:
+    """This rank's shards: (shard id, modality, rows, first global row) each into a companion shard."""
+    from dimefm_pipeline.core.progress import progress_bar
+    from dimefm_pipeline.store.reader import ImageReader
+
+    reader = ImageReader(idx) if any(m == "image" for _, m, _, _ in todo) else None
+    texts = _shard_texts(idx)
+    total, done, t0 = sum(r for *_, r, _ in todo), 0, time.time()
+    with progress_bar(show) as bar:
+        task = bar.add_task(f"encode rows with teacher {teacher_id}", total=total * dist.world_size(), items=0, rate=0.0)
+        for shard_id, modality, rows, first_row in todo:
+            emb = np.empty((rows, loaded.embed_dim), np.float16)
+            for lo in range(0, rows, cfg.batch_size):
+                hi = min(lo + cfg.batch_size, rows)
+                if modality == "image":
+                    inputs = _image_inputs(loaded, idx, reader, first_row + lo, first_row + hi)
+                else:
+                    inputs = _text_inputs(loaded, texts, first_row + lo, first_row + hi)
+                emb[lo:hi] = _forward(loaded, modality, inputs, device, cfg.precision)
+                done += hi - lo
+                bar.update(task, completed=done * dist.world_size(), items=done, rate=done / max(time.time() - t0, 1e-9))
+                if stop_requested():
+                    return done
+            ids = (idx.image_item_ids if modality == "image" else idx.text_item_ids)[first_row : first_row + rows]
+            _write_companion(idx.cache_dir, teacher_id, shard_id, modality, emb, ids)
+    return done
+
+
+def _image_inputs(loaded, idx, reader, lo: int, hi: int):
+    """The new teacher's inputs of global image rows lo..hi-1: view 0 through its preprocessing, a
+    cached view cropped and flipped as recorded (as stage one builds them)."""
+    import torch
+
+    from dimefm_pipeline.formats.images import apply_view, decode_image, view_transform
+    from dimefm_pipeline.store.tables import Locator
+
+    pp = loaded.preprocess_cfg
+    norm = view_transform(loaded.image_size, pp["mean"], pp["std"])
+    out = []
+    for row, loc in zip(range(lo, hi), Locator.rows(idx.image_locs.take(np.arange(lo, hi)))):
+        try:
+            img = decode_image(reader.read(row, loc), None)
+        except BadItem as exc:
+            raise DimefmError(f"image row {row} cannot be read again ({exc}); its shard is left without this teacher's "
+                              "rows: if the data moved, dimefm sources relocate, then run this command again") from None
+        out.append(loaded.preprocess(img) if loc.view == 0 else norm(apply_view(img, loc.box, loc.flip, loaded.image_size)))
+    return torch.stack(out)
+
+
+def _shard_texts(idx):
+    """Sentences by global text row, read from each text shard's Parquet file when first needed."""
+    import pyarrow.parquet as pq
+
+    starts = np.concatenate([[0], np.cumsum([s[2] for s in idx.text_shards])])
+    cache: dict = {}
+
+    def get(lo: int, hi: int) -> list[str]:
+        out = []
+        for row in range(lo, hi):
+            s = int(np.searchsorted(starts, row, side="right")) - 1
+            if s not in cache:
+                cache.clear()
+                cache[s] = pq.read_table(idx.text_shards[s][1], columns=["text"]).column("text").to_pylist()
+            out.append(cache[s][row - starts[s]])
+        return out
+
+    return get
+
+
+def _text_inputs(loaded, texts, lo: int, hi: int):
+    from dimefm_pipeline.formats.base import bounded_text
+
+    return loaded.tokenizer([bounded_text(t)[0] for t in texts(lo, hi)])
+
+
+def _forward(loaded, modality: str, inputs, device, precision: str) -> np.ndarray:
+    import torch
+
+    from dimefm_pipeline.encode.loop import autocast
+
+    encode = loaded.model.encode_image if modality == "image" else loaded.model.encode_text
+    with torch.no_grad(), autocast(precision, device):
+        feats = encode(inputs.to(device))
+    return torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
+
+
+def _write_companion(cache_dir: Path, teacher_id: int, shard_id: int, modality: str, emb: np.ndarray, ids) -> None:
+    """The companion's .npy (memory-mapped in stage two) and .parquet (SQL), then its commit marker."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = Path(cache_dir) / companion_dir(teacher_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    n = len(emb)
+    flat = pa.array(np.ascontiguousarray(emb).reshape(-1), type=pa.float16())
+    offsets = pa.array(np.arange(0, n * emb.shape[1] + 1, emb.shape[1], dtype=np.int32))
+    table = pa.table({"teacher_id": np.full(n, teacher_id, np.int32), "modality": [modality] * n,
+                      "item_id": np.asarray(ids, np.int64), "shard": np.full(n, shard_id, np.int32),
+                      "row": np.arange(n, dtype=np.int32), "embedding": pa.ListArray.from_arrays(offsets, flat)})
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    npy, parquet = npy_bytes(emb), buf.getvalue()
+    stem = f"{companion_dir(teacher_id)}/{shard_id:07d}"
+    write_durable(Path(cache_dir) / f"{stem}.npy", npy)
+    write_durable(Path(cache_dir) / f"{stem}.parquet", parquet)
+    marker = {"shard_id": shard_id, "path": f"{stem}.npy", "parquet_path": f"{stem}.parquet", "rows": n,
+              "dim": int(emb.shape[1]), "checksum": hashlib.sha256(npy).hexdigest(),
+              "parquet_checksum": hashlib.sha256(parquet).hexdigest(), "sample": sample_digest(npy),
+              "bytes": len(npy) + len(parquet)}
+    (folder / "_commits").mkdir(exist_ok=True)
+    write_durable(folder / "_commits" / f"{shard_id:07d}.json", json.dumps(marker).encode())
+
+
+def _ingest_markers(man: Manifest, teacher_id: int, run_id: int) -> int:
+    """Record every finished companion whose marker is waiting, then remove the markers."""
+    folder = man.cache_dir / companion_dir(teacher_id) / "_commits"
+    markers = sorted(folder.glob("*.json")) if folder.exists() else []
+    with man.transaction():
+        for path in markers:
+            marker = json.loads(path.read_text())
+            named.record_companion(man, teacher_id, marker["shard_id"], marker, run_id)
+    for path in markers:
+        path.unlink()
+    return len(markers)
+
+
+def _commit(cache: str, teacher_id: int, run_id: int, status: str, seconds: float) -> int:
+    with Manifest(cache, wait=lock_wait()) as man:
+        n = _ingest_markers(man, teacher_id, run_id)
+        catalog.refresh_relations(man)
+        catalog.end_run(man, run_id, status, metrics={"shards": n, "seconds": round(seconds, 1)})
+    return n
