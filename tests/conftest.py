@@ -160,3 +160,37 @@ def cache_copy(tiny_cache, tmp_path):
     dst = tmp_path / "m"
     shutil.copytree(cache.parent, dst)
     return dst / cache.name, student
+
+
+# ---- a cache with a second teacher (tests of encode teacher and of distilling from both)
+# another architecture: other embedding dim, image size, context length and width
+B_CONFIG = {
+    "embed_dim": 24,
+    "vision_cfg": {"image_size": 40, "layers": 1, "width": 48, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 48, "heads": 2, "layers": 1},
+}
+N_IMAGES, VIEWS, N_TEXTS = 37, 3, 29
+
+
+def sentences(n: int, start: int = 0) -> str:
+    words = ["red", "blue", "round", "square", "tiny", "huge", "left", "right", "cat", "dog", "tree"]
+    return "".join(f"a {words[i % 11]} {words[(i * 3 + 2) % 11]} and {words[(i * 7 + 5) % 11]} number {i}\n"
+                   for i in range(start, start + n))
+
+
+@pytest.fixture(scope="session")
+def two_teacher_cache(teacher, tmp_path_factory):
+    """A cache by teacher A with teacher B added, and B's own cache of the same sources."""
+    root = tmp_path_factory.mktemp("two-teachers")
+    write_images(root / "images", N_IMAGES, size=(40, 52))
+    (root / "s.txt").write_text(sentences(N_TEXTS))
+    tb = write_tiny_teacher(root / "tb", "teacher-b", seed=3, config=B_CONFIG)
+    caches = {}
+    for name, t in (("a", teacher), ("b", tb)):
+        caches[name] = root / name / "run.duckdb"
+        encode_sources(t, "image", [root / "images"], caches[name], views=VIEWS, shard_size=16, batch_size=7)
+        encode_sources(t, "text", [root / "s.txt"], caches[name], shard_size=8, batch_size=5)
+    from dimefm_pipeline.encode.teachers import AddTeacherConfig, add_teacher
+
+    done = add_teacher(AddTeacherConfig(str(caches["a"]), str(tb[0]), str(tb[1]), name="b", batch_size=5), progress=False)
+    return root, caches, tb, done

@@ -51,6 +51,7 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     mined = cfg.text_filter == "mined" or cfg.mined_share > 0 or cfg.loss.w_pvl_mined > 0
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=lock_wait(), sources=True, pairs=mined,
                      mining_id=cfg.mining_id, teachers=cfg.teacher_names)
+    _check_ensemble(cfg, idx)
     student = build_student(cfg, idx.ensemble[0].info if idx.ensemble else idx.teacher, device=device)
     texts, tokens = _sentences(cfg, idx, student, rank, world)
     n_images = len(idx.images) // idx.views
@@ -75,6 +76,22 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     transform, view_input = _image_input(cfg, idx, student)
     return Job(idx, student, model, ddp, opt, scaler, {"dtype": amp_dtype, "enabled": use_amp}, texts, tokens, idx.pairs,
                ImageReader(idx), transform, view_input, per_epoch, total, step)
+
+
+def _check_ensemble(cfg: DistillConfig, idx) -> None:
+    """Teachers whose dim is not the student's (the first one's) can only give the terms that compare
+    similarity rows: refused before any step unless the terms that compare features are off."""
+    loss, dim = cfg.loss, idx.ensemble[0].info.embed_dim if idx.ensemble else None
+    direct = {"--w-pvl": loss.w_pvl, "--w-pvl-mined": loss.w_pvl_mined}
+    if cfg.text_tower == "student":
+        direct["--w-vl-text"] = loss.w_vl if loss.w_vl_text is None else loss.w_vl_text
+        direct["--w-pvl-text"] = loss.w_pvl if loss.w_pvl_text is None else loss.w_pvl_text
+    other = [t.name for t, w in zip(idx.ensemble, cfg.teacher_weight_list) if w and t.info.embed_dim != dim]
+    used = [flag for flag, w in direct.items() if w]
+    if other and used:
+        raise DimefmError(f"teacher(s) {', '.join(other)} have another embedding dim than the student ({dim}, the first "
+                          f"teacher's): the terms of {', '.join(used)} compare the student's features with the teacher's "
+                          "directly; set them to 0, or list a teacher of that dim first")
 
 
 def _sentences(cfg: DistillConfig, idx, student, rank: int, world: int):

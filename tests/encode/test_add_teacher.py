@@ -12,37 +12,11 @@ import pytest
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.encode.teachers import AddTeacherConfig, _encode_shards, _register, add_teacher
 from dimefm_pipeline.store.cache import load_cache
-from tests.conftest import encode_sources, query, write_images, write_tiny_teacher
-
-# another architecture: other embedding dim, image size, context length and width
-B_CONFIG = {
-    "embed_dim": 24,
-    "vision_cfg": {"image_size": 40, "layers": 1, "width": 48, "head_width": 16, "patch_size": 8},
-    "text_cfg": {"context_length": 12, "vocab_size": 49408, "width": 48, "heads": 2, "layers": 1},
-}
-N_IMAGES, VIEWS, N_TEXTS = 37, 3, 29
-
-
-def _sentences(n: int, start: int = 0) -> str:
-    words = ["red", "blue", "round", "square", "tiny", "huge", "left", "right", "cat", "dog", "tree"]
-    return "".join(f"a {words[i % 11]} {words[(i * 3 + 2) % 11]} and {words[(i * 7 + 5) % 11]} number {i}\n"
-                   for i in range(start, start + n))
-
+from tests.conftest import B_CONFIG, N_IMAGES, N_TEXTS, VIEWS, encode_sources, query, sentences, write_tiny_teacher
 
 @pytest.fixture(scope="module")
-def world(teacher, tmp_path_factory):
-    """A cache by teacher A with teacher B added, and B's own cache of the same sources."""
-    root = tmp_path_factory.mktemp("two-teachers")
-    write_images(root / "images", N_IMAGES, size=(40, 52))
-    (root / "s.txt").write_text(_sentences(N_TEXTS))
-    tb = write_tiny_teacher(root / "tb", "teacher-b", seed=3, config=B_CONFIG)
-    caches = {}
-    for name, t in (("a", teacher), ("b", tb)):
-        caches[name] = root / name / "run.duckdb"
-        encode_sources(t, "image", [root / "images"], caches[name], views=VIEWS, shard_size=16, batch_size=7)
-        encode_sources(t, "text", [root / "s.txt"], caches[name], shard_size=8, batch_size=5)
-    done = add_teacher(AddTeacherConfig(str(caches["a"]), str(tb[0]), str(tb[1]), name="b", batch_size=5), progress=False)
-    return root, caches, tb, done
+def world(two_teacher_cache):
+    return two_teacher_cache
 
 
 def _by_item(cache, modality: str) -> dict:
@@ -92,7 +66,7 @@ def test_a_cut_off_run_and_new_sources_encode_only_what_is_missing(world, teache
     cfg = AddTeacherConfig(str(cache), str(tb[0]), str(tb[1]), name="b", batch_size=5)
     assert add_teacher(cfg, progress=False)["already"]
     # new sentences: a new shard without teacher b, which distill refuses until it is added
-    (tmp_path / "more.txt").write_text(_sentences(11, start=100))
+    (tmp_path / "more.txt").write_text(sentences(11, start=100))
     encode_sources(teacher, "text", [tmp_path / "more.txt"], cache, shard_size=8, batch_size=5)
     with pytest.raises(DimefmError, match=r"teacher 'b' has no rows for 2 text shard\(s\).*dimefm encode teacher"):
         load_cache(cache, teachers=("b",))
