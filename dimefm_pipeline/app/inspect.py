@@ -6,8 +6,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from dimefm_pipeline.core.progress import make_console
-from dimefm_pipeline.store.manifest import catalog
-from dimefm_pipeline.store.manifest.inspect import info, open_for_reading, run_sql, source_list
+from dimefm_pipeline.store.manifest.inspect import info, open_for_reading, run_sql, source_list, teacher_rows
 
 console = make_console()
 TABLE_ROWS = 50  # rows a table shows unless --limit says otherwise (CSV prints every row)
@@ -29,7 +28,7 @@ def print_info(cache: str, *, verify: bool = False) -> None:
     """The teacher, sources, shards, commonest errors and latest runs of a cache; `verify`: also every
     cache file against its checksum (CacheFindings when one does not match)."""
     with open_for_reading(cache) as man:
-        console.print(_teacher_table(cache, catalog.teacher(man)))
+        console.print(_teacher_table(cache, man))
         for table in _info_tables(info(man)):
             console.print(table)
         if verify:
@@ -44,12 +43,14 @@ def print_info(cache: str, *, verify: bool = False) -> None:
                           "and the cache folder holds no file the manifest does not know")
 
 
-def _teacher_table(cache: str, teacher) -> Table:
-    t = Table(title=f"teacher of {cache}")
-    for c in ("arch", "pretrained", "weights sha256", "dim", "image size", "context"):
-        t.add_column(c)
-    if teacher:
-        t.add_row(teacher.arch, teacher.pretrained, teacher.fingerprint[:16], str(teacher.embed_dim), str(teacher.image_size), str(teacher.context_length))
+def _teacher_table(cache: str, man) -> Table:
+    """The cache's own teacher (id 1) and every added one, with the rows each has."""
+    rows = teacher_rows(man)
+    t = Table(title=f"teachers of {cache}" if len(rows) > 1 else f"teacher of {cache}")
+    for c in ("id", "name", "arch", "pretrained", "weights sha256", "dim", "image size", "context", "image rows", "text rows"):
+        t.add_column(c, justify="right" if c in ("id", "dim", "image size", "context", "image rows", "text rows") else "left")
+    for r in rows:
+        t.add_row(*[f"{v:,}" if isinstance(v, int) and not isinstance(v, bool) else str(v) for v in r])
     return t
 
 

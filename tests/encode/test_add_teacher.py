@@ -105,3 +105,14 @@ def test_a_name_or_weights_already_taken_are_refused(world, teacher, tmp_path):
         add_teacher(AddTeacherConfig(str(caches["a"]), str(teacher[0]), str(teacher[1]), name="again"), progress=False)
     with pytest.raises(DimefmError, match="no teacher named 'nobody'"):
         load_cache(caches["a"], teachers=("nobody",))
+
+
+def test_info_lists_every_teacher_with_its_rows_and_verify_knows_their_files(world):
+    from tests.conftest import run_cli
+
+    _, caches, _, _ = world
+    r = run_cli("info", "--cache", caches["a"], "--verify", env={"COLUMNS": "250"})
+    assert r.returncode == 0, r.stderr
+    line = next(x for x in r.stdout.splitlines() if "│ b " in x)
+    assert "24" in line and f"{N_IMAGES * VIEWS}" in line and f"{N_TEXTS}" in line
+    assert "all " in r.stdout and "match their checksums" in r.stdout

@@ -54,6 +54,26 @@ def info(man: Manifest) -> dict[str, list[tuple]]:
     }
 
 
+def teacher_rows(man: Manifest) -> list[tuple]:
+    """(id, name, arch, pretrained, weights sha256 prefix, dim, image size, context, image rows, text
+    rows) of every teacher of the cache, its own first."""
+    from dimefm_pipeline.store.manifest.teachers import all_teachers, has_companions
+
+    own = dict(man.query("SELECT modality, sum(rows) FROM shards WHERE state = 'complete' GROUP BY ALL").fetchall())
+    added = {}
+    if has_companions(man):
+        for tid, modality, n in man.query("SELECT c.teacher_id, s.modality, sum(c.rows) FROM teacher_shards c JOIN shards s "
+                                          "USING (shard_id) WHERE c.state = 'complete' GROUP BY ALL").fetchall():
+            added[(tid, modality)] = n
+    out = []
+    for t in all_teachers(man):
+        counts = own if t.teacher_id == 1 else {m: added.get((t.teacher_id, m), 0) for m in ("image", "text")}
+        i = t.info
+        out.append((t.teacher_id, t.name, i.arch, i.pretrained, i.fingerprint[:16], i.embed_dim, i.image_size,
+                    i.context_length, int(counts.get("image") or 0), int(counts.get("text") or 0)))
+    return out
+
+
 def source_list(man: Manifest) -> list[tuple]:
     """(id, modality, format, root, uri, files, items, repeated keys) of every source (items: images,
     not their cached views)."""
@@ -66,7 +86,13 @@ def source_list(man: Manifest) -> list[tuple]:
 
 def cache_files(man: Manifest) -> list[tuple]:
     """(kind, path relative to the cache folder, sha256) of every file the manifest knows."""
-    return man.query(FILES_SQL).fetchall()
+    from dimefm_pipeline.store.manifest.teachers import has_companions
+
+    sql = FILES_SQL
+    if has_companions(man):  # added teachers' files (manifests from before them have no such table)
+        sql += ("UNION ALL SELECT 'added teacher', path, checksum FROM teacher_shards "
+                "UNION ALL SELECT 'added teacher Parquet', parquet_path, parquet_checksum FROM teacher_shards")
+    return man.query(sql).fetchall()
 
 
 READ_ONLY_STATEMENTS = ("SELECT", "EXPLAIN")  # DESCRIBE, SHOW and SUMMARIZE parse as SELECT
