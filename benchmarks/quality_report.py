@@ -11,6 +11,7 @@ import numpy as np
 from dimefm_pipeline.evaluation.intervals import difference_interval, mean_interval, scores, verdict
 
 METRICS = (("zero_shot_mean", "zero-shot"), ("linear_probe_mean", "linear probe"), ("robustness_mean", "robustness"))
+ALL = tuple(m for m, _ in METRICS)
 # (claim of the reference, row, baseline row, metrics it is about)
 CLAIMS = (
     ("P-VL adds to VL", "distilled", "vl_only", ("zero_shot_mean", "linear_probe_mean", "robustness_mean")),
@@ -27,6 +28,12 @@ CLAIMS = (
                                                                          "robustness_mean")),
     ("a filtered sentence corpus against the generic one", "text_filtered", "distilled", ("zero_shot_mean",)),
     ("1,000 pictures against 6,000", "low", "distilled", ("zero_shot_mean", "linear_probe_mean")),
+    ("batch 64 against 128 (same pictures seen)", "batch64", "distilled", ALL),
+    ("batch 256 against 128 (same pictures seen)", "batch256", "distilled", ALL),
+    ("batch 512 against 128 (same pictures seen)", "batch512", "distilled", ALL),
+    ("two teachers (mean) against the shipped teacher alone", "ensemble_mean", "distilled", ALL),
+    ("two teachers (mean) against the second teacher alone", "ensemble_mean", "from_b", ALL),
+    ("two teachers: mixed distributions against mean of KL terms", "ensemble_mixture", "ensemble_mean", ALL),
 )
 
 

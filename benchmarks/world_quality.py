@@ -54,7 +54,20 @@ ROWS = {
     "text_filtered": Row("sentences: the generic corpus filtered by the suite's vocabulary", cache="text_filtered"),
     "text_prompts": Row("sentences: the generic corpus + the suite's class-name prompts", cache="text_prompts"),
     "low": Row("low-data: 1,000 pictures", cache="low"),
+    # batch size at the same pictures seen (128 x 600 = 76,800): the similarity rows span the batch
+    "batch64": Row("batch 64 (1,200 steps)", {"batch_size": 64, "text_batch_size": 64, "steps": 1200}),
+    "batch256": Row("batch 256 (300 steps)", {"batch_size": 256, "text_batch_size": 256, "steps": 300}),
+    "batch512": Row("batch 512 (150 steps)", {"batch_size": 512, "text_batch_size": 512, "steps": 150}),
+    # two teachers: the shipped one and a second hard-world teacher (another seed, 3,000 steps)
+    "teacher_b": Row("second hard-world teacher (paired CLIP training, seed 1, 3,000 steps)", kind="teacher_b",
+                     max_seeds=1),
+    "from_b": Row("DIME-FM from the second teacher alone", {"teachers": "teacher-b"}, cache="ensemble"),
+    "ensemble_mean": Row("DIME-FM from both teachers, mean of their KL terms",
+                         {"teachers": "world-hard-teacher,teacher-b", "ensemble": "mean"}, cache="ensemble"),
+    "ensemble_mixture": Row("DIME-FM from both teachers, KL to their mixed distributions",
+                            {"teachers": "world-hard-teacher,teacher-b", "ensemble": "mixture"}, cache="ensemble"),
 }
+SECOND_TEACHER = {"world": "hard", "steps": 3000, "seed": 1}  # a different teacher of the same world
 # name -> (recipe overrides, stages); the main cache is OUT itself, the others OUT/cache-NAME
 TEXTS = "corpus/texts.txt"
 
@@ -94,10 +107,26 @@ def build_caches(out: Path, recipe_args: list[str], wanted: set[str]) -> None:
     run_recipe(load_recipe("world-demo", recipe_args), only=("world", "encode", "mine"))
     if wanted & {"text_filtered", "text_prompts"}:
         suite_sentences(out)
+    if wanted & {"ensemble", "teacher_b"}:
+        from dimefm_pipeline.encode.teachers import AddTeacherConfig, add_teacher
+
+        add_teacher(AddTeacherConfig(str(out / "manifest.duckdb"), "dimefm-world-teacher", str(second_teacher(out)),
+                                     name="teacher-b"), progress=False)
     for name, (overrides, stages) in caches(out).items():
         if name in wanted:
             run_recipe(load_recipe("world-demo", [*recipe_args, *overrides, f"run.out={out / f'cache-{name}'}"]),
                        only=stages)
+
+
+def second_teacher(out: Path) -> Path:
+    """The second teacher's weights, trained first if missing (about 35 minutes on one core; resumable)."""
+    from dimefm_pipeline.world.teacher import WEIGHTS_NAME, TeacherTrainConfig, train_teacher
+
+    folder = out / "teacher-b"
+    weights = folder / WEIGHTS_NAME[SECOND_TEACHER["world"]]
+    if not weights.exists():
+        train_teacher(TeacherTrainConfig(**SECOND_TEACHER), folder)
+    return weights
 
 
 _SUITE = None
@@ -151,6 +180,8 @@ def run_one(job) -> tuple[str, int, dict]:
     t0 = time.time()
     if row.kind == "teacher":
         model, weights = "world-hard", None
+    elif row.kind == "teacher_b":
+        model, weights = "dimefm-world-teacher", str(second_teacher(Path(out)))
     elif row.kind == "paired":
         from paired import paired_student
 
@@ -177,7 +208,7 @@ def _distill(row: Row, run_dir: Path, seed: int, out: str, recipe_args: list[str
     from dimefm_pipeline.distill.train import distill
 
     overrides = dict(row.overrides, seed=seed, workers=0)
-    if row.cache != "main":
+    if row.cache not in ("main", "ensemble"):  # the second teacher is added to the main cache
         overrides["cache"] = str(Path(out) / f"cache-{row.cache}" / "manifest.duckdb")
     resume = any((run_dir / "checkpoints").glob("step_*.pt"))  # a run cut off earlier
     cfg = distill_config(load_recipe("world-demo", recipe_args), out=str(run_dir), resume=resume, **overrides)

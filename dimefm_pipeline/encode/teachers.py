@@ -91,7 +91,8 @@ def add_teacher(cfg: AddTeacherConfig, *, command: str = "", progress: bool = Tr
 
             raise Interrupted(stopped, f"encode teacher stopped; its finished shards are committed. Resume with: "
                                        f"{command or 'the same dimefm encode teacher command'}")
-        return {"teacher": name, "teacher_id": teacher_id, "shards": committed, "rows": rows_done,
+        rows = sum(n for *_, n, _ in todo) if world > 1 else rows_done  # every rank's share (all finished)
+        return {"teacher": name, "teacher_id": teacher_id, "shards": committed, "rows": rows,
                 "already": not todo and not recovered, "seconds": time.time() - t0}
     finally:
         if lock is not None:
