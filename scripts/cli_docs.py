@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["info"], ["sql"], ["sources", "list"], ["sources", "relocate"], ["corpus", "prompts"], ["corpus", "filter"],
+COMMANDS = [[], ["encode", "images"], ["encode", "texts"], ["encode", "teacher"], ["info"], ["sql"], ["sources", "list"], ["sources", "relocate"], ["corpus", "prompts"], ["corpus", "filter"],
             ["mine"], ["distill"], ["eval"],
             ["run"], ["demo"], ["world", "images"], ["world", "texts"], ["world", "train-teacher"],
             ["world", "export-teacher"], ["world", "export-suite"], ["export", "clip-retrieval"]]
