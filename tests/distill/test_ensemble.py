@@ -62,10 +62,14 @@ def test_a_two_teacher_run_trains_and_records_its_teachers(two_teacher_cache, tm
     shutil.copytree(caches["a"].parent, tmp_path / "a")
     cache = tmp_path / "a" / "run.duckdb"
     (tmp_path / "s.json").write_text(json.dumps(TINY_STUDENT))
+    from dimefm_pipeline.mine.config import MineConfig
+    from dimefm_pipeline.mine.run import mine_cache
+
+    mine_cache(MineConfig(str(cache), 3), progress=False)  # a two-teacher cache is mined like any (its own teacher)
     runs = {}
     for name, kw in (("both", {}), ("own-only", {"teacher_weights": "1,0"}), ("plain", {"teachers": None})):
         out = tmp_path / name
-        kw = {"student": str(tmp_path / "s.json"), **kw}
+        kw = {"student": str(tmp_path / "s.json"), "mined_share": 0.5, **kw}
         runs[name] = distill(_cfg(cache, out, **kw), progress=False)
     about = json.loads((tmp_path / "both" / "open_clip_config.json").read_text())["dimefm"]
     assert [(t["name"], t["weight"], t["logit_scale"]) for t in about["teachers"]] == [(OWN, 0.5, 100.0), ("b", 0.5, 100.0)]
