@@ -150,6 +150,41 @@ def plot(found: dict, rows: dict, png: Path) -> None:
     plt.close(fig)
 
 
+BATCH_ROWS = {"batch64": 64, "distilled": 128, "batch256": 256, "batch512": 512}  # 76,800 pictures seen by each
+
+
+def batch_plot(found: dict, png: Path) -> bool:
+    """Accuracy against batch size at the same pictures seen (with intervals and single seeds)."""
+    names = [n for n in BATCH_ROWS if n in found]
+    if len(names) < 2:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5))
+    x = np.array([BATCH_ROWS[n] for n in names])
+    for metric, label in METRICS:
+        st = [stats(found[n], metric) for n in names]
+        y = np.array([100 * s["mean"] for s in st])
+        err = np.array([100 * s["ci"].half_width if s["ci"] else 0 for s in st])
+        line = ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=label)[0]
+        for xi, s in zip(x, st):
+            ax.plot([xi] * len(s["seeds"]), [100 * v for v in s["seeds"]], ".", color=line.get_color(), ms=4, alpha=0.6)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(x, [str(v) for v in x])
+    ax.set_xlabel("pictures (and sentences) per step; steps x batch = 76,800 pictures seen in every run")
+    ax.set_ylabel("mean accuracy (%)")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title("hard world: batch size at the same pictures seen (line: mean of 3 seeds; dots: seeds)")
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return True
+
+
 def write_report(out: Path, rows: dict, path: Path, *, steps: int) -> None:
     found = load(out, rows)
     if not found:
@@ -165,6 +200,9 @@ def write_report(out: Path, rows: dict, path: Path, *, steps: int) -> None:
              "is larger than the seed range of both rows; otherwise the verdict is \"within noise\".", ""]
     lines += main_table(found, rows) + ["", "Claims:", ""] + claim_table(found) + per_task_tables(found)
     lines += ["", f"![per-row means]({png.name})", ""]
+    batch_png = path.with_name(path.stem + "-batch.png")
+    if batch_plot(found, batch_png):
+        lines += [f"![batch size at the same pictures seen]({batch_png.name})", ""]
     if notes.exists():
         lines += [notes.read_text().rstrip(), ""]
     path.write_text("\n".join(lines))

@@ -222,6 +222,7 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=600, help="distillation steps per row (the demo's)")
     p.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2])
     p.add_argument("--jobs", type=int, default=1, help="(row, seed) runs at once, each pinned to one core")
+    p.add_argument("--first-core", type=int, default=0, help="the core the first job is pinned to (the next ones follow)")
     p.add_argument("--only", nargs="*", default=None, help="rows to run (default: all)")
     p.add_argument("--results", default="docs/results.md")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished results")
@@ -240,7 +241,7 @@ def main() -> None:
     failed = []
     if jobs and not a.report_only:
         build_caches(out, recipe_args, {ROWS[n].cache for n, *_ in jobs})
-        counter = mp.get_context("spawn").Value("i", 0)
+        counter = mp.get_context("spawn").Value("i", a.first_core)
         # spawn, not fork: a distill run starts torch.distributed and DataLoader machinery of its own
         with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn"), initializer=_pin, initargs=(counter,)) as pool:
             futures = {pool.submit(run_one, job): job[:2] for job in jobs}

@@ -114,6 +114,8 @@ def _register(cfg: AddTeacherConfig, command: str, world: int, name: str, info: 
                 teacher_id = named.add_teacher(man, name, info)
             run_id = catalog.start_run(man, "encode-teacher", command, {**asdict(cfg), "name": name}, world)
             recovered = _ingest_markers(man, teacher_id, run_id)  # finished by a run cut off before committing
+            for tmp in (man.cache_dir / companion_dir(teacher_id)).glob("*.tmp"):  # half-written by a killed run
+                tmp.unlink()
             todo = [(r[0], r[1], r[3], r[4]) for r in named.shards_to_add(man, teacher_id)]
         except BaseException:
             lock.release()

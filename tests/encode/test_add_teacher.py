@@ -81,7 +81,10 @@ def test_a_cut_off_run_and_new_sources_encode_only_what_is_missing(world, teache
     loaded = models.build(models.resolve_spec(str(tb[0]), str(tb[1])), quiet=True)
     _encode_shards(cfg, loaded, load_cache(cache, sources=True), teacher_id, todo[:1], torch.device("cpu"), False,
                    lambda: 0)
+    half = tmp_path / "a" / "run" / "teachers" / "002" / "0000099.npy.tmp"  # a file a kill left half-written
+    half.write_bytes(b"\x93NUMPY")
     done = add_teacher(cfg, progress=False)
+    assert not half.exists()
     assert done["rows"] == 3 and done["shards"] == 2  # 11 sentences in 8 + 3: the marker of the 8 is committed
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before  # the earlier companions were not written again
