@@ -9,8 +9,7 @@ import typer
 
 from dimefm_pipeline.cli import app, command_line
 from dimefm_pipeline.cli.options import config_options
-from dimefm_pipeline.encode.config import EncodeConfig
-from dimefm_pipeline.encode.teachers import AddTeacherConfig
+from dimefm_pipeline.encode.config import AddTeacherConfig, EncodeConfig
 from dimefm_pipeline.formats.base import TEXT_FIELDS
 
 encode_app = typer.Typer(help="Stage one: run the teacher once over image or sentence sources and cache fp16 embeddings.", no_args_is_help=True)

@@ -7,6 +7,19 @@ from dataclasses import asdict, dataclass
 from dimefm_pipeline.core.options import option
 
 
+COMBINES = ("mean", "mixture")  # how several teachers' targets combine (`losses.ensemble_losses`)
+
+
+def direct_term_weights(w_vl, w_pvl, w_vl_text, w_pvl_text, w_pvl_mined, train_text: bool) -> dict:
+    """Flag -> weight of P-VL, mined P-VL and, with a student text tower, its VL and P-VL twins: the
+    terms whose student side holds a teacher's own features (text weights default to the image ones)."""
+    out = {"--w-pvl": w_pvl, "--w-pvl-mined": w_pvl_mined}
+    if train_text:
+        out["--w-vl-text"] = w_vl if w_vl_text is None else w_vl_text
+        out["--w-pvl-text"] = w_pvl if w_pvl_text is None else w_pvl_text
+    return out
+
+
 @dataclass(frozen=True)
 class LossConfig:
     """The loss options of recipes and the CLI: `dimefm_losses(..., train_text=..., **cfg.as_kwargs())`.
@@ -26,6 +39,11 @@ class LossConfig:
     w_udist_text: float | None = option(None, "Weight of the text tower's UDist term (default: --w-udist).")
     w_pvl_mined: float = option(0.0, "Weight of P-VL with mined sentences as pseudo captions.")
     local_loss: bool = option(False, "Under DDP: rows of the local batch only (columns stay global).")
+
+    def direct_weights(self, train_text: bool) -> dict:
+        """Flag -> weight of the terms that compare the student's features with a teacher's directly
+        (a teacher of another dim than the student's cannot give them)."""
+        return direct_term_weights(self.w_vl, self.w_pvl, self.w_vl_text, self.w_pvl_text, self.w_pvl_mined, train_text)
 
     def as_kwargs(self) -> dict:
         """The options as keyword arguments of `dimefm_losses`."""

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from dimefm_pipeline.core.distributed import gather_features
-from dimefm_pipeline.core.loss_config import LossConfig
+from dimefm_pipeline.core.loss_config import COMBINES, LossConfig, direct_term_weights
 
 __all__ = ["LossConfig", "TeacherTargets", "dimefm_losses", "ensemble_losses", "kl_rows", "similarity_logits"]
 
@@ -73,9 +73,6 @@ class TeacherTargets(NamedTuple):
     weight: float = 1.0
 
 
-COMBINES = ("mean", "mixture")
-
-
 def dimefm_losses(
     teacher_image: Tensor,
     teacher_text: Tensor,
@@ -130,9 +127,10 @@ def ensemble_losses(
     teachers' dimensions may differ from each other; the terms that compare the student's features
     with a teacher's directly (P-VL, the text tower's VL and P-VL, mined P-VL, and the reference mode,
     which uses teacher 0's sentences as the student's) need that teacher's dimension to be the
-    student's. `combine`: `mean` weighs each teacher's KL term by its weight; `mixture` takes the KL
-    to the weighted mixture of the teachers' distributions, for the terms whose student side is the
-    student's alone (VL, UDist and their text twins); the others are a weighted mean in both cases.
+    student's. Weights are normalised to sum 1. `combine`: `mean` weighs each teacher's KL term by its
+    weight; `mixture` takes the KL to the weighted mixture of the teachers' distributions, for the
+    terms whose student side is the student's alone (VL, UDist and the text tower's UDist); the others
+    are a weighted mean in both cases.
     The reference mode is `student_text is teachers[0].text`.
     """
     if combine not in COMBINES:
@@ -140,18 +138,22 @@ def ensemble_losses(
     text_weights = None if not train_text else (w_vl if w_vl_text is None else w_vl_text,
                                                  w_pvl if w_pvl_text is None else w_pvl_text,
                                                  w_udist if w_udist_text is None else w_udist_text)
-    direct_weights = (w_pvl, w_pvl_mined, *(text_weights[:2] if text_weights else ()))
+    direct = direct_term_weights(w_vl, w_pvl, w_vl_text, w_pvl_text, w_pvl_mined, train_text)
     reference_mode = _check_inputs(teachers, student_image, student_text, train_text=train_text,
-                                   w_pvl_mined=w_pvl_mined, direct_weights=direct_weights)
+                                   w_pvl_mined=w_pvl_mined, direct_weights=tuple(direct.values()))
 
     def batch(x: Tensor) -> _Batch:
         return _Batch(*gather_features(x, local_loss=local_loss)) if gather else _Batch(x, x)
 
+    total_w = sum(t.weight for t in teachers)  # weights normalised to sum 1 (one teacher: its weight is 1)
     side = [_Teacher(batch(_normalise(t.image.detach())), batch(_normalise(t.text.detach())),
                      batch(_mined_pseudo_captions(t.mined.detach())) if t.mined is not None else None,
-                     logit_scale if t.logit_scale is None else t.logit_scale, t.weight) for t in teachers if t.weight]
+                     logit_scale if t.logit_scale is None else t.logit_scale, t.weight / total_w)
+            for t in teachers if t.weight]
     is_ = batch(_normalise(student_image))
-    ts = side[0].text if reference_mode else batch(_normalise(student_text))
+    # the reference mode: teacher 0's sentence rows are the student's, whatever its weight
+    ts = (side[0].text if teachers[0].weight else batch(_normalise(teachers[0].text.detach()))) if reference_mode \
+        else batch(_normalise(student_text))
     terms = _terms(side, is_, ts, logit_scale=logit_scale, taus=(tau_vl, tau_pvl, tau_udist), combine=combine,
                    weights=(w_vl, w_pvl, w_udist), text_weights=text_weights, w_pvl_mined=w_pvl_mined)
     return _weighted(terms, student_image)
@@ -182,7 +184,7 @@ def _check_inputs(teachers, student_image, student_text, *, train_text: bool, w_
         _check_features(f"teacher {i} text", t.text, t_dim)
         if w_pvl_mined and t.mined is None:
             raise ValueError("w_pvl_mined > 0 needs mined_text (teacher features of each image's mined sentences)")
-        if t_dim != dim and t.weight and (any(direct_weights) or (reference_mode and i == 0)):
+        if t_dim != dim and ((t.weight and any(direct_weights)) or (reference_mode and i == 0)):
             raise ValueError(f"teacher {i} has dim {t_dim}, the student {dim}: P-VL, the text tower's VL and P-VL, mined "
                              "P-VL and the reference mode compare the student's features with the teacher's directly "
                              "(teacher and student dims must match); set their weights to 0 or use a student of "
@@ -208,9 +210,8 @@ def _terms(side: list[_Teacher], is_: _Batch, ts: _Batch, *, logit_scale: float,
         """KL between teacher rows `teacher(t)` = (x, y) and student rows `student(t)`; `own`: the
         student's side is the student's alone (the same for every teacher), so it can be a mixture."""
         if combine == "mixture" and own and len(side) > 1:
-            total_w = sum(t.weight for t in side)
             log_p = torch.logsumexp(torch.stack([
-                math.log(t.weight / total_w) + F.log_softmax(similarity_logits(*teacher(t), logit_scale=t.scale) / tau, dim=1)
+                math.log(t.weight) + F.log_softmax(similarity_logits(*teacher(t), logit_scale=t.scale) / tau, dim=1)
                 for t in side]), dim=0)
             log_q = F.log_softmax(similarity_logits(*student(side[0]), logit_scale=logit_scale) / tau, dim=1)
             return F.kl_div(log_q, log_p, reduction="batchmean", log_target=True)

@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass, fields
 
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.core.options import option
-from dimefm_pipeline.core.loss_config import LossConfig
+from dimefm_pipeline.core.loss_config import COMBINES, LossConfig
 
 
 @dataclass(frozen=True)
@@ -140,8 +140,8 @@ class DistillConfig:
                                   f"each of the {len(names)} teachers, not {value!r}")
         if names and not sum(self.teacher_weight_list):
             raise DimefmError("--teacher-weights: at least one teacher needs a weight above 0")
-        if self.ensemble not in ("mean", "mixture"):
-            raise DimefmError(f"--ensemble must be mean or mixture, not {self.ensemble!r}")
+        if self.ensemble not in COMBINES:
+            raise DimefmError(f"--ensemble must be one of {', '.join(COMBINES)}, not {self.ensemble!r}")
 
     @property
     def teacher_names(self) -> tuple[str, ...]:

@@ -52,7 +52,7 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
     idx = load_cache(cfg.cache, verify=cfg.verify_cache, wait=lock_wait(), sources=True, pairs=mined,
                      mining_id=cfg.mining_id, teachers=cfg.teacher_names)
     _check_ensemble(cfg, idx)
-    student = build_student(cfg, idx.ensemble[0].info if idx.ensemble else idx.teacher, device=device)
+    student = build_student(cfg, idx.teachers[0].info if idx.teachers else idx.teacher, device=device)
     texts, tokens = _sentences(cfg, idx, student, rank, world)
     n_images = len(idx.images) // idx.views
     per_epoch = n_images // (cfg.batch_size * world)
@@ -81,12 +81,9 @@ def prepare(cfg: DistillConfig, rank: int, world: int, device) -> Job:
 def _check_ensemble(cfg: DistillConfig, idx) -> None:
     """Teachers whose dim is not the student's (the first one's) can only give the terms that compare
     similarity rows: refused before any step unless the terms that compare features are off."""
-    loss, dim = cfg.loss, idx.ensemble[0].info.embed_dim if idx.ensemble else None
-    direct = {"--w-pvl": loss.w_pvl, "--w-pvl-mined": loss.w_pvl_mined}
-    if cfg.text_tower == "student":
-        direct["--w-vl-text"] = loss.w_vl if loss.w_vl_text is None else loss.w_vl_text
-        direct["--w-pvl-text"] = loss.w_pvl if loss.w_pvl_text is None else loss.w_pvl_text
-    other = [t.name for t, w in zip(idx.ensemble, cfg.teacher_weight_list) if w and t.info.embed_dim != dim]
+    dim = idx.teachers[0].info.embed_dim if idx.teachers else None
+    direct = cfg.loss.direct_weights(train_text=cfg.text_tower == "student")
+    other = [t.name for t, w in zip(idx.teachers, cfg.teacher_weight_list) if w and t.info.embed_dim != dim]
     used = [flag for flag, w in direct.items() if w]
     if other and used:
         raise DimefmError(f"teacher(s) {', '.join(other)} have another embedding dim than the student ({dim}, the first "

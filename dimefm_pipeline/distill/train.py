@@ -88,12 +88,12 @@ def _save_student(cfg: DistillConfig, job: Job, log: RunLog) -> None:
         pretrained = Path(teacher.pretrained).name if Path(teacher.pretrained).is_absolute() else teacher.pretrained
         return {"arch": teacher.arch, "pretrained": pretrained, "fingerprint": teacher.fingerprint}
 
-    ensemble = job.idx.ensemble
-    about = {"teacher": described(ensemble[0].info if ensemble else job.idx.teacher), "text_tower": cfg.text_tower,
+    teachers = job.idx.teachers
+    about = {"teacher": described(teachers[0].info if teachers else job.idx.teacher), "text_tower": cfg.text_tower,
              "steps": job.step, "run_id": log.run_id}
-    if ensemble:
+    if teachers:
         about["teachers"] = [{"name": t.name, **described(t.info), "weight": w, "logit_scale": s or cfg.loss.logit_scale}
-                             for t, w, s in zip(ensemble, cfg.teacher_weight_list, cfg.teacher_scale_list)]
+                             for t, w, s in zip(teachers, cfg.teacher_weight_list, cfg.teacher_scale_list)]
         about["ensemble"] = cfg.ensemble
     log.config_path, log.weights_path = save_student(job.student, log.out, logit_scale=cfg.loss.logit_scale, about=about)
     plot_losses(log.csv, log.out / "loss_curves.png")
@@ -150,7 +150,7 @@ def step_inputs(cfg: DistillConfig, job: Job, img_rows: np.ndarray, device):
     if cfg.mined_share > 0:
         txt_rows = mix_mined(txt_rows, images, job.pairs, cfg.mined_share, job.step, cfg.seed)
     txt_rows = np.sort(txt_rows)  # a set, like the images (from the loader in ascending rows): sorted reads
-    tables = [(t.images, t.texts) for t in job.idx.ensemble] or [(job.idx.images, job.idx.texts)]
+    tables = [(t.images, t.texts) for t in job.idx.teachers] or [(job.idx.images, job.idx.texts)]
     targets = []  # each teacher's rows of the same images (views) and sentences
     for image_table, text_table in tables:
         t = {"image": torch.from_numpy(image_table.take(img_rows)).to(device, non_blocking=True),

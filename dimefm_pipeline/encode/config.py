@@ -1,4 +1,4 @@
-"""The options of `dimefm encode images|texts`, and what a finished encode reports."""
+"""The options of `dimefm encode images|texts|teacher`, and what a finished encode reports."""
 
 from __future__ import annotations
 
@@ -80,6 +80,25 @@ class EncodeConfig:
         if unknown:
             raise DimefmError(f"unknown encode option(s): {', '.join(unknown)}")
         return cls(modality, tuple(sources), cache, **options)
+
+
+@dataclass(frozen=True)
+class AddTeacherConfig:
+    """A run of `dimefm encode teacher` (fields are its CLI options)."""
+
+    cache: str = option(help="Manifest of the cache (.duckdb) whose items the new teacher encodes.")
+    teacher: str = option(help="open_clip model name, model-config .json, or `world` / `world-hard`.")
+    pretrained: str | None = option(None, "open_clip tag or checkpoint path.")
+    name: str | None = option(None, "The teacher's name in the cache, used by distill --teachers (default: the "
+                                    "weights file's stem, or ARCH-TAG).")
+    batch_size: int = option(256, "Rows per teacher forward.", min=1)
+    precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")
+
+    def __post_init__(self):
+        if self.batch_size < 1:
+            raise DimefmError("--batch-size must be >= 1")
+        if self.precision not in PRECISIONS:
+            raise DimefmError(f"--precision must be one of {', '.join(PRECISIONS)}, not {self.precision!r}")
 
 
 @dataclass

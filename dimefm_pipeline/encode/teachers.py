@@ -12,10 +12,8 @@ commits, so a run killed at any moment resumes with the shards it had not finish
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,32 +21,12 @@ import numpy as np
 from dimefm_pipeline.core import distributed as dist
 from dimefm_pipeline.core import models
 from dimefm_pipeline.core.errors import DimefmError
-from dimefm_pipeline.core.options import option
+from dimefm_pipeline.encode.config import AddTeacherConfig
 from dimefm_pipeline.formats.files import BadItem
-from dimefm_pipeline.store.files import npy_bytes, sample_digest, write_durable
+from dimefm_pipeline.store.shards import companion_markers, remove_partial_companions, write_companion
 from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, lock_wait
 from dimefm_pipeline.store.manifest import catalog
 from dimefm_pipeline.store.manifest import teachers as named
-
-BATCH_ROWS = 256
-
-
-@dataclass(frozen=True)
-class AddTeacherConfig:
-    """A run of `dimefm encode teacher` (fields are its CLI options)."""
-
-    cache: str = option(help="Manifest of the cache (.duckdb) whose items the new teacher encodes.")
-    teacher: str = option(help="open_clip model name, model-config .json, or `world` / `world-hard`.")
-    pretrained: str | None = option(None, "open_clip tag or checkpoint path.")
-    name: str | None = option(None, "The teacher's name in the cache, used by distill --teachers (default: the "
-                                    "weights file's stem, or ARCH-TAG).")
-    batch_size: int = option(BATCH_ROWS, "Rows per teacher forward.", min=1)
-    precision: str = option("auto", "auto | fp32 | fp16 | bf16 (autocast; CUDA only).")
-
-
-def companion_dir(teacher_id: int) -> str:
-    return f"teachers/{teacher_id:03d}"
-
 
 def add_teacher(cfg: AddTeacherConfig, *, command: str = "", progress: bool = True) -> dict | None:
     """Encode every cached row with the teacher of `cfg`; returns (on rank 0) what was done."""
@@ -76,11 +54,15 @@ def add_teacher(cfg: AddTeacherConfig, *, command: str = "", progress: bool = Tr
             if result[0] == "error":
                 raise DimefmError(result[1])
             _, teacher_id, run_id, todo, recovered = result
-            idx = load_cache(cfg.cache, wait=lock_wait(), sources=True)
-            mine = todo[rank::world]
-            rows_done = _encode_shards(cfg, loaded, idx, teacher_id, mine, device, progress and rank == 0,
-                                       stop_requested)
-            dist.barrier()
+            try:
+                idx = load_cache(cfg.cache, wait=lock_wait(), sources=True, need_images=False, need_texts=False)
+                rows_done = _encode_shards(cfg, loaded, idx, teacher_id, todo[rank::world], device,
+                                           progress and rank == 0, stop_requested)
+                dist.barrier()
+            except BaseException:
+                if rank == 0:  # what finished is committed, the run recorded failed
+                    _commit(cfg.cache, teacher_id, run_id, "failed", time.time() - t0)
+                raise
             stopped = stop_requested()
             if rank != 0:
                 return None
@@ -111,11 +93,10 @@ def _register(cfg: AddTeacherConfig, command: str, world: int, name: str, info: 
         lock = writer_lock(man.cache_dir)
         try:
             with man.transaction():
-                teacher_id = named.add_teacher(man, name, info)
+                teacher_id = named.record_teacher(man, name, info)
             run_id = catalog.start_run(man, "encode-teacher", command, {**asdict(cfg), "name": name}, world)
             recovered = _ingest_markers(man, teacher_id, run_id)  # finished by a run cut off before committing
-            for tmp in (man.cache_dir / companion_dir(teacher_id)).glob("*.tmp"):  # half-written by a killed run
-                tmp.unlink()
+            remove_partial_companions(man.cache_dir, teacher_id)  # half-written by a killed run
             todo = [(r[0], r[1], r[3], r[4]) for r in named.shards_to_add(man, teacher_id)]
         except BaseException:
             lock.release()
@@ -147,7 +128,7 @@ def _encode_shards(cfg, loaded, idx, teacher_id: int, todo: list, device, show: 
                 if stop_requested():
                     return done
             ids = (idx.image_item_ids if modality == "image" else idx.text_item_ids)[first_row : first_row + rows]
-            _write_companion(idx.cache_dir, teacher_id, shard_id, modality, emb, ids)
+            write_companion(idx.cache_dir, teacher_id, shard_id, modality, emb, ids)
     return done
 
 
@@ -209,46 +190,18 @@ def _forward(loaded, modality: str, inputs, device, precision: str) -> np.ndarra
     return torch.nn.functional.normalize(feats.float(), dim=-1).to(torch.float16).cpu().numpy()
 
 
-def _write_companion(cache_dir: Path, teacher_id: int, shard_id: int, modality: str, emb: np.ndarray, ids) -> None:
-    """The companion's .npy (memory-mapped in stage two) and .parquet (SQL), then its commit marker."""
-    import io
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    folder = Path(cache_dir) / companion_dir(teacher_id)
-    folder.mkdir(parents=True, exist_ok=True)
-    n = len(emb)
-    flat = pa.array(np.ascontiguousarray(emb).reshape(-1), type=pa.float16())
-    offsets = pa.array(np.arange(0, n * emb.shape[1] + 1, emb.shape[1], dtype=np.int32))
-    table = pa.table({"teacher_id": np.full(n, teacher_id, np.int32), "modality": [modality] * n,
-                      "item_id": np.asarray(ids, np.int64), "shard": np.full(n, shard_id, np.int32),
-                      "row": np.arange(n, dtype=np.int32), "embedding": pa.ListArray.from_arrays(offsets, flat)})
-    buf = io.BytesIO()
-    pq.write_table(table, buf)
-    npy, parquet = npy_bytes(emb), buf.getvalue()
-    stem = f"{companion_dir(teacher_id)}/{shard_id:07d}"
-    write_durable(Path(cache_dir) / f"{stem}.npy", npy)
-    write_durable(Path(cache_dir) / f"{stem}.parquet", parquet)
-    marker = {"shard_id": shard_id, "path": f"{stem}.npy", "parquet_path": f"{stem}.parquet", "rows": n,
-              "dim": int(emb.shape[1]), "checksum": hashlib.sha256(npy).hexdigest(),
-              "parquet_checksum": hashlib.sha256(parquet).hexdigest(), "sample": sample_digest(npy),
-              "bytes": len(npy) + len(parquet)}
-    (folder / "_commits").mkdir(exist_ok=True)
-    write_durable(folder / "_commits" / f"{shard_id:07d}.json", json.dumps(marker).encode())
-
-
 def _ingest_markers(man: Manifest, teacher_id: int, run_id: int) -> int:
-    """Record every finished companion whose marker is waiting, then remove the markers."""
-    folder = man.cache_dir / companion_dir(teacher_id) / "_commits"
-    markers = sorted(folder.glob("*.json")) if folder.exists() else []
+    """Record every finished companion whose marker is waiting, then remove the markers; a companion
+    that no longer fits its shard is dropped (the shard is then encoded again)."""
+    markers = companion_markers(man.cache_dir, teacher_id)
     with man.transaction():
-        for path in markers:
-            marker = json.loads(path.read_text())
-            named.record_companion(man, teacher_id, marker["shard_id"], marker, run_id)
-    for path in markers:
+        outcome = [named.record_companion(man, teacher_id, marker["shard_id"], marker, run_id) for _, marker in markers]
+    for (path, marker), what in zip(markers, outcome):
+        if what == "stale":
+            for name in (marker["path"], marker["parquet_path"]):
+                (man.cache_dir / name).unlink(missing_ok=True)
         path.unlink()
-    return len(markers)
+    return outcome.count("recorded")
 
 
 def _commit(cache: str, teacher_id: int, run_id: int, status: str, seconds: float) -> int:

@@ -53,7 +53,7 @@ class CacheIndex:
     file_paths: dict = field(default_factory=dict)  # image source read in place -> Arrow array of its file paths
     pairs: np.ndarray | None = None  # int32 [n_images, k]: mined neighbours as text rows (-1: none)
     mining_id: int | None = None
-    ensemble: list = field(default_factory=list)  # CacheTeacher of each teacher asked for, in the order asked
+    teachers: list = field(default_factory=list)  # CacheTeacher of each teacher asked for, in the order asked
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: 
     `"off"`. `sources`: also the file paths of the image sources read in place, after checking that
     their files are there with the sizes stage one saw (a seeded sample of each source). `pairs`: also
     mining `mining_id` (default: the latest complete one). `teachers`: also the rows of these teachers
-    of the cache, by name (`idx.ensemble`). `wait`: seconds to wait for a writer.
+    of the cache, by name (`idx.teachers`). `wait`: seconds to wait for a writer.
     """
     verify = {True: "full", False: "off"}.get(verify, verify)
     snap = read_snapshot(path, wait=wait, file_tables=sources, pairs=pairs, mining_id=mining_id, teachers=teachers)
@@ -101,9 +101,9 @@ def load_cache(path: str | Path, *, verify: bool | str = "sample", need_images: 
         idx.file_paths = _checked_file_paths(path, snap, shards)
     if snap.pairs is not None:
         idx.pairs, idx.mining_id = _pairs_by_row(idx, snap.pairs), snap.pairs.mining_id
-    for t, files in snap.ensemble:
+    for t, files in snap.teachers:
         own = t.teacher_id == 1
-        idx.ensemble.append(CacheTeacher(t.name, t.info, *[tables[m] if own else EmbeddingTable(
+        idx.teachers.append(CacheTeacher(t.name, t.info, *[tables[m] if own else EmbeddingTable(
             [f[0] for f in files[m]], [f[2] for f in files[m]], [f[3] for f in files[m]], samples=[f[4] for f in files[m]],
             verify=verify) for m in ("image", "text")]))
     return idx

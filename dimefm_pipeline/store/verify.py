@@ -31,7 +31,10 @@ def verify_cache(man, *, progress: bool = True) -> tuple[list[str], int, int]:
             continue
         if path.parent.name in ("_progress", RUNS_DIR) or path.name == ".encode.lock":
             continue  # a running encode's progress counts, the locks of runs in progress, the stage-one lock
-        if path.parent.name == COMMITS_DIR:
+        if path.parent.name == COMMITS_DIR and path.parent.parent.parent.name == "teachers":
+            findings.append(f"commit marker of an added teacher's shard (the next `dimefm encode teacher` with "
+                            f"that teacher commits it): {path}")
+        elif path.parent.name == COMMITS_DIR:
             findings.append(f"commit marker of a unit not in the manifest (the next encode commits it): {path}")
         else:
             findings.append(f"file not in the manifest: {path}")

@@ -200,7 +200,7 @@ def test_images_encoded_after_mining_train_without_mined_pairs(cache_copy, tmp_p
     assert len(late) == 8 and len(pairs) == 72
     rows = np.array([0, late[0], 1, late[1]])
     t_img = torch.from_numpy(idx.images.take(rows)).float()
-    mined = _mined_captions(SimpleNamespace(pairs=pairs, idx=idx), rows, 2, t_img)
+    mined = _mined_captions(SimpleNamespace(pairs=pairs, idx=idx), idx.texts, rows, 2, t_img)
     assert torch.equal(mined[1, 0], t_img[1]) and torch.equal(mined[3, 1], t_img[3])  # own teacher row
     assert torch.equal(mined[0, 0], torch.from_numpy(idx.texts.take(pairs[0, :1].astype(np.int64))[0]).float())
     cfg = DistillConfig.from_dict(dict(cache=str(cache), out=str(tmp_path / "out"), student=str(student), batch_size=8,

@@ -298,3 +298,14 @@ def test_teachers_of_other_dims_give_the_terms_that_compare_similarities_only():
     assert torch.isfinite(out["total"]) and out["total"].requires_grad
     with pytest.raises(ValueError, match="teacher weights"):
         ensemble_losses([TeacherTargets(ti, tt, weight=-1.0), TeacherTargets(ti, tt)], si, st)
+
+
+def test_weights_are_normalised_and_the_reference_mode_keeps_teacher_0s_sentences_at_weight_0():
+    ti, tt, t2i, t2t, si, st = _two_teachers()
+    one = dimefm_losses(ti, tt, si, st, w_udist=0.5)
+    twice = ensemble_losses([TeacherTargets(ti, tt, weight=3.0)] * 2, si, st, w_udist=0.5)  # mean of two equal halves
+    assert twice["total"].item() == pytest.approx(one["total"].item(), rel=1e-6)
+    # teacher 0 gives no targets (weight 0) but its sentence rows still stand in for the student's
+    out = ensemble_losses([TeacherTargets(ti, tt, weight=0.0), TeacherTargets(t2i, t2t)], si, tt)
+    b_i, b_t, s_i, a_t = (_unit(x.double().tolist()) for x in (t2i, t2t, si, tt))
+    _close(out["vl"], _kl(_logits(b_i, b_t), _logits(s_i, a_t), 1.0) + _kl(_logits(b_t, b_i), _logits(a_t, s_i), 1.0))

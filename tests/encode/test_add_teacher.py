@@ -31,7 +31,7 @@ def test_every_added_row_is_the_new_teacher_on_that_rows_own_item_and_view(world
     assert done["rows"] == N_IMAGES * VIEWS + N_TEXTS and done["shards"] == 7 + 4  # 111 rows in 16s, 29 in 8s
     idx = load_cache(caches["a"], teachers=("b",))
     own_b = load_cache(caches["b"])
-    added = idx.ensemble[0]
+    added = idx.teachers[0]
     assert added.name == "b" and added.images.dim == 24 and idx.images.dim == 32
     for modality, table, theirs in (("image", added.images, own_b.images), ("text", added.texts, own_b.texts)):
         here, there = _by_item(caches["a"], modality), _by_item(caches["b"], modality)
@@ -89,7 +89,7 @@ def test_a_cut_off_run_and_new_sources_encode_only_what_is_missing(world, teache
     after = {p: p.stat().st_mtime_ns for p in before}
     assert after == before  # the earlier companions were not written again
     idx = load_cache(cache, teachers=("b",))
-    assert len(idx.ensemble[0].texts) == N_TEXTS + 11
+    assert len(idx.teachers[0].texts) == N_TEXTS + 11
 
 
 def _info(tb):
@@ -106,6 +106,8 @@ def test_a_name_or_weights_already_taken_are_refused(world, teacher, tmp_path):
         add_teacher(AddTeacherConfig(str(caches["a"]), str(other[0]), str(other[1]), name="b"), progress=False)
     with pytest.raises(DimefmError, match=r"already has these weights as teacher 'tiny-teacher-s0' \(the cache's own\)"):
         add_teacher(AddTeacherConfig(str(caches["a"]), str(teacher[0]), str(teacher[1]), name="again"), progress=False)
+    with pytest.raises(DimefmError, match=r"already has these weights as teacher 'tiny-teacher-s0' \(the cache's own\)"):
+        add_teacher(AddTeacherConfig(str(caches["a"]), str(teacher[0]), str(teacher[1])), progress=False)  # its own name
     with pytest.raises(DimefmError, match="no teacher named 'nobody'"):
         load_cache(caches["a"], teachers=("nobody",))
 
@@ -144,9 +146,30 @@ def test_two_torchrun_ranks_add_the_same_rows_as_one_process(world, tmp_path):
                                capture_output=True, text=True, timeout=300, env=env)
         assert r.returncode == 0, r.stderr[-3000:]
         assert f"{N_IMAGES * VIEWS + N_TEXTS:,} rows in 11 shard(s)" in r.stdout
-        t = load_cache(cache, teachers=("c",)).ensemble[0]
+        t = load_cache(cache, teachers=("c",)).teachers[0]
         tables.append([x[np.arange(len(x))].astype(np.float32) for x in (t.images, t.texts)])
     assert query(tmp_path / "two" / "run.duckdb", "SELECT world_size, status FROM runs WHERE kind = 'encode-teacher' "
                                                   "AND config LIKE '%\"c\"%'") == [(2, "complete")]
     for one, two in zip(*tables):
         assert one.shape == two.shape and np.abs(one - two).max() < 2e-3
+
+
+def test_an_image_changed_since_stage_one_fails_the_run_and_keeps_what_finished(world, tmp_path):
+    root, caches, _, _ = world
+    shutil.copytree(caches["a"].parent, tmp_path / "a")
+    shutil.copytree(root / "images", tmp_path / "images")
+    cache = tmp_path / "a" / "run.duckdb"
+    from dimefm_pipeline.app.relocate import relocate_source
+
+    relocate_source(str(cache), "1", str(tmp_path / "images"))
+    last = query(cache, "SELECT f.path FROM items i JOIN source_files f ON f.source_id = i.source AND f.file_id = i.file "
+                        "WHERE i.modality = 'image' ORDER BY i.shard DESC, i.row DESC LIMIT 1")[0][0]
+    data = bytearray((tmp_path / "images" / last).read_bytes())
+    data[-200:-100] = bytes(100)  # the same size (the start-up check passes), other bytes
+    (tmp_path / "images" / last).write_bytes(bytes(data))
+    tc = write_tiny_teacher(tmp_path / "tc", "teacher-c", seed=8, config=B_CONFIG)
+    with pytest.raises(DimefmError, match=r"image row \d+ cannot be read again \(bytes differ"):
+        add_teacher(AddTeacherConfig(str(cache), str(tc[0]), str(tc[1]), name="c", batch_size=16), progress=False)
+    runs = query(cache, "SELECT status FROM runs WHERE kind = 'encode-teacher' ORDER BY run_id DESC LIMIT 1")
+    done = query(cache, "SELECT count(*) FROM teacher_shards c JOIN teachers t USING (teacher_id) WHERE t.name = 'c'")
+    assert runs == [("failed",)] and done == [(6,)]  # the image shards before the last one's

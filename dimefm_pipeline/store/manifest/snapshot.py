@@ -67,15 +67,16 @@ class Snapshot:
     sources: dict  # source_id -> SourceRow
     file_tables: dict = field(default_factory=dict)  # image source read in place -> its file table (Arrow)
     pairs: MinedPairs | None = None
-    ensemble: list = field(default_factory=list)  # (teachers.NamedTeacher, {modality: shard files}) asked for
+    teachers: list = field(default_factory=list)  # (teachers.NamedTeacher, {modality: shard files}) asked for
 
 
 def read_snapshot(path, *, wait: float = 0.0, file_tables: bool = False, pairs: bool = False,
                   mining_id: int | None = None, teachers: tuple[str, ...] = ()) -> Snapshot:
     """Read the snapshot of the manifest at `path`; `file_tables`: also the file tables of the image
     sources whose bytes stage two reads in place; `pairs`: also mining `mining_id` (default: the
-    latest complete one); `teachers`: also the shard files of these teachers of the cache (by name), each
-aligned row for row with the cache's shards. `wait`: seconds to wait for another process's write."""
+        latest complete one); `teachers`: also the shard files of these teachers of the cache (by name),
+    each aligned row for row with the cache's shards. `wait`: seconds to wait for another process's
+    write."""
     with Manifest(path, read_only=True, wait=wait) as man:
         snap = Snapshot(man.cache_dir, teacher(man), views_per_image(man),
                         {m: shard_files(man, m) for m in ("image", "text")},
@@ -88,7 +89,7 @@ aligned row for row with the cache's shards. `wait`: seconds to wait for another
                                 if src.modality == "image" and sid not in packed_only}
         if pairs:
             snap.pairs = _mined_pairs(man, path, mining_id)
-        snap.ensemble = [_teacher_files(man, path, name, snap.shards) for name in teachers]
+        snap.teachers = [_teacher_files(man, path, name, snap.shards) for name in teachers]
     return snap
 
 
@@ -102,8 +103,8 @@ def _teacher_files(man: Manifest, path, name: str, own: dict) -> tuple:
         files[modality], missing = named.companion_files(man, t.teacher_id, modality)
         if missing:
             raise DimefmError(f"teacher {name!r} has no rows for {missing} {modality} shard(s) of {path} (encoded after "
-                              f"it was added): dimefm encode teacher --cache {path} --teacher {t.info.arch} "
-                              f"--pretrained {t.info.pretrained} --name {name}")
+                              f"it was added): run dimefm encode teacher --cache {path} --name {name} again, with its "
+                              f"--teacher and --pretrained (dimefm info lists them)")
     return t, files
 
 

@@ -17,6 +17,8 @@ COLUMNS = "teacher_id, arch, pretrained, fingerprint, embed_dim, image_size, con
 
 @dataclass(frozen=True)
 class NamedTeacher:
+    """A teacher of the cache with its id and name (`--teachers` uses names)."""
+
     teacher_id: int  # 1: the cache's own teacher
     name: str
     info: TeacherInfo
@@ -41,9 +43,10 @@ def all_teachers(man: Manifest) -> list[NamedTeacher]:
     return [_row_teacher(r) for r in man.query(f"SELECT {cols} FROM teachers ORDER BY teacher_id").fetchall()]
 
 
-def add_teacher(man: Manifest, name: str, info: TeacherInfo) -> int:
-    """The id of teacher `name` in the cache: recorded now, or found with the same weights; a name
-    taken by other weights, or the weights of a teacher already there under another name, are refused."""
+def record_teacher(man: Manifest, name: str, info: TeacherInfo) -> int:
+    """The id of added teacher `name`: recorded now, or found with the same weights (a run resumed).
+    Refused: a name taken by other weights, weights already there under another name, and the
+    weights of the cache's own teacher (its rows are the cache's)."""
     teachers = all_teachers(man)
     if not teachers:
         raise DimefmError(f"{man.path.name} has no teacher yet: encode images and sentences first, then add teachers")
@@ -53,10 +56,12 @@ def add_teacher(man: Manifest, name: str, info: TeacherInfo) -> int:
             raise DimefmError(f"{man.path.name} already has a teacher named {name!r} with other weights "
                               f"({t.info.arch}, weights {t.info.fingerprint[:12]}): choose another --name")
         if same:
-            if t.name != name:
+            if t.teacher_id == 1 or t.name != name:
                 own = " (the cache's own)" if t.teacher_id == 1 else ""
                 raise DimefmError(f"{man.path.name} already has these weights as teacher {t.name!r}{own}")
             return t.teacher_id
+    if teachers[0].teacher_id == 1:  # a manifest from before names: the cache's own teacher gets its default one
+        man.con.execute("UPDATE teachers SET name = ? WHERE teacher_id = 1 AND name IS NULL", [teachers[0].name])
     teacher_id = max(t.teacher_id for t in teachers) + 1
     man.con.execute(f"INSERT INTO teachers ({COLUMNS}, normalized, dtype, created_at) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, true, 'float16', ?)",
@@ -79,19 +84,20 @@ def shards_to_add(man: Manifest, teacher_id: int) -> list[tuple]:
            ORDER BY shard_id""", [teacher_id]).fetchall()
 
 
-def record_companion(man: Manifest, teacher_id: int, shard_id: int, c: dict, run_id: int) -> None:
-    """A written companion shard (`c`: path, parquet_path, rows, dim, checksum, parquet_checksum,
-    sample, bytes), unless one is recorded already (a marker committed twice)."""
+def record_companion(man: Manifest, teacher_id: int, shard_id: int, c: dict, run_id: int) -> str:
+    """Record a written companion shard (`c`: path, parquet_path, rows, dim, checksum,
+    parquet_checksum, sample, bytes): "recorded"; "already" if it is (a marker committed twice);
+    "stale" if it no longer fits its shard (gone, or of other rows), which is then encoded again."""
     if first(man.con.execute("SELECT 1 FROM teacher_shards WHERE teacher_id = ? AND shard_id = ? AND state = 'complete'",
                              [teacher_id, shard_id])):
-        return
-    rows = first(man.con.execute("SELECT rows FROM shards WHERE shard_id = ?", [shard_id]))
+        return "already"
+    rows = first(man.con.execute("SELECT rows FROM shards WHERE shard_id = ? AND state = 'complete'", [shard_id]))
     if rows is None or rows[0] != c["rows"]:
-        raise DimefmError(f"companion of shard {shard_id} has {c['rows']} rows, the shard "
-                          f"{'is gone' if rows is None else rows[0]}: not recorded")
+        return "stale"
     man.con.execute("INSERT INTO teacher_shards VALUES (?, ?, ?, ?, ?, ?, 'float16', ?, ?, ?, ?, 'complete', ?, ?)",
                     [teacher_id, shard_id, c["path"], c["parquet_path"], c["rows"], c["dim"], c["checksum"],
                      c["parquet_checksum"], c["sample"], c["bytes"], run_id, now()])
+    return "recorded"
 
 
 def companion_files(man: Manifest, teacher_id: int, modality: str) -> tuple[list[tuple], int]:
@@ -107,6 +113,7 @@ def companion_files(man: Manifest, teacher_id: int, modality: str) -> tuple[list
 
 
 def teacher_named(man: Manifest, name: str) -> NamedTeacher:
+    """The cache's teacher called `name` (its own or an added one), or a clear error listing them."""
     teachers = all_teachers(man)
     for t in teachers:
         if t.name == name:
