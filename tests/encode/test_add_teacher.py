@@ -128,8 +128,6 @@ def test_two_torchrun_ranks_add_the_same_rows_as_one_process(world, tmp_path):
     import subprocess
     import sys
 
-    from tests.conftest import run_cli
-
     _, caches, _, _ = world
     tc = write_tiny_teacher(tmp_path / "tc", "teacher-c", seed=7, config=B_CONFIG)
     args = ["encode", "teacher", "--teacher", tc[0], "--pretrained", tc[1], "--name", "c", "--batch-size", "6"]
@@ -138,14 +136,14 @@ def test_two_torchrun_ranks_add_the_same_rows_as_one_process(world, tmp_path):
         shutil.copytree(caches["a"].parent, tmp_path / how)
         cache = tmp_path / how / "run.duckdb"
         if how == "one":
-            r = run_cli(*args, "--cache", cache)
+            add_teacher(AddTeacherConfig(str(cache), str(tc[0]), str(tc[1]), name="c", batch_size=6), progress=False)
         else:
             env = {**os.environ, "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1", "DIMEFM_PROGRESS_SECONDS": "0"}
             r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                                 "-m", "dimefm_pipeline", *map(str, args), "--cache", str(cache)],
                                capture_output=True, text=True, timeout=300, env=env)
-        assert r.returncode == 0, r.stderr[-3000:]
-        assert f"{N_IMAGES * VIEWS + N_TEXTS:,} rows in 11 shard(s)" in r.stdout
+            assert r.returncode == 0, r.stderr[-3000:]
+            assert f"{N_IMAGES * VIEWS + N_TEXTS:,} rows in 11 shard(s)" in r.stdout
         t = load_cache(cache, teachers=("c",)).teachers[0]
         tables.append([x[np.arange(len(x))].astype(np.float32) for x in (t.images, t.texts)])
     assert query(tmp_path / "two" / "run.duckdb", "SELECT world_size, status FROM runs WHERE kind = 'encode-teacher' "
