@@ -142,10 +142,12 @@ def _image_inputs(loaded, idx, reader, lo: int, hi: int):
 
     pp = loaded.preprocess_cfg
     norm = view_transform(loaded.image_size, pp["mean"], pp["std"])
-    out = []
+    out, last = [], (None, None)
     for row, loc in zip(range(lo, hi), Locator.rows(idx.image_locs.take(np.arange(lo, hi)))):
+        where = (loc.loc_file, loc.offset, loc.length, loc.payload_hash)  # an image's views share their bytes
         try:
-            img = decode_image(reader.read(row, loc), None)
+            img = last[1] if last[0] == where else decode_image(reader.read(row, loc), None)
+            last = (where, img)
         except BadItem as exc:
             raise DimefmError(f"image row {row} cannot be read again ({exc}); its shard is left without this teacher's "
                               "rows: if the data moved, dimefm sources relocate, then run this command again") from None
