@@ -7,7 +7,7 @@ every row at several seeds, with bootstrap intervals (docs/results.md).
 
 The world-demo recipe's corpora are built once (6,000 pictures, 8,000 sentences) and encoded by the
 hard-world teacher, with the other caches a row needs (4 cached views, 1,000 pictures, filtered or
-prompted sentences). Each (row, seed) is trained in its own process pinned to one core and
+prompted sentences; a second hard-world teacher, trained when missing and added to the main cache). Each (row, seed) is trained in its own process pinned to one core and
 evaluated on the full hard suite with per-picture correctness kept; its result is written to
 OUT/results/ROW/seedS.json as soon as it is done, so a run cut off at any moment loses at most the
 runs in flight, and a rerun trains only what is missing.
