@@ -108,7 +108,8 @@ def test_cache_holds_every_layout(mixed_cache):
     assert shards_of_big_tar == 4  # 13 images in shards of 4: several shards per unit
     r = run_cli("info", "--cache", cache)  # in a log (not a terminal): whole table, repeated keys last
     assert r.returncode == 0 and "repeated keys" in r.stdout, r.stderr
-    last = {line.split("│")[3].strip(): line.split("│")[-2].strip() for line in r.stdout.splitlines() if line.count("│") > 9}
+    last = {line.split("│")[3].strip(): line.split("│")[-2].strip() for line in r.stdout.splitlines()
+            if line.count("│") > 9 and line.split("│")[2].strip() in ("image", "text")}  # the sources table
     assert last == {"webdataset": "14", "folder": "0", "parquet": "5", "tsv": "0", "txt": "0"}
 
 
