@@ -23,7 +23,7 @@ from dimefm_pipeline.core import models
 from dimefm_pipeline.core.errors import DimefmError
 from dimefm_pipeline.encode.config import AddTeacherConfig
 from dimefm_pipeline.formats.files import BadItem
-from dimefm_pipeline.store.shards import companion_markers, remove_partial_companions, write_companion
+from dimefm_pipeline.store.companions import companion_markers, remove_partial_companions, write_companion
 from dimefm_pipeline.store.manifest import Manifest, TeacherInfo, lock_wait
 from dimefm_pipeline.store.manifest import catalog
 from dimefm_pipeline.store.manifest import teachers as named
@@ -156,8 +156,8 @@ def _image_inputs(loaded, idx, reader, lo: int, hi: int):
 
 
 def _shard_texts(idx):
-    """Sentences by global text row, read from each text shard's Parquet file when first needed."""
-    import pyarrow.parquet as pq
+    """Sentences by global text row, as stage one gave them to its tokenizer, one shard read at a time."""
+    from dimefm_pipeline.store.tokens import shard_texts
 
     starts = np.concatenate([[0], np.cumsum([s[2] for s in idx.text_shards])])
     cache: dict = {}
@@ -168,7 +168,7 @@ def _shard_texts(idx):
             s = int(np.searchsorted(starts, row, side="right")) - 1
             if s not in cache:
                 cache.clear()
-                cache[s] = pq.read_table(idx.text_shards[s][1], columns=["text"]).column("text").to_pylist()
+                cache[s] = shard_texts(idx.text_shards[s][1])
             out.append(cache[s][row - starts[s]])
         return out
 
@@ -176,9 +176,7 @@ def _shard_texts(idx):
 
 
 def _text_inputs(loaded, texts, lo: int, hi: int):
-    from dimefm_pipeline.formats.base import bounded_text
-
-    return loaded.tokenizer([bounded_text(t)[0] for t in texts(lo, hi)])
+    return loaded.tokenizer(texts(lo, hi))
 
 
 def _forward(loaded, modality: str, inputs, device, precision: str) -> np.ndarray:

@@ -27,10 +27,15 @@ def tokenizer_key(tokenizer) -> str:
     return h.hexdigest()[:16]
 
 
-def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
-    """Token shards for every text shard of the cache `idx` (built on first use, reused after)."""
+def shard_texts(parquet) -> list[str]:
+    """A text shard's sentences as stage one gave them to the teacher's tokenizer (cut where it cut them)."""
     import pyarrow.parquet as pq
 
+    return [bounded_text(t)[0] for t in pq.read_table(parquet, columns=["text"]).column("text").to_pylist()]
+
+
+def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
+    """Token shards for every text shard of the cache `idx` (built on first use, reused after)."""
     folder = idx.cache_dir / "tokens" / tokenizer_key(tokenizer)
     folder.mkdir(parents=True, exist_ok=True)
     paths, built = [], []
@@ -38,7 +43,7 @@ def build_token_shards(idx, tokenizer, chunk: int = 8192) -> EmbeddingTable:
         path = folder / f"{checksum[:32]}.npy"
         if not path.exists():
             # the text as stage one gave it to the teacher's tokenizer (cut where it was cut)
-            texts = [bounded_text(t)[0] for t in pq.read_table(parquet, columns=["text"]).column("text").to_pylist()]
+            texts = shard_texts(parquet)
             ids = np.concatenate([tokenizer(texts[i : i + chunk]).numpy().astype(np.int32) for i in range(0, len(texts), chunk)])
             data = npy_bytes(ids)
             write_durable(path, data)
