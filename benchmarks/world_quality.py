@@ -233,6 +233,8 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1, help="(row, seed) runs at once, each pinned to one core")
     p.add_argument("--first-core", type=int, default=0, help="the core the first job is pinned to (the next ones follow)")
     p.add_argument("--only", nargs="*", default=None, help="rows to run (default: all)")
+    p.add_argument("--all-seeds", action="store_true", help="run every seed of --seeds also for the rows that run "
+                                                             "their first seed only by default (with --only)")
     p.add_argument("--results", default="docs/results.md")
     p.add_argument("--report-only", action="store_true", help="only rewrite the report from finished results")
     p.add_argument("--quick-suite", action="store_true", help="evaluate on the suite's small cut (smoke runs only)")
@@ -243,7 +245,7 @@ def main() -> None:
     recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", "encode.views=1", "distill.mined_share=0", *a.set]
     names = [n for n in ROWS if a.only is None or n in a.only]
     done = {(n, s) for n in ROWS for s in a.seeds if (out / "results" / n / f"seed{s}.json").exists()}
-    jobs = [(n, s, str(out), recipe_args, a.quick_suite) for n in names for s in a.seeds[:ROWS[n].max_seeds]
+    jobs = [(n, s, str(out), recipe_args, a.quick_suite) for n in names for s in a.seeds[:None if a.all_seeds else ROWS[n].max_seeds]
             if (n, s) not in done]
     # every row's first seed before any row's second, the costliest row last: a run cut off early
     # still leaves a whole table
