@@ -7,8 +7,8 @@ every row at several seeds, with bootstrap intervals (docs/results.md).
 
 The world-demo recipe's corpora are built once (6,000 pictures, 8,000 sentences) and encoded by the
 hard-world teacher, with the other caches a row needs (4 cached views, 1,000 pictures, filtered or
-prompted sentences; a second hard-world teacher, trained when missing and added to the main cache). Each (row, seed) is trained in its own process pinned to one core and
-evaluated on the full hard suite with per-picture correctness kept; its result is written to
+prompted sentences; a second hard-world teacher, trained when missing and added to the main cache).
+Each (row, seed) is trained in its own process pinned to one core and evaluated on the full hard suite with per-picture correctness kept; its result is written to
 OUT/results/ROW/seedS.json as soon as it is done, so a run cut off at any moment loses at most the
 runs in flight, and a rerun trains only what is missing.
 """
@@ -36,6 +36,7 @@ class Row:
     cache: str = "main"  # which cache it trains on (CACHES)
     kind: str = "distill"  # distill | teacher | paired | paired_teacher_budget
     max_seeds: int | None = None  # a row too costly for every seed runs the first ones only (the table says so)
+    costly: bool = False  # about an hour on one core: runs after every other (row, seed)
 
 
 ROWS = {
@@ -44,7 +45,7 @@ ROWS = {
                   "(as many pairs as the distilled student sees pictures)", kind="paired"),
     # 10,000 steps of the teacher's stream: about 16x a distilled row's compute
     "paired_teacher_budget": Row("same student, CLIP loss with the teacher's stream, recipe and budget",
-                                 kind="paired_teacher_budget", max_seeds=1),
+                                 kind="paired_teacher_budget", max_seeds=1, costly=True),
     "vl_only": Row("DIME-FM, VL only", {"w_pvl": 0.0}),
     "distilled": Row("DIME-FM, VL + P-VL (both towers; the demo's loss)"),
     "udist": Row("DIME-FM, VL + P-VL + UDist", {"w_udist": 0.3}),
@@ -65,7 +66,7 @@ ROWS = {
     "steps1200": Row("DIME-FM, VL + P-VL, 1,200 steps (twice the pictures seen)", {"steps": 1200}),
     # the demo's distillation at the teacher's steps and batch (10,000 x 128), on the same 6,000 pictures
     "distilled_teacher_budget": Row("DIME-FM, VL + P-VL, 10,000 steps (the teacher's steps and batch)",
-                                    {"steps": 10000, "checkpoint_every": 500}, max_seeds=1),
+                                    {"steps": 10000, "checkpoint_every": 500}, max_seeds=1, costly=True),
     # two teachers: the shipped one and a second hard-world teacher (another seed, 3,000 steps)
     "teacher_b": Row("second hard-world teacher (paired CLIP training, seed 1, 3,000 steps)", kind="teacher_b",
                      max_seeds=1),
@@ -75,7 +76,6 @@ ROWS = {
     "ensemble_mixture": Row("DIME-FM from both teachers, KL to their mixed distributions",
                             {"teachers": "world-hard-teacher,teacher-b", "ensemble": "mixture"}, cache="ensemble"),
 }
-COSTLY = ("paired_teacher_budget", "distilled_teacher_budget")  # about 60 core-minutes each
 SECOND_TEACHER = {"world": "hard", "steps": 3000, "seed": 1}  # a different teacher of the same world
 # name -> (recipe overrides, stages); the main cache is OUT itself, the others OUT/cache-NAME
 TEXTS = "corpus/texts.txt"
@@ -245,11 +245,11 @@ def main() -> None:
     recipe_args = [f"run.out={out}", f"distill.steps={a.steps}", "encode.views=1", "distill.mined_share=0", *a.set]
     names = [n for n in ROWS if a.only is None or n in a.only]
     done = {(n, s) for n in ROWS for s in a.seeds if (out / "results" / n / f"seed{s}.json").exists()}
-    jobs = [(n, s, str(out), recipe_args, a.quick_suite) for n in names for s in a.seeds[:None if a.all_seeds else ROWS[n].max_seeds]
-            if (n, s) not in done]
-    # every row's first seed before any row's second, the costliest row last: a run cut off early
+    seeds = {n: a.seeds if a.all_seeds else a.seeds[:ROWS[n].max_seeds] for n in names}
+    jobs = [(n, s, str(out), recipe_args, a.quick_suite) for n in names for s in seeds[n] if (n, s) not in done]
+    # every row's first seed before any row's second, the costly rows last: a run cut off early
     # still leaves a whole table
-    jobs.sort(key=lambda j: (j[0] in COSTLY, j[1], list(ROWS).index(j[0])))
+    jobs.sort(key=lambda j: (ROWS[j[0]].costly, j[1], list(ROWS).index(j[0])))
     failed = []
     if jobs and not a.report_only:
         build_caches(out, recipe_args, {ROWS[n].cache for n, *_ in jobs})
